@@ -1,0 +1,60 @@
+# icetide — run `make` (or `make help`) for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+CACHE   := .cache
+JAR_GROUPS := spark flink kafka
+JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-unit demo bench lint typecheck clean distclean
+
+help:  ## show this help
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS)  ## venv + pinned deps, JVM jars (Maven), Debian packages; a no-op when done
+
+$(CACHE)/system.stamp: scripts/setup-system.sh
+	@mkdir -p $(CACHE)
+	bash scripts/setup-system.sh
+	@touch $@
+
+$(BIN)/.stamp: pyproject.toml requirements.lock
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (icetide needs Python 3.11)"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==26.3
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/pip check
+	$(BIN)/python scripts/check_pins.py
+	@touch $@
+
+$(CACHE)/jars/%/.stamp: jars/%/pom.xml
+	@mkdir -p $(CACHE)/jars/$*
+	rm -f $(CACHE)/jars/$*/*.jar
+	mvn -q -B -f jars/$*/pom.xml -Dmaven.repo.local=$(abspath $(CACHE))/m2 \
+	    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(CACHE))/jars/$*
+	@touch $@
+
+test: setup  ## run every test tier (unit, integration, e2e)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup  ## only the unit tier (no JVM, seconds)
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+demo: setup  ## the main job end to end on the embedded stack
+	$(BIN)/icetide demo
+
+bench: setup  ## benchmarks (JSON into bench/results/)
+	$(BIN)/python -m bench
+
+lint: setup  ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:  ## remove runtime state (.state)
+	rm -rf .state
+
+distclean: clean  ## also remove the venv and download caches
+	rm -rf $(VENV) $(CACHE)

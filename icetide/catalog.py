@@ -1,0 +1,82 @@
+"""One catalog configuration rendered for each engine: Spark conf, Flink DDL, PyIceberg.
+
+All three see the same Iceberg JDBC catalog (by default one SQLite file) and the same
+warehouse, under the same catalog name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from icetide.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from icetide.settings import Settings
+
+JDBC_CATALOG_IMPL = "org.apache.iceberg.jdbc.JdbcCatalog"
+
+
+def catalog_properties(settings: Settings) -> dict[str, str]:
+    """The Iceberg catalog properties shared by the JVM engines."""
+    props = {
+        "catalog-impl": JDBC_CATALOG_IMPL,
+        "uri": settings.catalog_uri,
+        "warehouse": settings.warehouse,
+        "jdbc.schema-version": "V1",
+    }
+    if settings.catalog.user:
+        props["jdbc.user"] = settings.catalog.user
+    if settings.catalog.password is not None:
+        props["jdbc.password"] = settings.catalog.password.get_secret_value()
+    return props
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """Spark configuration that registers the catalog (and the Iceberg SQL extensions)."""
+    name = settings.catalog.name
+    conf = {
+        "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        f"spark.sql.catalog.{name}": "org.apache.iceberg.spark.SparkCatalog",
+        "spark.sql.defaultCatalog": name,
+    }
+    for key, value in catalog_properties(settings).items():
+        conf[f"spark.sql.catalog.{name}.{key}"] = value
+    return conf
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def flink_catalog_ddl(settings: Settings) -> str:
+    """`CREATE CATALOG` for Flink SQL; values are quoted as SQL string literals."""
+    name = settings.catalog.name
+    if not name.replace("_", "").isalnum():
+        raise ConfigError(f"{settings.source}: setting 'catalog.name': must be alphanumeric, got {name!r}")
+    props = {"type": "iceberg", **catalog_properties(settings)}
+    body = ",\n  ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in props.items())
+    return f"CREATE CATALOG `{name}` WITH (\n  {body}\n)"
+
+
+def sqlalchemy_uri(jdbc_uri: str) -> str:
+    """jdbc:sqlite:/p → sqlite:////p ; jdbc:postgresql://h/db → postgresql+psycopg://h/db."""
+    if jdbc_uri.startswith("jdbc:sqlite:"):
+        path = jdbc_uri[len("jdbc:sqlite:") :]
+        if path.startswith("file:"):
+            path = path[len("file:") :]
+        return f"sqlite:///{path}"
+    if jdbc_uri.startswith("jdbc:postgresql:"):
+        return "postgresql+psycopg:" + jdbc_uri[len("jdbc:postgresql:") :]
+    raise ConfigError(f"unsupported catalog uri (setting 'catalog.uri'): {jdbc_uri.split('?')[0]}")
+
+
+def pyiceberg_catalog(settings: Settings) -> Catalog:
+    """A read-only PyIceberg view of the same catalog (writes go through Spark or Flink)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    props: dict[str, Any] = {"uri": sqlalchemy_uri(settings.catalog_uri), "warehouse": settings.warehouse}
+    if settings.catalog.password is not None:
+        props["password"] = settings.catalog.password.get_secret_value()
+    return SqlCatalog(settings.catalog.name, **props)

@@ -1,0 +1,214 @@
+"""The change-event contract: one Kafka record per changed row.
+
+Value: a Debezium-compatible envelope (schemas disabled, so Flink's `debezium-json` format and
+Debezium JDBC sinks read it as is)::
+
+    {"before": {...} | null, "after": {...} | null, "op": "c" | "u" | "d" | "r",
+     "ts_ms": <when icetide produced it>,
+     "source": {"version", "connector": "icetide", "name": <topic prefix>, "catalog", "db",
+                "table", "snapshot_id", "sequence_number", "commit_ts_ms", "ts_ms" (= commit time),
+                "ordinal", "schema_id", "snapshot": "true" | "false"}}
+
+Key: a JSON object of the row's identifier fields. Topic: `<prefix>.<namespace>.<table>`.
+
+Row values are JSON-encoded the way Flink's JSON format reads them by default: dates
+`YYYY-MM-DD`, timestamps `YYYY-MM-DD HH:MM:SS.ffffff` (with a trailing `Z` when the column is
+timestamptz, in UTC), decimals as exact strings (Debezium's `decimal.handling.mode=string`), binary as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from icetide import __version__
+from icetide.errors import EventError
+
+Op = Literal["c", "u", "d", "r"]
+OPS: frozenset[str] = frozenset({"c", "u", "d", "r"})
+CONNECTOR = "icetide"
+
+
+def topic_for(prefix: str, namespace: str, table: str) -> str:
+    """`icetide.sales.vendas` for table `sales.vendas` under prefix `icetide`."""
+    return f"{prefix}.{namespace}.{table}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a change comes from: the table, the snapshot that committed it, and its position."""
+
+    catalog: str
+    db: str
+    table: str
+    snapshot_id: int
+    sequence_number: int
+    commit_ts_ms: int
+    ordinal: int  # position of this row's event within its snapshot, 0-based
+    schema_id: int = 0
+    name: str = "icetide"  # the topic prefix (Debezium's logical server name)
+    snapshot: bool = False  # True for the initial read (op "r")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "connector": CONNECTOR,
+            "name": self.name,
+            "catalog": self.catalog,
+            "db": self.db,
+            "table": self.table,
+            "snapshot_id": self.snapshot_id,
+            "sequence_number": self.sequence_number,
+            "commit_ts_ms": self.commit_ts_ms,
+            "ts_ms": self.commit_ts_ms,
+            "ordinal": self.ordinal,
+            "schema_id": self.schema_id,
+            "snapshot": "true" if self.snapshot else "false",
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Source:
+        try:
+            return cls(
+                catalog=str(raw["catalog"]),
+                db=str(raw["db"]),
+                table=str(raw["table"]),
+                snapshot_id=int(raw["snapshot_id"]),
+                sequence_number=int(raw["sequence_number"]),
+                commit_ts_ms=int(raw["commit_ts_ms"]),
+                ordinal=int(raw["ordinal"]),
+                schema_id=int(raw.get("schema_id", 0)),
+                name=str(raw.get("name", CONNECTOR)),
+                snapshot=str(raw.get("snapshot", "false")) == "true",
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EventError(f"bad source block: {exc!r}") from None
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Total order of events of one table: (sequence number, ordinal)."""
+        return (self.sequence_number, self.ordinal)
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One changed row: before/after images, the operation and its source."""
+
+    op: Op
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    source: Source
+    ts_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise EventError(f"unknown op {self.op!r}")
+        if self.op in ("c", "r") and (self.after is None or self.before is not None):
+            raise EventError(f"op {self.op!r} needs an after image and no before image")
+        if self.op == "d" and (self.before is None or self.after is not None):
+            raise EventError("op 'd' needs a before image and no after image")
+        if self.op == "u" and (self.before is None or self.after is None):
+            raise EventError("op 'u' needs both before and after images")
+
+    @property
+    def row(self) -> dict[str, Any]:
+        """The image that identifies the row: after for c/r/u, before for d."""
+        image = self.after if self.after is not None else self.before
+        assert image is not None
+        return image
+
+    def key(self, key_fields: list[str]) -> dict[str, Any]:
+        image = self.row
+        return {name: image.get(name) for name in key_fields}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "before": self.before,
+            "after": self.after,
+            "op": self.op,
+            "ts_ms": self.ts_ms,
+            "source": self.source.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ChangeEvent:
+        if not isinstance(raw, dict):
+            raise EventError("event is not a JSON object")
+        for name in ("op", "source"):
+            if name not in raw:
+                raise EventError(f"event has no '{name}'")
+        before, after = raw.get("before"), raw.get("after")
+        if before is not None and not isinstance(before, dict):
+            raise EventError("'before' is not an object")
+        if after is not None and not isinstance(after, dict):
+            raise EventError("'after' is not an object")
+        if not isinstance(raw["source"], dict):
+            raise EventError("'source' is not an object")
+        return cls(
+            op=raw["op"],
+            before=before,
+            after=after,
+            source=Source.from_dict(raw["source"]),
+            ts_ms=int(raw.get("ts_ms", 0)),
+        )
+
+
+# -- JSON serde -----------------------------------------------------------------------------
+
+
+def encode_value(value: Any) -> Any:
+    """A Python/Arrow value → its JSON representation (see module docstring)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)  # exact; Debezium's decimal.handling.mode=string, read by Flink's JSON format
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            utc = value.astimezone(dt.UTC).replace(tzinfo=None)
+            return utc.isoformat(sep=" ", timespec="microseconds") + "Z"
+        return value.isoformat(sep=" ", timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.time):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): encode_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_value(v) for v in value]
+    raise EventError(f"cannot encode value of type {type(value).__name__}")
+
+
+def encode_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {name: encode_value(value) for name, value in row.items()}
+
+
+def to_json(event: ChangeEvent) -> bytes:
+    """The envelope as compact UTF-8 JSON bytes (row images must already be JSON-ready)."""
+    return json.dumps(event.to_dict(), separators=(",", ":")).encode()
+
+
+def key_to_json(key: dict[str, Any]) -> bytes:
+    return json.dumps(key, separators=(",", ":"), sort_keys=True).encode()
+
+
+def from_json(payload: bytes | str | None) -> ChangeEvent:
+    """Decode one envelope; raises EventError (terminal) for anything malformed."""
+    if payload is None:
+        raise EventError("tombstone has no envelope")
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventError(f"not JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    return ChangeEvent.from_dict(raw)

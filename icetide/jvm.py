@@ -1,0 +1,81 @@
+"""The JVM side: which JDK to use and where the Maven-fetched jars are.
+
+`make setup` fetches every jar listed in `jars/<group>/pom.xml` into
+`.cache/jars/<group>/`; this module only finds them (it never downloads).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+from icetide.errors import SetupError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+JAR_GROUPS = ("spark", "flink", "kafka")
+REQUIRED_JAVA = 17
+_CANDIDATES = (
+    "/usr/lib/jvm/java-17-openjdk-amd64",
+    "/usr/lib/jvm/java-17-openjdk-arm64",
+    "/usr/lib/jvm/java-17-openjdk",
+    "/usr/lib/jvm/temurin-17-jdk-amd64",
+)
+
+
+def jar_cache() -> Path:
+    return Path(os.environ.get("ICETIDE_JAR_CACHE", PROJECT_ROOT / ".cache" / "jars"))
+
+
+def _java_major(java_home: Path) -> int | None:
+    java = java_home / "bin" / "java"
+    if not java.is_file():
+        return None
+    try:
+        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else None
+
+
+@lru_cache(maxsize=1)
+def java_home() -> Path:
+    """JDK 17: `$ICETIDE_JAVA_HOME`, else `$JAVA_HOME` if it is 17, else a known location."""
+    explicit = os.environ.get("ICETIDE_JAVA_HOME")
+    candidates = [explicit] if explicit else [os.environ.get("JAVA_HOME"), *_CANDIDATES]
+    for candidate in filter(None, candidates):
+        if _java_major(Path(candidate)) == REQUIRED_JAVA:
+            return Path(candidate)
+    which = shutil.which("java")
+    if which and not explicit:
+        home = Path(which).resolve().parent.parent
+        if _java_major(home) == REQUIRED_JAVA:
+            return home
+    raise SetupError(
+        "JDK 17 not found (Spark 4 and Flink 2 need it): install it with "
+        "`apt-get install openjdk-17-jdk-headless` or set ICETIDE_JAVA_HOME"
+    )
+
+
+def java_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of the environment with JAVA_HOME and PATH pointing at JDK 17."""
+    env = dict(os.environ if base is None else base)
+    home = java_home()
+    env["JAVA_HOME"] = str(home)
+    env["PATH"] = f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def jars(group: str) -> list[Path]:
+    """The jars of one manifest group, fetched by `make setup`."""
+    if group not in JAR_GROUPS:
+        raise ValueError(f"unknown jar group {group!r}")
+    folder = jar_cache() / group
+    found = sorted(folder.glob("*.jar"))
+    if not found:
+        raise SetupError(f"no jars in {folder}: run `make setup` (it fetches them with Maven)")
+    return found

@@ -1,0 +1,196 @@
+"""Typed settings, read once in `main()` and passed down.
+
+Sources, later ones win:
+1. defaults below;
+2. a YAML file (`--config FILE`, else `$ICETIDE_CONFIG`, else `./icetide.yaml` if present);
+3. environment variables `ICETIDE__SECTION__KEY` (e.g. `ICETIDE__KAFKA__PORT=19092`).
+
+Unknown keys are errors that name the key and the file. Secrets are `SecretStr`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from icetide.errors import ConfigError
+
+ENV_PREFIX = "ICETIDE__"
+DEFAULT_FILE = "icetide.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StackSettings(_Section):
+    """Where embedded services keep their state (pid files, logs, data)."""
+
+    state_dir: Path = Path(".state")
+
+
+class KafkaSettings(_Section):
+    """The Kafka cluster; by default the embedded single-node KRaft broker."""
+
+    bootstrap_servers: str | None = None  # set → use that cluster, embedded broker not started
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 → a free port chosen at `stack up`
+    controller_port: int = 0
+    heap: str = "512m"
+
+
+class CatalogSettings(_Section):
+    """The Iceberg catalog shared by Spark, Flink and PyIceberg under one name."""
+
+    name: str = "lake"
+    type: Literal["jdbc"] = "jdbc"
+    uri: str | None = None  # default: jdbc:sqlite:<state_dir>/catalog.db
+    warehouse: str | None = None  # default: file://<state_dir>/warehouse
+    user: str | None = None
+    password: SecretStr | None = None
+
+
+class SparkSettings(_Section):
+    master: str = "local[2]"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+    extra_conf: dict[str, str] = Field(default_factory=dict)
+
+
+class FlinkSettings(_Section):
+    parallelism: int = 1
+    checkpoint_interval_ms: int = 5000
+    taskmanager_memory: str = "1024m"
+
+
+class CdcSettings(_Section):
+    tables: list[str] = Field(default_factory=lambda: ["sales.vendas"])
+    topic_prefix: str = "icetide"
+    poll_interval_s: float = 1.0
+    start: str = "earliest"  # earliest | latest | snapshot:<id> | timestamp:<ms>
+    format: Literal["json", "avro"] = "json"
+    tombstones: bool = False
+    delivery: Literal["exactly-once", "at-least-once"] = "at-least-once"
+
+
+class SinkSettings(_Section):
+    kind: Literal["sqlite", "postgres"] = "sqlite"
+    sqlite_path: Path | None = None  # default: <state_dir>/downstream.db
+    postgres_dsn: SecretStr | None = None
+    group_id: str = "icetide-apply"
+    batch_size: int = 2000
+    dead_letter_topic: str | None = None  # default: <topic_prefix>.dead-letter
+
+
+class MetricsSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 → no endpoint unless a command asks for one with --metrics-port
+
+
+class Settings(_Section):
+    """All of icetide's settings; `source` records the file they were read from."""
+
+    stack: StackSettings = Field(default_factory=StackSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    flink: FlinkSettings = Field(default_factory=FlinkSettings)
+    cdc: CdcSettings = Field(default_factory=CdcSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    source: str = Field(default="<defaults>", exclude=True)
+
+    # -- derived locations -------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return self.stack.state_dir.expanduser().resolve()
+
+    @property
+    def catalog_uri(self) -> str:
+        return self.catalog.uri or f"jdbc:sqlite:{self.state_dir / 'catalog.db'}"
+
+    @property
+    def warehouse(self) -> str:
+        return self.catalog.warehouse or (self.state_dir / "warehouse").as_uri()
+
+    @property
+    def sqlite_path(self) -> Path:
+        return (self.sink.sqlite_path or self.state_dir / "downstream.db").expanduser().resolve()
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.sink.dead_letter_topic or f"{self.cdc.topic_prefix}.dead-letter"
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """`ICETIDE__KAFKA__PORT=1` → {"kafka": {"port": "1"}} (values parsed as YAML scalars)."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not path:
+            continue
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw != "" else None
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown setting '{key}'"
+    return f"{origin}: setting '{key}': {first['msg']}"
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read settings from `path` (or the default file) and the environment; raise ConfigError."""
+    environ = dict(os.environ if environ is None else environ)
+    chosen = path or environ.get("ICETIDE_CONFIG")
+    if chosen is None and Path(DEFAULT_FILE).is_file():
+        chosen = DEFAULT_FILE
+    data: dict[str, Any] = {}
+    origin = "<defaults>"
+    if chosen is not None:
+        file = Path(chosen)
+        origin = str(file)
+        if not file.is_file():
+            raise ConfigError(f"config file not found: {file}")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
+            raise ConfigError(f"{where}: invalid YAML") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping of sections at the top level")
+        data = loaded
+    overrides = _env_overrides(environ)
+    try:
+        Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+    try:
+        settings = Settings.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "environment (ICETIDE__…)")) from None
+    settings.source = origin
+    return settings

@@ -1,0 +1,9 @@
+"""Fixtures live in their own modules (one per real component), listed here."""
+
+pytest_plugins = [
+    "tests.fixtures.common",
+    "tests.fixtures.kafka",
+    "tests.fixtures.spark",
+    "tests.fixtures.flink",
+    "tests.fixtures.postgres",
+]
