@@ -1,0 +1,57 @@
+"""The Spark session factory: built on demand, never at import time.
+
+One local session (`local[2]` by default) with the Iceberg runtime on its classpath and the
+catalog of `icetide.catalog.spark_conf` registered as the default catalog.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from icetide import jvm
+from icetide.catalog import spark_conf
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from icetide.settings import Settings
+
+
+def session_conf(settings: Settings) -> dict[str, str]:
+    """Everything the session is built with, as plain strings (useful for tests and --debug)."""
+    conf = {
+        "spark.master": settings.spark.master,
+        "spark.app.name": "icetide",
+        "spark.driver.memory": settings.spark.driver_memory,
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        "spark.jars": ",".join(str(p) for p in jvm.jars("spark")),
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.sql.warehouse.dir": str(settings.state_dir / "spark-warehouse"),
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": "127.0.0.1",
+    }
+    conf.update(spark_conf(settings))
+    conf.update(settings.spark.extra_conf)
+    return conf
+
+
+def spark_session(settings: Settings) -> SparkSession:
+    """Create (or reuse) the process's Spark session for `settings`."""
+    # pyspark launches the JVM through spark-submit, which reads JAVA_HOME from the environment;
+    # set it for this process only when it is not JDK 17 already.
+    home = str(jvm.java_home())
+    if os.environ.get("JAVA_HOME") != home:
+        os.environ["JAVA_HOME"] = home
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in session_conf(settings).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
