@@ -12,6 +12,7 @@ done
 [ -n "$jdk17" ] || need+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v kcat >/dev/null || need+=(kcat)
+command -v promtool >/dev/null || need+=(prometheus)   # promtool checks and tests the alert rules
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -24,4 +25,4 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "system ok: JDK 17 at ${jdk17:-/usr/lib/jvm/java-17-openjdk-*}, $(mvn -v 2>/dev/null | head -1), kcat $(kcat -V 2>/dev/null | head -1 | awk '{print $2}')"
+echo "system ok: promtool $(promtool --version 2>/dev/null | head -1 | awk "{print \$3}"), JDK 17 at ${jdk17:-/usr/lib/jvm/java-17-openjdk-*}, $(mvn -v 2>/dev/null | head -1 | sed "s/\x1b\[[0-9;]*m//g"), kcat $(kcat -V 2>/dev/null | grep -o "Version [^ ]*" | head -1)"
