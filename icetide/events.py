@@ -195,12 +195,16 @@ def encode_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_json(event: ChangeEvent) -> bytes:
-    """The envelope as compact UTF-8 JSON bytes (row images must already be JSON-ready)."""
-    return json.dumps(event.to_dict(), separators=(",", ":")).encode()
+    """The envelope as compact UTF-8 JSON bytes; row values are encoded here (idempotent)."""
+    record = event.to_dict()
+    for image in ("before", "after"):
+        if record[image] is not None:
+            record[image] = encode_row(record[image])
+    return json.dumps(record, separators=(",", ":")).encode()
 
 
 def key_to_json(key: dict[str, Any]) -> bytes:
-    return json.dumps(key, separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps(encode_row(key), separators=(",", ":"), sort_keys=True).encode()
 
 
 def from_json(payload: bytes | str | None) -> ChangeEvent:

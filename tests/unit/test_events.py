@@ -83,3 +83,12 @@ def test_key_encoding_is_canonical(key: dict) -> None:
 
 def test_topic_naming() -> None:
     assert topic_for("icetide", "sales", "vendas") == "icetide.sales.vendas"
+
+
+def test_raw_and_encoded_images_serialise_identically() -> None:
+    raw = {"d": dt.date(2024, 1, 2), "p": Decimal("1.10"), "k": 3}
+    a = ChangeEvent(op="c", before=None, after=raw, source=SOURCE, ts_ms=1)
+    b = ChangeEvent(op="c", before=None, after=encode_row(raw), source=SOURCE, ts_ms=1)
+    assert to_json(a) == to_json(b)
+    assert json.loads(to_json(a))["after"] == {"d": "2024-01-02", "p": "1.10", "k": 3}
+    assert key_to_json({"d": dt.date(2024, 1, 2)}) == b'{"d":"2024-01-02"}'
