@@ -41,6 +41,8 @@ class KafkaSettings(_Section):
     port: int = 0  # 0 → a free port chosen at `stack up`
     controller_port: int = 0
     heap: str = "512m"
+    num_partitions: int = 1  # default partitions of auto-created topics
+    start_timeout_s: float = 90.0  # how long `stack up` waits for the broker to answer
 
 
 class CatalogSettings(_Section):

@@ -1,0 +1,373 @@
+"""The embedded stack: one real Kafka broker (KRaft, broker + controller) and the catalog's home.
+
+Everything lives under `<state_dir>/`: the broker's data, logs, config and pid file in `kafka/`,
+the Iceberg JDBC catalog file and the warehouse beside it. `Stack(settings).up()` is idempotent:
+a running broker that answers is reused, a stale pid file is removed, and a busy configured port
+is a one-line `StackError` instead of a broker that dies in its log. When
+`kafka.bootstrap_servers` is set, no broker is started and that cluster is used instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from icetide import jvm
+from icetide.errors import StackError
+from icetide.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+NODE_ID = 1
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """What runs and where: what `icetide stack status --json` prints and tests connect to."""
+
+    running: bool
+    embedded: bool
+    bootstrap: str
+    kafka_port: int | None
+    controller_port: int | None
+    pid: int | None
+    catalog_name: str
+    catalog_uri: str
+    warehouse: str
+    state_dir: str
+    log_file: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def free_port(host: str) -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True if a Kafka cluster at `bootstrap` returns metadata within the timeout."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError):
+        return False
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": logging.getLogger("icetide.kafka.admin")}
+    admin = AdminClient(conf)
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return True
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like `random-uuid`)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _tail(paths: list[Path], lines: int = 25) -> str:
+    chunks = []
+    for path in paths:
+        if path.is_file() and path.stat().st_size:
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            chunks.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
+    return "\n".join(chunks) or "(no broker output)"
+
+
+class Stack:
+    """Start, stop and inspect the embedded broker; prepare the catalog's folders."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.state_dir / "kafka"
+        self.data_dir = self.home / "data"
+        self.logs_dir = self.home / "logs"
+        self.pid_file = self.home / "kafka.pid"
+        self.ports_file = self.home / "ports.json"
+        self.config_file = self.home / "server.properties"
+        self.log4j_file = self.home / "log4j2.properties"
+        self.stdout_file = self.logs_dir / "stdout.log"
+        self.server_log = self.logs_dir / "server.log"
+
+    # -- public API ------------------------------------------------------------------------
+    def up(self) -> StackStatus:
+        """Prepare the catalog and start the broker, or reuse the one already running."""
+        self.prepare_catalog()
+        external = self.settings.kafka.bootstrap_servers
+        if external:
+            if not broker_answers(external, timeout_s=10):
+                raise StackError(f"Kafka at {external} (setting kafka.bootstrap_servers) does not answer")
+            return self.status()
+        pid = self._live_pid()
+        if pid is not None:
+            ports = self._read_ports()
+            if ports and self._wait_ready(pid, self._bootstrap(ports["port"]), allow_exit=False):
+                return self.status()
+            raise StackError(
+                f"a broker (pid {pid}) runs from {self.home} but does not answer: "
+                "run `icetide stack down` and `icetide stack up` again"
+            )
+        port, controller_port = self._choose_ports()
+        self._write_config(port, controller_port)
+        self._format_storage()
+        self._start(port)
+        return self.status()
+
+    def down(self) -> bool:
+        """Stop the broker this state dir started; True if one was running."""
+        pid = self._live_pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self._pid_is_broker(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self._pid_is_broker(pid):
+            log.warning("broker pid %s ignored SIGTERM for %ss; killing it", pid, STOP_TIMEOUT_S)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            while self._pid_is_broker(pid):
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> StackStatus:
+        """What runs now (never starts or stops anything, apart from removing a stale pid file)."""
+        s = self.settings
+        common: dict[str, Any] = {
+            "catalog_name": s.catalog.name,
+            "catalog_uri": s.catalog_uri,
+            "warehouse": s.warehouse,
+            "state_dir": str(s.state_dir),
+        }
+        external = s.kafka.bootstrap_servers
+        if external:
+            return StackStatus(
+                running=broker_answers(external), embedded=False, bootstrap=external, kafka_port=None,
+                controller_port=None, pid=None, log_file=None, **common,
+            )
+        pid = self._live_pid()
+        ports = self._read_ports() or {}
+        port = ports.get("port")
+        bootstrap = self._bootstrap(port) if port else ""
+        running = pid is not None and bool(port) and broker_answers(bootstrap)
+        return StackStatus(
+            running=running, embedded=True, bootstrap=bootstrap, kafka_port=port,
+            controller_port=ports.get("controller_port"), pid=pid, log_file=str(self.server_log), **common,
+        )
+
+    def prepare_catalog(self) -> None:
+        """Create the warehouse folder and the SQLite catalog file's parent (the file is the engines')."""
+        warehouse = urlparse(self.settings.warehouse)
+        if warehouse.scheme in ("", "file"):
+            Path(warehouse.path).mkdir(parents=True, exist_ok=True)
+        uri = self.settings.catalog_uri
+        if uri.startswith("jdbc:sqlite:"):
+            path = uri[len("jdbc:sqlite:") :].split("?")[0]
+            path = path.removeprefix("file:")
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+    # -- pid and ports ---------------------------------------------------------------------
+    def _bootstrap(self, port: int) -> str:
+        return f"{self.settings.kafka.host}:{port}"
+
+    def _pid_is_broker(self, pid: int) -> bool:
+        """The pid is alive and is OUR broker (not a recycled pid, not a zombie)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return MAIN_CLASS.encode() in cmdline and str(self.config_file).encode() in cmdline
+
+    def _live_pid(self) -> int | None:
+        """The running broker's pid, or None; a stale pid file is removed."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        if self._pid_is_broker(pid):
+            return pid
+        log.info("removing stale pid file %s (pid %s is not running)", self.pid_file, pid)
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def _read_ports(self) -> dict[str, int] | None:
+        try:
+            data = json.loads(self.ports_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return {"port": int(data["port"]), "controller_port": int(data["controller_port"])}
+
+    def _choose_ports(self) -> tuple[int, int]:
+        """Configured ports (must be free) or free ones, preferring the previous run's."""
+        host, cfg = self.settings.kafka.host, self.settings.kafka
+        previous = self._read_ports() or {}
+        chosen: list[int] = []
+        for name, wanted in (("port", cfg.port), ("controller_port", cfg.controller_port)):
+            if wanted:
+                if not port_is_free(host, wanted):
+                    raise StackError(
+                        f"port {host}:{wanted} (setting kafka.{name}) is in use: stop what listens there "
+                        f"or set ICETIDE__KAFKA__{name.upper()}=0 to pick a free port"
+                    )
+                chosen.append(wanted)
+                continue
+            old = previous.get(name)
+            if old and old not in chosen and port_is_free(host, old):
+                chosen.append(old)
+                continue
+            port = free_port(host)
+            while port in chosen:
+                port = free_port(host)
+            chosen.append(port)
+        return chosen[0], chosen[1]
+
+    # -- files -----------------------------------------------------------------------------
+    def _write_config(self, port: int, controller_port: int) -> None:
+        host, cfg = self.settings.kafka.host, self.settings.kafka
+        for folder in (self.home, self.data_dir, self.logs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(NODE_ID),
+            "controller.quorum.voters": f"{NODE_ID}@{host}:{controller_port}",
+            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": str(cfg.num_partitions),
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "log.retention.hours": "168",
+        }
+        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        self.ports_file.write_text(json.dumps({"port": port, "controller_port": controller_port}))
+        self.log4j_file.write_text(_log4j2_config(self.server_log))
+
+    def _java(self, main_class: str, *args: str, heap: str) -> list[str]:
+        classpath = os.pathsep.join(str(jar) for jar in jvm.jars("kafka"))
+        return [
+            str(jvm.java_home() / "bin" / "java"),
+            f"-Xmx{heap}", "-Xms64m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.log4j_file}",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            "-cp", classpath, main_class, *args,
+        ]
+
+    def _format_storage(self) -> None:
+        """Format the KRaft log dir once (a formatted dir keeps its cluster id across restarts)."""
+        if (self.data_dir / "meta.properties").is_file():
+            return
+        cmd = self._java(STORAGE_TOOL, "format", "--cluster-id", _cluster_id(), "--config", str(self.config_file),
+                         heap="256m")
+        done = subprocess.run(cmd, env=jvm.java_env(), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+            raise StackError("formatting the Kafka storage failed:\n" + "\n".join(detail))
+
+    # -- process ---------------------------------------------------------------------------
+    def _start(self, port: int) -> None:
+        cmd = self._java(MAIN_CLASS, str(self.config_file), heap=self.settings.kafka.heap)
+        with self.stdout_file.open("ab") as out:
+            proc = subprocess.Popen(
+                cmd, env=jvm.java_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.home,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        try:
+            if not self._wait_ready(proc.pid, self._bootstrap(port), allow_exit=True, proc=proc):
+                raise StackError(
+                    f"the Kafka broker did not answer on {self._bootstrap(port)} within "
+                    f"{self.settings.kafka.start_timeout_s:.0f}s\n" + _tail([self.stdout_file, self.server_log])
+                )
+        except BaseException:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            self.pid_file.unlink(missing_ok=True)
+            raise
+
+    def _wait_ready(self, pid: int, bootstrap: str, *, allow_exit: bool,
+                    proc: subprocess.Popen[bytes] | None = None) -> bool:
+        deadline = time.monotonic() + self.settings.kafka.start_timeout_s
+        while time.monotonic() < deadline:
+            exited = proc.poll() is not None if proc is not None else not self._pid_is_broker(pid)
+            if exited:
+                if allow_exit:
+                    raise StackError(
+                        "the Kafka broker exited during start-up\n" + _tail([self.stdout_file, self.server_log])
+                    )
+                return False
+            if broker_answers(bootstrap, timeout_s=2.0):
+                return True
+            time.sleep(0.3)
+        return False
+
+
+def _log4j2_config(server_log: Path) -> str:
+    """Broker logs go to a size-capped file, warnings only (plus the start/stop lines)."""
+    return f"""\
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {server_log}
+appender.file.filePattern = {server_log}.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 10MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 2
+rootLogger.level = warn
+rootLogger.appenderRef.file.ref = file
+logger.raft.name = kafka.server.KafkaRaftServer
+logger.raft.level = info
+"""

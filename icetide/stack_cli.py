@@ -1,0 +1,58 @@
+"""`icetide stack up | down | status`: the embedded Kafka broker and the catalog's folders."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from icetide.cli import App, emit
+from icetide.stack import Stack, StackStatus
+
+
+def _describe(status: StackStatus) -> str:
+    kafka = "running" if status.running else "stopped"
+    where = "external" if not status.embedded else f"pid {status.pid}" if status.pid else "embedded"
+    lines = [
+        f"kafka      {kafka} ({where}) {status.bootstrap or '-'}",
+        f"catalog    {status.catalog_name}  {status.catalog_uri}",
+        f"warehouse  {status.warehouse}",
+        f"state dir  {status.state_dir}",
+    ]
+    if status.log_file:
+        lines.append(f"broker log {status.log_file}")
+    return "\n".join(lines)
+
+
+@click.group()
+def stack() -> None:
+    """Start, stop and inspect the embedded Kafka broker (KRaft) and the Iceberg catalog."""
+
+
+@stack.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def up(app: App, as_json: bool) -> None:
+    """Start the broker (or reuse the running one) and prepare the catalog and warehouse."""
+    started = time.monotonic()
+    status = Stack(app.settings).up()
+    data = {**status.to_dict(), "seconds": round(time.monotonic() - started, 2)}
+    emit(data, as_json, _describe(status))
+
+
+@stack.command()
+@click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
+@click.pass_obj
+def down(app: App, as_json: bool) -> None:
+    """Stop the broker started from this state directory (data is kept)."""
+    stopped = Stack(app.settings).down()
+    emit({"stopped": stopped}, as_json, "kafka stopped" if stopped else "kafka was not running")
+
+
+@stack.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def status(app: App, as_json: bool) -> None:
+    """Show what runs: Kafka bootstrap address, catalog name and URI, warehouse."""
+    current = Stack(app.settings).status()
+    emit(current.to_dict(), as_json, _describe(current))
