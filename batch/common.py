@@ -1,0 +1,135 @@
+"""What every batch command shares: the Spark session, table names, result tables, CALL statements.
+
+Table names given by users (`sales.vendas`, or `lake.sales.vendas`) are parsed with sqlglot and
+rendered back with quoted identifiers, so nothing a user types is pasted into SQL unquoted.
+Iceberg procedure calls (`CALL lake.system.*`) are not sqlglot syntax; `call_sql` renders their
+arguments as sqlglot literals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import click
+from icetide.errors import ConfigError
+from sqlglot import exp
+
+if TYPE_CHECKING:
+    from icetide.settings import Settings
+    from pyspark.sql import SparkSession
+
+DIALECT = "spark"
+
+
+def spark_for(settings: Settings) -> SparkSession:
+    """The process's Spark session on the configured catalog (started on first use, ~6 s)."""
+    from icetide.spark import spark_session
+
+    return spark_session(settings)
+
+
+def table_ref(settings: Settings, name: str) -> exp.Table:
+    """`ns.table` or `catalog.ns.table` → a fully qualified sqlglot table in the configured catalog."""
+    try:
+        table = exp.to_table(name, dialect=DIALECT)
+    except Exception as exc:  # sqlglot raises several kinds of parse errors
+        raise ConfigError(f"not a table name: {name!r} ({exc})") from None
+    if not table.args.get("db"):
+        raise ConfigError(f"table name must include its namespace, e.g. sales.vendas (got {name!r})")
+    catalog = table.args.get("catalog")
+    if catalog is None:
+        table.set("catalog", exp.to_identifier(settings.catalog.name))
+    elif catalog.name != settings.catalog.name:
+        raise ConfigError(f"table {name!r} is not in the configured catalog {settings.catalog.name!r}")
+    return table
+
+
+def render(node: exp.Expression) -> str:
+    """Spark SQL for a sqlglot node, identifiers always quoted."""
+    return node.sql(dialect=DIALECT, identify=True)
+
+
+def short_name(table: exp.Table) -> str:
+    """`ns.table` (no catalog): how Iceberg procedures name a table of their own catalog."""
+    return f"{table.db}.{table.name}"
+
+
+def metadata_table(table: exp.Table, kind: str) -> str:
+    """`lake`.`ns`.`t`.`snapshots` — Iceberg's metadata tables are a fourth name part."""
+    return f"{render(table)}.{render(exp.to_identifier(kind))}"
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | decimal.Decimal):
+        return render(exp.Literal.number(value))
+    if isinstance(value, Mapping):
+        parts = [f"{_literal(str(k))}, {_literal(str(v))}" for k, v in value.items()]
+        return f"map({', '.join(parts)})"
+    if isinstance(value, dt.datetime):
+        return f"TIMESTAMP {render(exp.Literal.string(value.isoformat(sep=' ')))}"
+    return render(exp.Literal.string(str(value)))
+
+
+def call_sql(catalog: str, procedure: str, args: Mapping[str, Any]) -> str:
+    """`CALL <catalog>.system.<procedure>(name => literal, ...)`; None arguments are left out."""
+    rendered = ", ".join(f"{key} => {_literal(value)}" for key, value in args.items() if value is not None)
+    name = ".".join(render(exp.to_identifier(p)) for p in (catalog, "system", procedure))
+    return f"CALL {name}({rendered})"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Spark row values → JSON-friendly values (Decimal → str keeps exact cents)."""
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An aligned text table with a header rule; numbers right-aligned, NULL shown as `NULL`."""
+    if not columns:
+        return "OK"
+    cells = [["NULL" if v is None else str(to_jsonable(v)) for v in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in cells:
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float | decimal.Decimal) or r[i] is None for r in rows)
+        for i in range(len(columns))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        padded = [
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return " | ".join(padded).rstrip()
+
+    out = [line(list(columns)), "-+-".join("-" * w for w in widths)]
+    out += [line(row) for row in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+@contextmanager
+def progress(label: str, enabled: bool = True) -> Iterator[None]:
+    """A one-line 'working…' / 'done in N s' note on stderr for long steps (silent with --json)."""
+    start = time.perf_counter()
+    if enabled:
+        click.echo(f"{label} …", err=True)
+    yield
+    if enabled:
+        click.echo(f"{label}: done in {time.perf_counter() - start:.1f} s", err=True)
