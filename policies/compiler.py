@@ -1,0 +1,199 @@
+"""Compile a checked policy into its intermediate form, then into each engine's artefacts.
+
+Intermediate form: one `Access` per (user, table) (see `combine`). Outputs, all built as
+sqlglot syntax trees and rendered per dialect (no SQL is assembled from strings):
+- Spark: `CREATE OR REPLACE VIEW lake.sec_<user>.<table>` per visible table, carrying the
+  rule ids and the policy's content hash in COMMENT and TBLPROPERTIES;
+- Trino: a file-based access-control `rules.json` (one entry per user and table, then a
+  catch-all that denies, since Trino's first match wins and a missing section allows);
+- DuckDB: the SELECT that filters and masks change-stream rows (`policies.stream`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from policies.combine import Access, all_access
+from policies.keys import HmacPads, default_key_id, read_key
+from policies.masks import render
+from policies.model import MaskSpec
+from policies.validate import CheckedPolicy
+
+AUDIENCE_PREFIX = "sec_"
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    """The intermediate form every target renders from."""
+
+    checked: CheckedPolicy
+    access: dict[tuple[str, str], Access]
+    pads: dict[str, HmacPads] = field(default_factory=dict, repr=False)
+
+    @property
+    def policy_id(self) -> str:
+        return self.checked.policy.id
+
+    @property
+    def version(self) -> int:
+        return self.checked.policy.version
+
+    @property
+    def content_hash(self) -> str:
+        return self.checked.policy.content_hash
+
+    def get(self, user: str, table: str) -> Access | None:
+        return self.access.get((user, table))
+
+    def key_for(self, mask: MaskSpec) -> HmacPads | None:
+        if mask.kind != "hash":
+            return None
+        return self.pads[mask.key or str(default_key_id(self.checked.policy))]
+
+
+def compile_policy(checked: CheckedPolicy, environ: Mapping[str, str] | None = None) -> CompiledPolicy:
+    """Resolve every user × table and load the keys the chosen masks need."""
+    access = {(a.user, a.table): a for a in all_access(checked)}
+    policy = checked.policy
+    pads: dict[str, HmacPads] = {}
+    for a in access.values():
+        for c in a.columns:
+            if c.mask.kind == "hash":
+                kid = c.mask.key or str(default_key_id(policy))
+                if kid not in pads:
+                    pads[kid] = read_key(policy.keys[kid], environ)
+    return CompiledPolicy(checked, access, pads)
+
+
+def audience(user: str) -> str:
+    """The namespace holding a user's secure views (user names are [a-z][a-z0-9_]*)."""
+    return AUDIENCE_PREFIX + user
+
+
+def table_ref(name: str, catalog: str | None = None) -> exp.Table:
+    db, table = name.split(".", 1)
+    return exp.table_(table, db=db, catalog=catalog, quoted=True)
+
+
+def _qualify_lookups(tree: exp.Expression, catalog: str | None) -> exp.Expression:
+    def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.db and not node.catalog:
+            return table_ref(f"{node.db}.{node.name}", catalog)
+        return node
+
+    return tree.copy().transform(fix) if catalog else tree.copy()
+
+
+def masked_select(compiled: CompiledPolicy, access: Access, source: exp.Expression, dialect: str,
+                  catalog: str | None = None) -> exp.Select:
+    """SELECT <masked columns> FROM source WHERE <filter>: the core of every target."""
+    columns = []
+    for c in access.columns:
+        value = render(c.mask, exp.column(c.name, quoted=True), c.type, dialect, compiled.key_for(c.mask))
+        columns.append(exp.alias_(value, c.name, quoted=True))
+    where = _qualify_lookups(access.filter, catalog) if access.visible else exp.false()
+    return exp.select(*columns).from_(source).where(where)
+
+
+def _metadata(compiled: CompiledPolicy, access: Access) -> dict[str, str]:
+    keys = sorted({c.mask.key or str(default_key_id(compiled.checked.policy))
+                   for c in access.columns if c.mask.kind == "hash"})
+    return {
+        "icetide.policy": compiled.policy_id,
+        "icetide.policy_version": str(compiled.version),
+        "icetide.policy_hash": compiled.content_hash,
+        "icetide.rule_ids": ",".join(access.rule_ids),
+        "icetide.key_ids": ",".join(keys),
+        "icetide.user": access.user,
+        "icetide.table": access.table,
+    }
+
+
+def spark_view(compiled: CompiledPolicy, access: Access, catalog: str = "lake") -> exp.Create:
+    """CREATE OR REPLACE VIEW for one user's view of one table."""
+    meta = _metadata(compiled, access)
+    comment = (f"icetide policy {meta['icetide.policy']} v{meta['icetide.policy_version']} "
+               f"hash {meta['icetide.policy_hash']} rules {meta['icetide.rule_ids']}")
+    properties: list[exp.Expression] = [exp.SchemaCommentProperty(this=exp.Literal.string(comment))]
+    properties += [exp.Property(this=exp.Literal.string(k), value=exp.Literal.string(v)) for k, v in meta.items()]
+    view = exp.table_(access.table.split(".")[-1], db=audience(access.user), catalog=catalog, quoted=True)
+    select = masked_select(compiled, access, table_ref(access.table, catalog), "spark", catalog)
+    return exp.Create(this=view, kind="VIEW", replace=True, expression=select,
+                      properties=exp.Properties(expressions=properties))
+
+
+def spark_statements(compiled: CompiledPolicy, catalog: str = "lake") -> list[exp.Expression]:
+    """Namespaces then views, for every user with at least one visible table."""
+    out: list[exp.Expression] = []
+    for user in compiled.checked.policy.users:
+        views = [a for (u, _), a in compiled.access.items() if u == user and a.visible]
+        if not views:
+            continue
+        out.append(exp.Create(this=exp.table_(audience(user), db=catalog, quoted=True), kind="SCHEMA", exists=True))
+        out += [spark_view(compiled, a, catalog) for a in views]
+    return out
+
+
+def spark_sql(compiled: CompiledPolicy, catalog: str = "lake") -> list[str]:
+    return [s.sql(dialect="spark") for s in spark_statements(compiled, catalog)]
+
+
+def trino_rules(compiled: CompiledPolicy, catalog: str = "lake") -> dict[str, Any]:
+    """Trino file-based access control: explicit entries, then a catch-all that denies."""
+    tables: list[dict[str, Any]] = []
+    for (user, table), access in compiled.access.items():
+        schema_name, table_name = table.split(".", 1)
+        entry: dict[str, Any] = {"user": f"^{re.escape(user)}$", "catalog": f"^{re.escape(catalog)}$",
+                                 "schema": f"^{re.escape(schema_name)}$", "table": f"^{re.escape(table_name)}$"}
+        if not access.visible:
+            entry["privileges"] = []
+        else:
+            entry["privileges"] = ["SELECT"]
+            filter_sql = _qualify_lookups(access.filter, catalog).sql(dialect="trino")
+            if filter_sql != "TRUE":
+                entry["filter"] = filter_sql
+            columns = []
+            for c in access.columns:
+                if c.mask.kind != "none":
+                    masked = render(c.mask, exp.column(c.name, quoted=True), c.type, "trino",
+                                    compiled.key_for(c.mask))
+                    columns.append({"name": c.name, "mask": masked.sql(dialect="trino")})
+            if columns:
+                entry["columns"] = columns
+        tables.append(entry)
+    tables.append({"privileges": []})
+    return {"catalogs": [{"catalog": ".*", "allow": "read-only"}], "tables": tables}
+
+
+def duckdb_sql(compiled: CompiledPolicy, user: str, table: str, source: str = "src") -> str:
+    """The DuckDB SELECT that filters and masks rows of `table` for `user`, read from `source`."""
+    access = compiled.get(user, table)
+    if access is None:
+        raise KeyError(f"no compiled access for {user} on {table}")
+    return masked_select(compiled, access, exp.to_table(source), "duckdb").sql(dialect="duckdb")
+
+
+def compile_output(compiled: CompiledPolicy, target: str, catalog: str = "lake") -> dict[str, Any]:
+    """Everything a target produces, as JSON-able data (the CLI prints it)."""
+    head: dict[str, Any] = {"policy": compiled.policy_id, "version": compiled.version,
+                            "content_hash": compiled.content_hash, "target": target}
+    if target == "spark":
+        head["statements"] = spark_sql(compiled, catalog)
+    elif target == "trino":
+        head["rules"] = trino_rules(compiled, catalog)
+        head["rule_ids"] = {f"{u}@{t}": list(a.rule_ids) for (u, t), a in compiled.access.items()}
+    elif target == "duckdb":
+        head["queries"] = {f"{u}@{t}": duckdb_sql(compiled, u, t) for (u, t) in compiled.access}
+    else:
+        raise ValueError(f"unknown target {target!r}")
+    return head
+
+
+def to_json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)

@@ -1,0 +1,176 @@
+"""The mask library: which masks fit which types, which is stricter, and how each renders.
+
+Every mask renders as a sqlglot expression for Spark, Trino and DuckDB that yields the same
+value in all three, and has a Python reference implementation (`reference`) the tests compare
+against. Masks keep the column's type (so views have the base table's schema), except `hash`
+(a hex string). NULL stays NULL except under `redact` (a constant hides nullness too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import replace
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlglot import exp
+
+from policies.keys import HmacPads
+from policies.model import MaskSpec
+from policies.schemas import family
+
+REDACTED = "****"
+RANK = {"none": 0, "bucket": 50, "year_only": 50, "show_first": 50, "show_last": 50, "hash": 80, "redact": 90,
+        "null": 100}
+DIALECTS = ("spark", "trino", "duckdb")
+
+
+def applicable(kind: str, col_type: str) -> bool:
+    """Whether a mask kind can be applied to a column of `col_type`."""
+    fam = family(col_type)
+    if kind in ("none", "null"):
+        return True
+    if kind in ("redact", "show_first", "show_last"):
+        return fam == "string"
+    if kind == "hash":
+        return col_type in ("string", "int", "long")
+    if kind == "year_only":
+        return fam in ("date", "timestamp")
+    if kind == "bucket":
+        return fam == "number"
+    return False
+
+
+def strictest(masks: list[MaskSpec], col_type: str) -> tuple[MaskSpec, str | None]:
+    """The most restrictive of `masks` for a column, and a note when masks had to be escalated.
+
+    Masks that do not fit the type become null; incomparable partial masks (show_first vs
+    show_last) become redact (strings) or null, so combining rules can never reveal more.
+    """
+    fitted = [m if applicable(m.kind, col_type) else replace(m, kind="null") for m in masks]
+    note = None if len(fitted) == len(masks) and all(a is b for a, b in zip(fitted, masks, strict=True)) else (
+        "a mask that does not fit the column type was replaced by null")
+    top = max(RANK[m.kind] for m in fitted)
+    best = [m for m in fitted if RANK[m.kind] == top]
+    kinds = {m.kind for m in best}
+    if len(kinds) > 1:
+        kind = "redact" if family(col_type) == "string" else "null"
+        return MaskSpec(kind, best[0].pos), f"incomparable masks {sorted(kinds)} combined into {kind}"
+    first = best[0]
+    if first.kind in ("show_first", "show_last"):
+        return min(best, key=lambda m: m.n or 0), note
+    if first.kind == "bucket":
+        return max(best, key=lambda m: m.width or 0), note
+    if first.kind == "hash" and len({m.key for m in best}) > 1:
+        return min(best, key=lambda m: m.key or ""), "hash masks with different keys; the first key id wins"
+    return first, note
+
+
+def sql_type(col_type: str) -> exp.DataType:
+    """sqlglot type for a canonical column type (renders per dialect)."""
+    names = {"string": "TEXT", "long": "BIGINT", "int": "INT", "float": "FLOAT", "double": "DOUBLE",
+             "boolean": "BOOLEAN", "date": "DATE", "timestamp": "TIMESTAMPNTZ", "timestamptz": "TIMESTAMPTZ",
+             "binary": "BINARY"}
+    return exp.DataType.build(names.get(col_type, col_type.upper()))
+
+
+def _fn(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def _num(value: int | Decimal) -> exp.Expression:
+    return exp.Literal.number(str(value))
+
+
+def _hmac_sql(value: exp.Expression, dialect: str, pads: HmacPads) -> exp.Expression:
+    text = exp.Cast(this=value, to=sql_type("string"))
+    if dialect == "trino":
+        mac = _fn("HMAC_SHA256", _fn("TO_UTF8", text), _fn("FROM_HEX", exp.Literal.string(pads.key.hex())))
+        return _fn("LOWER", _fn("TO_HEX", mac))
+    ipad, opad = exp.Literal.string(pads.ipad.hex()), exp.Literal.string(pads.opad.hex())
+    if dialect == "spark":
+        inner = _fn("SHA2", _fn("CONCAT", _fn("UNHEX", ipad), _fn("ENCODE", text, exp.Literal.string("UTF-8"))),
+                    _num(256))
+        return _fn("SHA2", _fn("CONCAT", _fn("UNHEX", opad), _fn("UNHEX", inner)), _num(256))
+    inner = _fn("SHA256", exp.DPipe(this=_fn("UNHEX", ipad), expression=_fn("ENCODE", text)))
+    return _fn("SHA256", exp.DPipe(this=_fn("UNHEX", opad), expression=_fn("UNHEX", inner)))
+
+
+def render(mask: MaskSpec, value: exp.Expression, col_type: str, dialect: str,
+           pads: HmacPads | None = None) -> exp.Expression:
+    """The masked value of `value` (a column expression) in `dialect`."""
+    if not applicable(mask.kind, col_type):
+        raise ValueError(f"mask {mask.label()} does not apply to {col_type}")
+    kind = mask.kind
+    if kind == "none":
+        return value.copy()
+    if kind == "null":
+        return exp.Cast(this=exp.Null(), to=sql_type(col_type))
+    if kind == "redact":
+        return exp.Literal.string(REDACTED)
+    is_null = exp.Is(this=value.copy(), expression=exp.Null())
+    if kind in ("show_first", "show_last"):
+        n = int(mask.n or 0)
+        length = exp.Length(this=value.copy())
+        if kind == "show_first":
+            shown = exp.Concat(expressions=[exp.Substring(this=value.copy(), start=_num(1), length=_num(n)),
+                                            exp.Literal.string(REDACTED)])
+        else:
+            start = exp.Add(this=exp.Sub(this=length.copy(), expression=_num(n)), expression=_num(1))
+            shown = exp.Concat(expressions=[exp.Literal.string(REDACTED),
+                                            exp.Substring(this=value.copy(), start=start)])
+        return exp.Case(ifs=[exp.If(this=is_null, true=exp.Null()),
+                             exp.If(this=exp.LTE(this=length, expression=_num(n)),
+                                    true=exp.Literal.string(REDACTED))], default=shown)
+    if kind == "hash":
+        if pads is None:
+            raise ValueError("hash mask needs a key")
+        return _hmac_sql(value.copy(), dialect, pads)
+    if kind == "year_only":
+        if dialect == "trino":
+            year_start: exp.Expression = exp.Cast(
+                this=_fn("DATE_TRUNC", exp.Literal.string("year"), value.copy()), to=sql_type("date"))
+        else:
+            year_start = _fn("MAKE_DATE", exp.Year(this=value.copy()), _num(1), _num(1))
+        return exp.Cast(this=year_start, to=sql_type(col_type))
+    # bucket: computed in double precision in every engine, then cast back to the column type
+    width = exp.Cast(this=_num(int(mask.width or 1)), to=sql_type("double"))
+    as_double = exp.Cast(this=value.copy(), to=sql_type("double"))
+    floor = exp.Cast(this=exp.Floor(this=exp.Div(this=as_double, expression=width)), to=sql_type("double"))
+    return exp.Cast(this=exp.Mul(this=floor, expression=width.copy()), to=sql_type(col_type))
+
+
+def reference(mask: MaskSpec, value: Any, col_type: str, pads: HmacPads | None = None) -> Any:
+    """What `render` must produce, computed in Python (the tests' oracle)."""
+    kind = mask.kind
+    if kind == "none":
+        return value
+    if kind == "null":
+        return None
+    if kind == "redact":
+        return REDACTED
+    if value is None:
+        return None
+    if kind == "show_first":
+        n = int(mask.n or 0)
+        return REDACTED if len(value) <= n else value[:n] + REDACTED
+    if kind == "show_last":
+        n = int(mask.n or 0)
+        return REDACTED if len(value) <= n else REDACTED + value[len(value) - n:]
+    if kind == "hash":
+        assert pads is not None
+        return hmac.new(pads.key, str(value).encode(), hashlib.sha256).hexdigest()
+    if kind == "year_only":
+        start = date(value.year, 1, 1)
+        return datetime(value.year, 1, 1, tzinfo=getattr(value, "tzinfo", None)) if col_type != "date" else start
+    width = int(mask.width or 1)
+    bucket = float(math.floor(float(value) / float(width))) * float(width)
+    if col_type.startswith("decimal"):
+        scale = int(col_type.split(",")[1].rstrip(")"))
+        return Decimal(int(bucket)).quantize(Decimal(1).scaleb(-scale))
+    if col_type in ("int", "long"):
+        return int(bucket)
+    return bucket

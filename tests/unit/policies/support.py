@@ -1,0 +1,43 @@
+"""Shared helpers for the policy tests: the example policy, its schema, sample rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from policies.compiler import CompiledPolicy, compile_policy
+from policies.loader import parse_policy
+from policies.schemas import DictSchemaProvider
+from policies.validate import check_policy
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE = ROOT / "policies" / "examples" / "vendas.yaml"
+SCHEMA_FILE = ROOT / "policies" / "examples" / "vendas.schema.yaml"
+KEY_ENV = {"ICETIDE_POLICY_KEY_K1": "unit-test-key-0123456789"}
+VENDAS = "sales.vendas"
+
+
+def provider() -> DictSchemaProvider:
+    return DictSchemaProvider.from_file(SCHEMA_FILE)
+
+
+def compile_text(text: str, file: str = "test.yaml", schema: DictSchemaProvider | None = None) -> CompiledPolicy:
+    return compile_policy(check_policy(parse_policy(text, file), schema or provider()), KEY_ENV)
+
+
+def example() -> CompiledPolicy:
+    return compile_text(EXAMPLE.read_text(), str(EXAMPLE))
+
+
+def rows(n: int = 12) -> list[dict[str, Any]]:
+    """Rows over both regions with distinctive prices and e-mails (easy to spot if leaked)."""
+    regions = ["North", "South", "East"]
+    return [
+        {"sale_id": i, "sale_ts": dt.datetime(2023 + i % 3, 1 + i % 12, 1 + i % 28, 10, 30),
+         "year": 2023 + i % 3, "month": 1 + i % 12, "region": regions[i % 3], "product": f"P{i % 4}",
+         "customer_email": f"secret{i}@mail.example", "price": Decimal(f"{1000 + 37 * i}.{i % 97 + 1:02d}"),
+         "quantity": 1 + i % 5}
+        for i in range(n)
+    ]
