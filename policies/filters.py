@@ -17,6 +17,7 @@ from datetime import date, datetime
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
 
 from policies.model import FilterText, Policy, User
 from policies.schemas import TableSchema, family
@@ -42,7 +43,8 @@ def parse_filter(text: FilterText) -> exp.Expression:
             f"filter is not valid SQL: {first.get('description', 'syntax error')}") from None
     except TokenError as exc:
         raise text.pos.error(f"filter is not valid SQL: {exc}") from None
-    if len(parsed) != 1 or parsed[0] is None:
+    semicolons = [t for t in sqlglot.tokenize(text.text, read=READ_DIALECT) if t.token_type == TokenType.SEMICOLON]
+    if len(parsed) != 1 or parsed[0] is None or semicolons:
         raise text.pos.error("filter must be exactly one SQL expression (no ';')")
     tree: exp.Expression = parsed[0]  # type: ignore[assignment]
     for node in tree.walk():
