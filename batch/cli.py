@@ -10,7 +10,7 @@ from typing import Any
 import click
 from icetide.cli import emit
 
-from batch.common import progress, spark_for, table_ref
+from batch.common import format_table, progress, spark_errors, spark_for, table_ref, to_jsonable
 
 
 @click.group()
@@ -31,7 +31,7 @@ def generate(app: Any, table_name: str, rows: int, seed: int, as_json: bool) -> 
 
     table = table_ref(app.settings, table_name)
     spark = spark_for(app.settings)
-    with progress(f"generating {rows:,} rows into {table.db}.{table.name}"):
+    with progress(f"generating {rows:,} rows into {table.db}.{table.name}"), spark_errors("generate"):
         result = run(spark, table, rows, seed)
     text = (
         f"{result.table}: wrote {result.rows:,} rows (sale_id {result.first_sale_id}…{result.last_sale_id}) "
@@ -39,3 +39,101 @@ def generate(app: Any, table_name: str, rows: int, seed: int, as_json: bool) -> 
         + (" (table created)" if result.created else "")
     )
     emit(result.as_dict(), as_json, text)
+
+
+@batch.command()
+@click.option("--table", "table_name", default="sales.vendas", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def snapshots(app: Any, table_name: str, as_json: bool) -> None:
+    """List the table's snapshots (oldest first) with operation and record counts."""
+    from batch.timetravel import snapshots as list_snapshots
+
+    table = table_ref(app.settings, table_name)
+    with spark_errors("listing snapshots"):
+        rows = list_snapshots(spark_for(app.settings), table)
+    columns = ["committed_at", "snapshot_id", "operation", "total_records", "added_records",
+               "current_ancestor"]
+    emit(rows, as_json, format_table(columns, [[r[c] for c in columns] for r in rows]))
+
+
+@batch.command()
+@click.option("--table", "table_name", default="sales.vendas", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def history(app: Any, table_name: str, as_json: bool) -> None:
+    """Show when each snapshot became the table's current state."""
+    from batch.timetravel import history as table_history
+
+    table = table_ref(app.settings, table_name)
+    with spark_errors("reading history"):
+        rows = table_history(spark_for(app.settings), table)
+    columns = ["made_current_at", "snapshot_id", "parent_id", "is_current_ancestor"]
+    emit(rows, as_json, format_table(columns, [[r[c] for c in columns] for r in rows]))
+
+
+@batch.command()
+@click.option("--table", "table_name", default="sales.vendas", show_default=True)
+@click.option("--version", "version", type=int, help="Snapshot id (VERSION AS OF).")
+@click.option("--timestamp", "timestamp", help="Point in time, ISO 8601, UTC if no zone (TIMESTAMP AS OF).")
+@click.option("--where", help="Optional filter (a Spark SQL predicate) for the row count.")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(min=0), help="Rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def travel(app: Any, table_name: str, version: int | None, timestamp: str | None, where: str | None,
+           limit: int, as_json: bool) -> None:
+    """Read the table as it was at a snapshot or a point in time (row count and first rows)."""
+    from batch.timetravel import count_as_of, parse_timestamp, read_as_of
+
+    table = table_ref(app.settings, table_name)
+    stamp = parse_timestamp(timestamp) if timestamp else None
+    spark = spark_for(app.settings)
+    with spark_errors("time travel read"):
+        count = count_as_of(spark, table, version, stamp, where)
+        columns, rows = read_as_of(spark, table, version, stamp, limit)
+    data = {"table": table_name, "version": version, "timestamp": stamp, "where": where, "rows": count,
+            "sample": [{c: to_jsonable(v) for c, v in zip(columns, r, strict=True)} for r in rows]}
+    at = f"snapshot {version}" if version is not None else f"time {stamp}"
+    emit(data, as_json, f"{table_name} as of {at}: {count:,} rows\n" + format_table(columns, rows))
+
+
+@batch.command()
+@click.option("--target", required=True, help="Table to upsert into (namespace.table).")
+@click.option("--source", required=True, help="Table with the new and changed rows.")
+@click.option("--key", "keys", required=True, multiple=True, help="Key column (repeat for composite keys).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def merge(app: Any, target: str, source: str, keys: tuple[str, ...], as_json: bool) -> None:
+    """Upsert SOURCE into TARGET by key with MERGE INTO (matched → update, new → insert)."""
+    from batch.merge import upsert
+
+    target_table, source_table = table_ref(app.settings, target), table_ref(app.settings, source)
+    with progress(f"merging {source} into {target}"), spark_errors("merge"):
+        result = upsert(spark_for(app.settings), target_table, source_table, list(keys))
+    text = (f"{result.target}: {result.rows_before:,} → {result.rows_after:,} rows "
+            f"({result.updated:,} updated, {result.inserted:,} inserted) in {result.seconds:.2f} s")
+    emit(result.as_dict(), as_json, text)
+
+
+@batch.command()
+@click.option("--table", "table_name", default="sales.vendas", show_default=True)
+@click.option("--add", "add", nargs=2, metavar="NAME TYPE", help="Add a column (old rows read NULL).")
+@click.option("--rename", "rename", nargs=2, metavar="OLD NEW", help="Rename a column.")
+@click.option("--widen", "widen", nargs=2, metavar="NAME TYPE",
+              help="Widen a column type (int→bigint, float→double, decimal precision up).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def evolve(app: Any, table_name: str, add: tuple[str, str] | None, rename: tuple[str, str] | None,
+           widen: tuple[str, str] | None, as_json: bool) -> None:
+    """Change the table's schema in place (metadata only; old snapshots stay readable)."""
+    from batch.evolve import evolve as run
+
+    chosen = [(a, v) for a, v in (("add", add), ("rename", rename), ("widen", widen)) if v]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --add, --rename, --widen")
+    action, args = chosen[0]
+    table = table_ref(app.settings, table_name)
+    with spark_errors(f"schema change ({action})"):
+        result = run(spark_for(app.settings), table, action, list(args))
+    text = result["statement"] + "\n" + format_table(["column", "type"], list(result["columns"].items()))
+    emit(result, as_json, text)

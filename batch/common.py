@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
-from icetide.errors import ConfigError
+from icetide.errors import ConfigError, IcetideError
 from sqlglot import exp
 
 if TYPE_CHECKING:
@@ -133,3 +133,22 @@ def progress(label: str, enabled: bool = True) -> Iterator[None]:
     yield
     if enabled:
         click.echo(f"{label}: done in {time.perf_counter() - start:.1f} s", err=True)
+
+
+class SqlError(IcetideError):
+    """Spark rejected a statement (syntax, missing table, conflict, ...): a user-facing error, exit 1."""
+
+
+@contextmanager
+def spark_errors(what: str) -> Iterator[None]:
+    """Turn Spark's exceptions into one-line SqlErrors (the traceback stays on `__cause__`)."""
+    try:
+        yield
+    except IcetideError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] not in {"pyspark", "py4j"}:
+            raise
+        text = str(exc).strip()
+        first_line = text.splitlines()[0] if text else type(exc).__name__
+        raise SqlError(f"{what}: {first_line}") from exc

@@ -13,16 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from icetide.errors import ConfigError, IcetideError
+from icetide.errors import ConfigError
 
-from batch.common import format_table, spark_for, to_jsonable
+from batch.common import SqlError, format_table, spark_for, to_jsonable
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-
-class SqlError(IcetideError):
-    """Spark rejected a statement (syntax, missing table, ...): a user mistake, exit 1."""
 
 
 @dataclass
