@@ -94,8 +94,14 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
 
 
 def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like `random-uuid`)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like `random-uuid`).
+
+    Like Kafka's own Uuid.randomUuid, never one starting with '-' (the tool would read it as an option).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _tail(paths: list[Path], lines: int = 25) -> str:
