@@ -41,7 +41,7 @@ def test_demo_end_to_end_and_kcat_sees_the_events(tmp_path: Path) -> None:
                                      {**env, "ICETIDE__STACK__STATE_DIR": str(state)}).stdout)
         kcat = shutil.which("kcat")
         assert kcat, "kcat is installed by make setup (scripts/setup-system.sh)"
-        out = subprocess.run([kcat, "-b", status["kafka"]["bootstrap"], "-C", "-t", "icetide.sales.vendas",
+        out = subprocess.run([kcat, "-b", status["bootstrap"], "-C", "-t", "icetide.sales.vendas",
                               "-e", "-q", "-f", "%k\t%s\n"], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
