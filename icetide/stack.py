@@ -377,3 +377,17 @@ rootLogger.appenderRef.file.ref = file
 logger.raft.name = kafka.server.KafkaRaftServer
 logger.raft.level = info
 """
+
+
+def kafka_bootstrap(settings: Settings) -> str:
+    """The bootstrap address every Kafka client uses: `kafka.bootstrap_servers` if set, else the
+    embedded broker of `settings.state_dir`, which must be running (`icetide stack up`)."""
+    if settings.kafka.bootstrap_servers:
+        return settings.kafka.bootstrap_servers
+    current = Stack(settings).status()
+    if not current.running:
+        raise StackError(
+            f"the embedded Kafka broker of {settings.state_dir} is not running: start it with `icetide stack up` "
+            "(or set kafka.bootstrap_servers to use another cluster)"
+        )
+    return current.bootstrap
