@@ -53,7 +53,15 @@ class StackStatus:
     log_file: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Flat fields plus `kafka` / `catalog` groups (what `stack status --json` prints)."""
+        flat = asdict(self)
+        return {
+            **flat,
+            "kafka": {"bootstrap": self.bootstrap, "running": self.running, "embedded": self.embedded,
+                      "port": self.kafka_port, "controller_port": self.controller_port, "pid": self.pid,
+                      "log_file": self.log_file},
+            "catalog": {"name": self.catalog_name, "uri": self.catalog_uri, "warehouse": self.warehouse},
+        }
 
 
 def free_port(host: str) -> int:

@@ -84,7 +84,7 @@ def test_up_status_down_and_reuse(own_stack: Stack, tmp_path: Path) -> None:
 
     reported = json.loads(_cli(tmp_path / "state", "status", "--json").stdout)
     assert reported["running"] is True
-    assert reported["bootstrap"] == first.bootstrap
+    assert reported["bootstrap"] == reported["kafka"]["bootstrap"] == first.bootstrap
     assert reported["catalog_name"] == "lake"
     assert reported["catalog_uri"] == f"jdbc:sqlite:{tmp_path / 'state' / 'catalog.db'}"
     assert reported["warehouse"] == (tmp_path / "state" / "warehouse").as_uri()
