@@ -57,12 +57,16 @@ class CompiledPolicy:
         return self.pads[mask.key or str(default_key_id(self.checked.policy))]
 
 
-def compile_policy(checked: CheckedPolicy, environ: Mapping[str, str] | None = None) -> CompiledPolicy:
-    """Resolve every user × table and load the keys the chosen masks need."""
+def compile_policy(checked: CheckedPolicy, environ: Mapping[str, str] | None = None,
+                   load_keys: bool = True) -> CompiledPolicy:
+    """Resolve every user × table and load the keys the chosen masks need.
+
+    `load_keys=False` is for callers that never render masks (the gateway, explain, diff).
+    """
     access = {(a.user, a.table): a for a in all_access(checked)}
     policy = checked.policy
     pads: dict[str, HmacPads] = {}
-    for a in access.values():
+    for a in access.values() if load_keys else ():
         for c in a.columns:
             if c.mask.kind == "hash":
                 kid = c.mask.key or str(default_key_id(policy))

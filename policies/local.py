@@ -7,6 +7,8 @@ so gateway-checked queries run unchanged against it.
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
@@ -20,6 +22,30 @@ if TYPE_CHECKING:
 CATALOG = "lake"
 
 
+def coerce(value: Any, col_type: str) -> Any:
+    """A YAML/JSON value as the Python value of a column type (fixtures write `price: 12.5`)."""
+    if value is None:
+        return None
+    try:
+        if col_type.startswith("decimal"):
+            return Decimal(str(value))
+        if col_type in ("int", "long"):
+            return int(value)
+        if col_type in ("float", "double"):
+            return float(value)
+        if col_type == "date" and isinstance(value, str):
+            return dt.date.fromisoformat(value)
+        if col_type.startswith("timestamp") and isinstance(value, str):
+            return dt.datetime.fromisoformat(value)
+        if col_type.startswith("timestamp") and isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return dt.datetime(value.year, value.month, value.day)
+        if col_type == "string":
+            return str(value)
+    except (ValueError, ArithmeticError):
+        raise ValueError(f"value {value!r} is not a valid {col_type}") from None
+    return value
+
+
 def load_rows(con: duckdb.DuckDBPyConnection, compiled: CompiledPolicy, table: str,
               rows: list[dict[str, Any]]) -> None:
     """Create the base table `lake.<ns>.<table>` typed by the policy's schema and fill it."""
@@ -27,7 +53,8 @@ def load_rows(con: duckdb.DuckDBPyConnection, compiled: CompiledPolicy, table: s
 
     schema = compiled.checked.schemas[table]
     arrow_schema = pa.schema([pa.field(n, arrow_type(t)) for n, t in schema.columns])
-    data = pa.Table.from_pylist([{n: r.get(n) for n, _ in schema.columns} for r in rows], schema=arrow_schema)
+    typed = [{n: coerce(r.get(n), t) for n, t in schema.columns} for r in rows]
+    data = pa.Table.from_pylist(typed, schema=arrow_schema)
     ref = table_ref(table, CATALOG)
     con.execute(exp.Create(this=exp.table_(ref.db, db=CATALOG, quoted=True), kind="SCHEMA",
                            exists=True).sql(dialect="duckdb"))

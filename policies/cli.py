@@ -1,0 +1,246 @@
+"""`icetide policy ...`: check, compile, explain, test, diff, apply, watch, audit-verify.
+
+Exit codes: 0 success; 1 the policy (or a test, or the audit chain) is wrong; 2 usage.
+Tables' schemas come from the Iceberg catalog unless `--schema FILE` gives them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from icetide.cli import emit
+from icetide.errors import PolicyError
+
+from policies.compiler import CompiledPolicy, compile_output, compile_policy, to_json
+from policies.schemas import CatalogSchemaProvider, DictSchemaProvider, SchemaProvider
+from policies.validate import CheckedPolicy, PolicyErrors, check_file, validate
+
+TARGETS = ("spark", "trino", "duckdb")
+schema_option = click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False),
+                             help="Table schemas (YAML) instead of the Iceberg catalog.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def provider_for(ctx: click.Context, schema_file: str | None) -> SchemaProvider:
+    if schema_file:
+        return DictSchemaProvider.from_file(schema_file)
+    return CatalogSchemaProvider(ctx.obj.settings)
+
+
+def state_paths(ctx: click.Context) -> tuple[Path, Path]:
+    """(applied-state file, audit log) under the settings' state directory."""
+    state = Path(ctx.obj.settings.state_dir)
+    return state / "policies" / "applied.json", state / "audit" / "policy-audit.jsonl"
+
+
+def load_checked(ctx: click.Context, file: str, schema_file: str | None) -> CheckedPolicy:
+    return check_file(file, provider_for(ctx, schema_file))
+
+
+def _errors_data(errors: list[PolicyError]) -> list[dict[str, Any]]:
+    return [{"file": e.file, "line": e.line, "col": e.col, "message": e.reason} for e in errors]
+
+
+@click.group()
+def policy() -> None:
+    """Access policies: YAML row filters and column masks compiled into secure views."""
+
+
+@policy.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@schema_option
+@json_option
+@click.pass_context
+def check(ctx: click.Context, file: str, schema_file: str | None, as_json: bool) -> None:
+    """Validate FILE against the table schemas; list every error with file:line:col."""
+    from policies.combine import findings
+    from policies.loader import load_policy
+
+    try:
+        checked, errors = validate(load_policy(file), provider_for(ctx, schema_file))
+    except PolicyError as exc:
+        checked, errors = None, [exc]
+    if errors:
+        if as_json:
+            emit({"ok": False, "errors": _errors_data(errors)}, True)
+        else:
+            for e in errors:
+                click.echo(str(e), err=True)
+        raise click.exceptions.Exit(1)
+    assert checked is not None
+    found = [f.as_dict() for f in findings(checked)]
+    text = "\n".join([f"{f['where']}: {f['kind']}: {f['message']}" for f in found] +
+                     [f"ok: {file} (policy {checked.policy.id} v{checked.policy.version}, "
+                      f"hash {checked.policy.content_hash[:12]})"])
+    emit({"ok": True, "policy": checked.policy.id, "version": checked.policy.version,
+          "content_hash": checked.policy.content_hash, "findings": found}, as_json, text)
+
+
+@policy.command("compile")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", type=click.Choice(TARGETS), required=True, help="Engine to compile for.")
+@click.option("--catalog", default=None, help="Catalog name in generated SQL (default: settings).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the output to this file.")
+@schema_option
+@json_option
+@click.pass_context
+def compile_cmd(ctx: click.Context, file: str, target: str, catalog: str | None, out: str | None,
+                schema_file: str | None, as_json: bool) -> None:
+    """Compile FILE into Spark views, Trino rules.json or DuckDB SQL."""
+    catalog = catalog or (ctx.obj.settings.catalog.name if not schema_file else "lake")
+    compiled = compile_policy(load_checked(ctx, file, schema_file))
+    data = compile_output(compiled, target, catalog)
+    if target == "trino" and not as_json:
+        text = to_json(data["rules"])
+    elif target == "spark" and not as_json:
+        text = ";\n".join(data["statements"]) + ";"
+    elif not as_json:
+        text = "\n".join(f"-- {k}\n{v};" for k, v in data["queries"].items())
+    else:
+        text = to_json(data)
+    if out:
+        Path(out).write_text(text + "\n")
+        emit({"written": out, "target": target}, as_json, f"wrote {out}")
+    else:
+        click.echo(text)
+
+
+@policy.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--user", required=True, help="User name as declared in the policy.")
+@click.option("--table", required=True, help="Table as namespace.table.")
+@schema_option
+@json_option
+@click.pass_context
+def explain(ctx: click.Context, file: str, user: str, table: str, schema_file: str | None, as_json: bool) -> None:
+    """What USER would see of TABLE: the effective filter, masks and rule ids."""
+    from policies.combine import resolve
+
+    access = resolve(load_checked(ctx, file, schema_file), user, table)
+    columns = [{"name": c.name, "type": c.type, "mask": c.mask.label(), "source": c.source,
+                "rules": ",".join(c.rule_ids)} for c in access.columns]
+    data = {"user": user, "table": table, "visible": access.visible, "filter": access.filter.sql(dialect="spark"),
+            "rule_ids": list(access.rule_ids), "notes": list(access.notes), "columns": columns}
+    lines = [f"{user} on {table}: " + ("visible" if access.visible else "NO ACCESS (deny by default)"),
+             f"  rows where: {data['filter']}", f"  rules: {', '.join(access.rule_ids) or '-'}"]
+    lines += [f"  {c['name']:<20} {c['mask']:<16} ({c['source']}{'; ' + c['rules'] if c['rules'] else ''})"
+              for c in columns]
+    lines += [f"  note: {n}" for n in access.notes]
+    emit(data, as_json, "\n".join(lines))
+
+
+@policy.command("test")
+@click.argument("fixtures", type=click.Path(exists=True, dir_okay=False))
+@json_option
+def test_cmd(fixtures: str, as_json: bool) -> None:
+    """Run FIXTURES (YAML cases: user, table, expected rows/values) against the views in DuckDB."""
+    from policies.fixtures import run_fixtures
+
+    results = run_fixtures(fixtures)
+    failed = [r for r in results if not r.passed]
+    text = "\n".join(f"{'PASS' if r.passed else 'FAIL'} {r.name}" + ("" if r.passed else f": {r.message}")
+                     for r in results) + f"\n{len(results) - len(failed)} passed, {len(failed)} failed"
+    emit({"passed": len(results) - len(failed), "failed": len(failed), "cases": [r.as_dict() for r in results]},
+         as_json, text)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@policy.command("diff")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False))
+@schema_option
+@json_option
+@click.pass_context
+def diff_cmd(ctx: click.Context, old: str, new: str, schema_file: str | None, as_json: bool) -> None:
+    """Who gains or loses which rows and columns going from OLD to NEW."""
+    from policies.diff import diff
+
+    changes = diff(load_checked(ctx, old, schema_file), load_checked(ctx, new, schema_file))
+    emit({"changes": [c.as_dict() for c in changes]}, as_json,
+         "\n".join(c.text() for c in changes) or "no change in effective access")
+
+
+def _spark_apply(ctx: click.Context, schema_file: str | None) -> Any:
+    from icetide.spark import spark_session
+
+    from policies.apply import apply_policy
+
+    settings = ctx.obj.settings
+    state_file, _ = state_paths(ctx)
+
+    def run(compiled: CompiledPolicy) -> dict[str, Any]:
+        return apply_policy(spark_session(settings), compiled, state_file, settings.catalog.name, schema_file or "")
+
+    return run
+
+
+def _audit_apply(ctx: click.Context, compiled: CompiledPolicy, result: str, reason: str | None,
+                 views: list[str]) -> None:
+    import getpass
+
+    from policies.audit import AuditLog
+
+    _, log = state_paths(ctx)
+    AuditLog(log).append(user=getpass.getuser(), action="apply", resource=views, result=result, reason=reason,
+                         policy_id=compiled.policy_id, policy_version=compiled.version,
+                         policy_hash=compiled.content_hash)
+
+
+@policy.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@schema_option
+@json_option
+@click.pass_context
+def apply_cmd(ctx: click.Context, file: str, schema_file: str | None, as_json: bool) -> None:
+    """Create or replace the secure views of FILE in Spark (a failure keeps the previous views)."""
+    from policies.apply import ApplyError
+
+    compiled = compile_policy(load_checked(ctx, file, schema_file))
+    try:
+        result = _spark_apply(ctx, schema_file)(compiled)
+    except ApplyError as exc:
+        _audit_apply(ctx, compiled, "error", str(exc), [])
+        raise
+    _audit_apply(ctx, compiled, "applied", None, result["views"])
+    emit(result, as_json, f"applied {result['policy']} v{result['version']}: {len(result['views'])} views, "
+                          f"{len(result['dropped'])} dropped")
+
+
+@policy.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between checks of FILE.")
+@schema_option
+@click.pass_context
+def watch(ctx: click.Context, file: str, interval: float, schema_file: str | None) -> None:
+    """Re-apply FILE whenever it changes; a broken file keeps the last good policy in force."""
+    from policies.apply import Watcher
+
+    apply = _spark_apply(ctx, schema_file)
+
+    def load(path: Path) -> CompiledPolicy:
+        return compile_policy(load_checked(ctx, str(path), schema_file))
+
+    Watcher(Path(file), load, apply, lambda m: click.echo(m, err=True)).run(interval)
+
+
+@policy.command("audit-verify")
+@click.argument("log", required=False, type=click.Path(dir_okay=False))
+@json_option
+@click.pass_context
+def audit_verify(ctx: click.Context, log: str | None, as_json: bool) -> None:
+    """Check the audit log's hash chain; exit 1 when a record was altered, removed or reordered."""
+    from policies.audit import verify
+
+    path = Path(log) if log else state_paths(ctx)[1]
+    verdict = verify(path)
+    where = f" at line {verdict.line}" if verdict.line else ""
+    emit({"log": str(path), **verdict.as_dict()}, as_json,
+         f"ok: {verdict.records} records, chain intact" if verdict.ok else f"TAMPERED{where}: {verdict.reason}")
+    if not verdict.ok:
+        raise click.exceptions.Exit(1)
+
+
+__all__ = ["PolicyErrors", "policy"]
