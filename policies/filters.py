@@ -17,7 +17,7 @@ from datetime import date, datetime
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType
+from sqlglot.tokenizer_core import TokenType
 
 from policies.model import FilterText, Policy, User
 from policies.schemas import TableSchema, family

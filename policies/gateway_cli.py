@@ -38,10 +38,19 @@ def spark_executor(settings: Any) -> Any:
 
     def execute(sql: str) -> tuple[list[str], list[tuple[object, ...]]]:
         spark = spark_session(settings)
-        spark.conf.set("spark.sql.ansi.enabled", "false")
-        spark.conf.set("spark.sql.variable.substitute", "false")
-        df = spark.sql(sql)
-        return list(df.columns), [tuple(r) for r in df.collect()]
+        overrides = {"spark.sql.ansi.enabled": "false", "spark.sql.variable.substitute": "false"}
+        before = {k: spark.conf.get(k, None) for k in overrides}
+        for key, value in overrides.items():
+            spark.conf.set(key, value)
+        try:
+            df = spark.sql(sql)
+            return list(df.columns), [tuple(r) for r in df.collect()]
+        finally:
+            for key, value in before.items():
+                if value is None:
+                    spark.conf.unset(key)
+                else:
+                    spark.conf.set(key, value)
 
     return execute
 

@@ -8,8 +8,8 @@ from icetide.errors import PolicyError
 from policies.compiler import compile_policy
 from policies.loader import parse_policy
 from policies.validate import check_policy
-from tests.unit.policies.bad_inputs import all_cases
-from tests.unit.policies.support import KEY_ENV, provider
+from tests.unit.policy_engine.bad_inputs import all_cases
+from tests.unit.policy_engine.support import KEY_ENV, provider
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,7 @@ from sqlglot import exp
 from policies.audit import AuditLog, verify
 from policies.gateway import check_query, run_query
 from policies.local import lake
-from tests.unit.policies.support import VENDAS, example, rows
+from tests.unit.policy_engine.support import VENDAS, example, rows
 
 pytestmark = pytest.mark.unit
 

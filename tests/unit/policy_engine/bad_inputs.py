@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tests.unit.policies.support import EXAMPLE
+from tests.unit.policy_engine.support import EXAMPLE
 
 BASE = EXAMPLE.read_text()
 FILTER = "\"region = user_attr('region')\""

@@ -10,7 +10,7 @@ import yaml
 
 from icetide.errors import PolicyError
 from policies.loader import parse_policy
-from tests.unit.policies.support import EXAMPLE, ROOT
+from tests.unit.policy_engine.support import EXAMPLE, ROOT
 
 pytestmark = pytest.mark.unit
 

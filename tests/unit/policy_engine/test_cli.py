@@ -12,7 +12,7 @@ import pytest
 from icetide.cli import main
 from policies.apply import Watcher
 from policies.compiler import CompiledPolicy
-from tests.unit.policies.support import EXAMPLE, KEY_ENV, SCHEMA_FILE, compile_text
+from tests.unit.policy_engine.support import EXAMPLE, KEY_ENV, SCHEMA_FILE, compile_text
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import pytest
 
 from policies.combine import findings
 from policies.stream import apply_to_rows
-from tests.unit.policies.support import VENDAS, compile_text, rows
+from tests.unit.policy_engine.support import VENDAS, compile_text, rows
 
 pytestmark = pytest.mark.unit
 
@@ -118,7 +118,7 @@ def test_reports_never_matching_rules_and_uncovered_columns() -> None:
 def test_lookup_subquery_only_when_declared() -> None:
     from icetide.errors import PolicyError
     from policies.schemas import DictSchemaProvider
-    from tests.unit.policies.support import provider
+    from tests.unit.policy_engine.support import provider
 
     tables = {VENDAS: dict(provider().table(VENDAS).columns),  # type: ignore[union-attr]
               "sales.managers": {"region": "string", "manager": "string"}}

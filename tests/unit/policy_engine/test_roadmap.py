@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from policies.stream import apply_to_rows
-from tests.unit.policies.support import VENDAS, compile_text, example, provider, rows
+from tests.unit.policy_engine.support import VENDAS, compile_text, example, provider, rows
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +51,7 @@ def test_a_column_added_later_is_masked_until_classified() -> None:
     schema = provider()
     tables = {"sales.vendas": {**dict(schema.table(VENDAS).columns), "discount": "double"}}  # type: ignore[union-attr]
     from policies.schemas import DictSchemaProvider
-    from tests.unit.policies.support import EXAMPLE
+    from tests.unit.policy_engine.support import EXAMPLE
 
     compiled = compile_text(EXAMPLE.read_text(), schema=DictSchemaProvider(tables))
     data = [dict(r, discount=0.25) for r in rows()]
@@ -64,7 +64,7 @@ def test_a_column_added_later_is_masked_until_classified() -> None:
 
 
 def test_user_without_the_attribute_is_denied() -> None:
-    text = (example_text := __import__("tests.unit.policies.support", fromlist=["EXAMPLE"]).EXAMPLE.read_text())
+    text = (example_text := __import__("tests.unit.policy_engine.support", fromlist=["EXAMPLE"]).EXAMPLE.read_text())
     text = example_text.replace("bruno: {groups: [analysts], attributes: {region: South}}",
                                 "bruno: {groups: [analysts]}")
     assert text != example_text
