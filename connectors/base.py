@@ -1,0 +1,260 @@
+"""The shape every sink shares: config, open, apply(batch) with its offsets in one transaction, close.
+
+Why one transaction: the sink, not Kafka, is the source of truth for what has been applied. Each
+`apply()` writes the rows AND the last applied Kafka offset per (topic, partition) atomically, so a
+crash at any moment leaves either both or neither; on restart the consumer seeks to stored + 1 and
+`apply()` also drops anything at or below the stored offset (a re-delivery after a rebalance).
+That is the exactly-once *effect* of DESIGN.md over an at-least-once transport.
+
+Within a batch the events of one keyed table collapse to their net effect per key (last image wins,
+or gone), applied as delete-by-key + insert: the same result as replaying them one by one, in two
+bulk statements. Tables without key fields (no Kafka key) are replayed event by event.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from icetide.errors import EventError, IcetideError
+from icetide.events import ChangeEvent
+
+TopicPartition = tuple[str, int]
+TableRef = tuple[str, str]  # (namespace, table) as in the event's source block
+POSITIONS_TABLE = "_icetide_positions"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One decoded change event and where it sits in Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    event: ChangeEvent
+    key_fields: tuple[str, ...] = ()  # from the record key; () → the table has no key
+
+    @property
+    def table(self) -> TableRef:
+        return (self.event.source.db, self.event.source.table)
+
+
+@dataclass
+class ApplyResult:
+    """What one `apply()` did: events applied per (table, op), duplicates skipped, last snapshots."""
+
+    applied: Counter[tuple[str, str]] = field(default_factory=Counter)
+    skipped: int = 0
+    last_snapshot: dict[str, int] = field(default_factory=dict)
+    applied_changes: list[Change] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.applied.values())
+
+
+def display_name(table: TableRef) -> str:
+    return f"{table[0]}.{table[1]}"
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+
+
+def key_of(image: Mapping[str, Any], key_fields: Sequence[str]) -> tuple[Any, ...]:
+    missing = [name for name in key_fields if name not in image]
+    if missing:
+        raise EventError(f"row image lacks key field(s) {missing}")
+    return tuple(_hashable(image[name]) for name in key_fields)
+
+
+def net_effect(changes: Sequence[Change], key_fields: Sequence[str]) -> dict[tuple[Any, ...], dict[str, Any] | None]:
+    """Per key, the final image after applying `changes` in order (None → the key is gone)."""
+    final: dict[tuple[Any, ...], dict[str, Any] | None] = {}
+    for change in changes:
+        event = change.event
+        if event.before is not None and event.op in ("u", "d"):
+            before_key = key_of(event.before, key_fields)
+            if event.after is None or key_of(event.after, key_fields) != before_key:
+                final[before_key] = None
+        if event.after is not None:
+            final[key_of(event.after, key_fields)] = event.after
+    return final
+
+
+def ordered_columns(images: Sequence[Mapping[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for image in images:
+        for name in image:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+class Sink(abc.ABC):
+    """A downstream database. Subclasses supply the dialect primitives; `apply()` is shared."""
+
+    kind: str = "sink"
+
+    def __init__(self) -> None:
+        self._columns: dict[TableRef, list[str]] = {}
+
+    # -- lifecycle (subclasses) --------------------------------------------------------------
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect and create the positions table if needed."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Sink:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- dialect primitives (subclasses) -----------------------------------------------------
+    @abc.abstractmethod
+    def _begin(self) -> None: ...
+
+    @abc.abstractmethod
+    def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback(self) -> None: ...
+
+    @abc.abstractmethod
+    def _load_positions(self, lock: bool) -> dict[TopicPartition, int]: ...
+
+    @abc.abstractmethod
+    def _save_positions(self, positions: Mapping[TopicPartition, int]) -> None: ...
+
+    @abc.abstractmethod
+    def _table_columns(self, table: TableRef) -> list[str] | None:
+        """The downstream table's columns, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def _create_table(self, table: TableRef, columns: Mapping[str, Any], key_fields: Sequence[str]) -> None:
+        """Create the table; `columns` maps each name to a sample value (None if unknown)."""
+
+    @abc.abstractmethod
+    def _add_column(self, table: TableRef, name: str, sample: Any) -> None: ...
+
+    @abc.abstractmethod
+    def _delete_keys(self, table: TableRef, key_fields: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> None: ...
+
+    @abc.abstractmethod
+    def _insert_rows(self, table: TableRef, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    @abc.abstractmethod
+    def _delete_one(self, table: TableRef, image: Mapping[str, Any]) -> None:
+        """Delete ONE row equal to `image` (tables without key fields)."""
+
+    @abc.abstractmethod
+    def classify(self, exc: Exception) -> IcetideError:
+        """A database error → TransientError (retry) or EventError (dead-letter)."""
+
+    @abc.abstractmethod
+    def read_rows(self, table: TableRef) -> list[dict[str, Any]]:
+        """Every row of the downstream copy of `table` (for verify and tests); [] if absent."""
+
+    # -- shared behaviour --------------------------------------------------------------------
+    def positions(self) -> dict[TopicPartition, int]:
+        """The last applied offset per (topic, partition), as committed in the sink."""
+        try:
+            return self._load_positions(lock=False)
+        except IcetideError:
+            raise
+        except Exception as exc:
+            raise self.classify(exc) from exc
+
+    def apply(self, changes: Sequence[Change], positions: Mapping[TopicPartition, int]) -> ApplyResult:
+        """Apply `changes` and store `positions` in one transaction; skip what is already applied.
+
+        `positions` is the highest offset consumed per (topic, partition) in this batch, including
+        records that were dead-lettered (so they are not consumed again).
+        """
+        result = ApplyResult()
+        try:
+            self._begin()
+            stored = self._load_positions(lock=True)
+            fresh = [c for c in changes if c.offset > stored.get((c.topic, c.partition), -1)]
+            result.skipped = len(changes) - len(fresh)
+            by_table: dict[TableRef, list[Change]] = defaultdict(list)
+            for change in fresh:
+                by_table[change.table].append(change)
+            for table, items in by_table.items():
+                self._apply_table(table, items)
+                name = display_name(table)
+                result.applied.update((name, c.event.op) for c in items)
+                result.last_snapshot[name] = items[-1].event.source.snapshot_id
+            result.applied_changes = fresh
+            advanced = {tp: off for tp, off in positions.items() if off > stored.get(tp, -1)}
+            if advanced:
+                self._save_positions(advanced)
+            self._commit()
+        except BaseException as exc:
+            self._columns.clear()  # DDL may have rolled back with the transaction
+            with contextlib.suppress(Exception):
+                self._rollback()
+            if isinstance(exc, IcetideError) or not isinstance(exc, Exception):
+                raise
+            raise self.classify(exc) from exc
+        return result
+
+    def _apply_table(self, table: TableRef, items: Sequence[Change]) -> None:
+        key_fields = list(items[0].key_fields)
+        for change in items:
+            if list(change.key_fields) != key_fields:
+                raise EventError(f"key fields of {display_name(table)} changed within a batch")
+        images = [img for c in items for img in (c.event.before, c.event.after) if img is not None]
+        self._ensure_columns(table, images, key_fields)
+        if not key_fields:
+            for change in items:
+                event = change.event
+                if event.before is not None:
+                    self._delete_one(table, event.before)
+                if event.after is not None:
+                    self._insert_rows(table, list(event.after), [event.after])
+            return
+        final = net_effect(items, key_fields)
+        self._delete_keys(table, key_fields, list(final))
+        rows = [row for row in final.values() if row is not None]
+        if rows:
+            self._insert_rows(table, ordered_columns(rows), rows)
+
+    def _ensure_columns(self, table: TableRef, images: Sequence[Mapping[str, Any]], key_fields: Sequence[str]) -> None:
+        """Create the table on first sight; add columns the table lacks (schema evolution)."""
+        wanted = ordered_columns(images)
+        samples: dict[str, Any] = {}
+        for image in images:
+            for name, value in image.items():
+                if samples.get(name) is None:
+                    samples[name] = value
+        existing = self._columns.get(table)
+        if existing is None:
+            existing = self._table_columns(table)
+        if existing is None:
+            missing_keys = [k for k in key_fields if k not in samples]
+            if missing_keys:
+                raise EventError(f"key field(s) {missing_keys} not in the rows of {display_name(table)}")
+            self._create_table(table, {name: samples.get(name) for name in wanted}, key_fields)
+            existing = list(wanted)
+        else:
+            for name in wanted:
+                if name not in existing:
+                    self._add_column(table, name, samples.get(name))
+                    existing = [*existing, name]
+        self._columns[table] = existing
+
+
+def sql_value(value: Any) -> Any:
+    """A JSON row value as a database parameter: nested values as JSON text, scalars as they are."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return value
