@@ -1,0 +1,188 @@
+"""PostgreSQL sink (psycopg 3): schema `<namespace>`, table `<table>`, one transaction per batch.
+
+Identifiers are composed with `psycopg.sql.Identifier`, values are bound parameters (or COPY rows);
+nothing is pasted into SQL text. Every batch takes a transaction-scoped advisory lock first, so
+two consumers pointed at the same database never interleave their position updates.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from icetide.errors import EventError, IcetideError, TransientError
+
+from connectors.base import POSITIONS_TABLE, Sink, TableRef, TopicPartition
+
+if TYPE_CHECKING:
+    import psycopg
+
+LOCK_ID = zlib.crc32(b"icetide-apply")
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    dsn: str
+    application_name: str = "icetide-apply"
+
+
+def column_type(sample: Any) -> str:
+    if isinstance(sample, bool):
+        return "boolean"
+    if isinstance(sample, int):
+        return "bigint"
+    if isinstance(sample, float):
+        return "double precision"
+    if isinstance(sample, dict | list):
+        return "jsonb"
+    return "text"
+
+
+def _param(value: Any) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value) if isinstance(value, dict | list) else value
+
+
+class PostgresSink(Sink):
+    kind = "postgres"
+
+    def __init__(self, config: PostgresConfig) -> None:
+        super().__init__()
+        self.config = config
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None:
+            raise RuntimeError("sink is not open")
+        return self._conn
+
+    def open(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        try:
+            self._conn = psycopg.connect(self.config.dsn, autocommit=True,
+                                         application_name=self.config.application_name)
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"postgres: cannot connect: {str(exc).strip().splitlines()[0]}") from None
+        self._conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (topic text NOT NULL, kafka_partition integer NOT NULL, "
+            "applied_offset bigint NOT NULL, PRIMARY KEY (topic, kafka_partition))"
+        ).format(sql.Identifier(POSITIONS_TABLE)))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- transaction and positions -----------------------------------------------------------
+    def _begin(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def _commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.execute("ROLLBACK")
+
+    def _load_positions(self, lock: bool) -> dict[TopicPartition, int]:
+        from psycopg import sql
+
+        if lock:
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+        rows = self.conn.execute(sql.SQL("SELECT topic, kafka_partition, applied_offset FROM {}").format(
+            sql.Identifier(POSITIONS_TABLE))).fetchall()
+        return {(topic, int(part)): int(off) for topic, part, off in rows}
+
+    def _save_positions(self, positions: Mapping[TopicPartition, int]) -> None:
+        from psycopg import sql
+
+        query = sql.SQL(
+            "INSERT INTO {} (topic, kafka_partition, applied_offset) VALUES (%s, %s, %s) "
+            "ON CONFLICT (topic, kafka_partition) DO UPDATE SET applied_offset = excluded.applied_offset"
+        ).format(sql.Identifier(POSITIONS_TABLE))
+        with self.conn.cursor() as cur:
+            cur.executemany(query, [(topic, part, off) for (topic, part), off in positions.items()])
+
+    # -- tables ------------------------------------------------------------------------------
+    @staticmethod
+    def _name(table: TableRef) -> Any:
+        from psycopg import sql
+
+        return sql.Identifier(table[0], table[1])
+
+    def _table_columns(self, table: TableRef) -> list[str] | None:
+        rows = self.conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position", table).fetchall()
+        return [str(r[0]) for r in rows] or None
+
+    def _create_table(self, table: TableRef, columns: Mapping[str, Any], key_fields: Sequence[str]) -> None:
+        from psycopg import sql
+
+        parts = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(column_type(v))) for n, v in columns.items()]
+        if key_fields:
+            parts.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, key_fields))))
+        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table[0])))
+        self.conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+            self._name(table), sql.SQL(", ").join(parts)))
+
+    def _add_column(self, table: TableRef, name: str, sample: Any) -> None:
+        from psycopg import sql
+
+        self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+            self._name(table), sql.Identifier(name), sql.SQL(column_type(sample))))
+
+    def _delete_keys(self, table: TableRef, key_fields: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> None:
+        from psycopg import sql
+
+        where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key_fields)
+        query = sql.SQL("DELETE FROM {} WHERE {}").format(self._name(table), where)
+        with self.conn.cursor() as cur:
+            cur.executemany(query, [tuple(_param(v) for v in key) for key in keys])
+
+    def _insert_rows(self, table: TableRef, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+        """COPY the rows in (the fastest bulk path; values go through psycopg's adapters)."""
+        from psycopg import sql
+
+        query = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            self._name(table), sql.SQL(", ").join(map(sql.Identifier, columns)))
+        with self.conn.cursor() as cur, cur.copy(query) as copy:
+            for row in rows:
+                copy.write_row([_param(row.get(c)) for c in columns])
+
+    def _delete_one(self, table: TableRef, image: Mapping[str, Any]) -> None:
+        from psycopg import sql
+
+        where = sql.SQL(" AND ").join(
+            sql.SQL("{} IS NOT DISTINCT FROM %s").format(sql.Identifier(c)) for c in image)
+        query = sql.SQL("DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE {w} LIMIT 1)").format(
+            t=self._name(table), w=where)
+        self.conn.execute(query, [_param(v) for v in image.values()])
+
+    def classify(self, exc: Exception) -> IcetideError:
+        import psycopg
+        from psycopg import errors
+
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        transient = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable,
+                     errors.AdminShutdown, errors.CannotConnectNow)
+        if isinstance(exc, transient) or (isinstance(exc, psycopg.OperationalError) and self.conn.closed):
+            return TransientError(f"postgres: {first}")
+        if isinstance(exc, psycopg.InterfaceError):
+            return TransientError(f"postgres: {first}")
+        return EventError(f"postgres: {type(exc).__name__}: {first}")
+
+    def read_rows(self, table: TableRef) -> list[dict[str, Any]]:
+        from psycopg import sql
+        from psycopg.rows import dict_row
+
+        if self._table_columns(table) is None:
+            return []
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            return list(cur.execute(sql.SQL("SELECT * FROM {}").format(self._name(table))).fetchall())

@@ -1,0 +1,54 @@
+"""The PostgreSQL sink against a real server: same invariants as the SQLite unit tests."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.base import Change
+from connectors.postgres import PostgresConfig, PostgresSink
+from icetide.errors import EventError
+from tests.fixtures.postgres import create_database
+from tests.unit.connectors.test_sqlite_sink import TABLE, TOPIC, _changes, _event, _normalise, steps
+
+pytestmark = pytest.mark.integration
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=steps, cuts=st.lists(st.integers(1, 15), min_size=1, max_size=10), rewinds=st.lists(st.integers(0, 10)),
+       keyed=st.booleans())
+def test_batches_with_redelivery_equal_the_model(postgres_dsn: str, plan: list, cuts: list[int],
+                                                 rewinds: list[int], keyed: bool) -> None:
+    changes, model = _changes(plan, keyed)
+    applied: Counter[tuple[str, str]] = Counter()
+    with PostgresSink(PostgresConfig(create_database(postgres_dsn))) as sink:
+        pos, i = 0, 0
+        while pos < len(changes):
+            start = max(0, pos - rewinds[i]) if i < len(rewinds) else pos
+            batch = changes[start : pos + cuts[i % len(cuts)]]
+            applied.update(sink.apply(batch, {(TOPIC, 0): batch[-1].offset}).applied)
+            pos, i = batch[-1].offset + 1, i + 1
+        rows = sink.read_rows(TABLE)
+        if changes:
+            assert sink.positions() == {(TOPIC, 0): len(changes) - 1}
+    assert sum(applied.values()) == len(changes)
+    assert _normalise(rows) == _normalise(list(model.values()))
+
+
+def test_schema_growth_types_and_poison(postgres_db: str) -> None:
+    with PostgresSink(PostgresConfig(postgres_db)) as sink:
+        first = _event("c", None, {"id": 1, "a": "x", "n": 1.5}, 0)
+        second = _event("c", None, {"id": 2, "a": "y", "n": 2.5, "b": {"k": [1]}, "flag": True}, 1)
+        sink.apply([Change(TOPIC, 0, 0, first, ("id",))], {(TOPIC, 0): 0})
+        sink.apply([Change(TOPIC, 0, 1, second, ("id",))], {(TOPIC, 0): 1})
+        poison = Change(TOPIC, 0, 2, _event("c", None, {"id": 3, "a": "z", "n": 1.0, "big": 2**70}, 2), ("id",))
+        with pytest.raises(EventError):
+            sink.apply([poison], {(TOPIC, 0): 2})
+        assert sink.positions() == {(TOPIC, 0): 1}
+        rows: list[dict[str, Any]] = sorted(sink.read_rows(TABLE), key=lambda r: r["id"])
+    assert rows == [{"id": 1, "a": "x", "n": 1.5, "b": None, "flag": None},
+                    {"id": 2, "a": "y", "n": 2.5, "b": {"k": [1]}, "flag": True}]
