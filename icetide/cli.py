@@ -90,6 +90,7 @@ CDC_COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("streaming.cli:run", "Run the Flink job: Iceberg changelogs → Kafka change events."),
     "apply": ("connectors.cli:apply", "Consume change events and apply them downstream."),
     "status": ("connectors.cli:status", "Show the applied position per table and partition."),
+    "verify": ("connectors.cli:verify", "Compare the downstream copy with the Iceberg table (rows, checksum)."),
 }
 
 

@@ -1,0 +1,176 @@
+"""`icetide cdc apply | status | verify`: the downstream side of the change stream."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import click
+from icetide.cli import App, emit
+from icetide.errors import ConfigError, StackError
+from icetide.settings import Settings
+
+from connectors.base import Sink, TableRef
+
+SINKS = ("sqlite", "postgres")
+
+
+def make_sink(settings: Settings, kind: str | None, dsn: str | None = None) -> Sink:
+    """The configured sink (imports its driver only when chosen)."""
+    kind = kind or settings.sink.kind
+    if kind == "sqlite":
+        from connectors.sqlite import SqliteConfig, SqliteSink
+
+        return SqliteSink(SqliteConfig(settings.sqlite_path))
+    if kind == "postgres":
+        from connectors.postgres import PostgresConfig, PostgresSink
+
+        secret = settings.sink.postgres_dsn
+        chosen = dsn or (secret.get_secret_value() if secret is not None else None)
+        if not chosen:
+            raise ConfigError(f"{settings.source}: setting 'sink.postgres_dsn' is required for --sink postgres "
+                              "(or pass --dsn)")
+        return PostgresSink(PostgresConfig(chosen))
+    raise ConfigError(f"unknown sink {kind!r} (choose from {', '.join(SINKS)})")
+
+
+def kafka_bootstrap(settings: Settings) -> str:
+    """The configured cluster, else the embedded broker (which must be running)."""
+    if settings.kafka.bootstrap_servers:
+        return settings.kafka.bootstrap_servers
+    from icetide.stack import Stack
+
+    status = Stack(settings).status()
+    if not status.running:
+        raise StackError(f"the embedded Kafka broker is not running (state dir {settings.state_dir}): "
+                         "run `icetide stack up` first")
+    return status.bootstrap
+
+
+sink_option = click.option("--sink", "sink_kind", type=click.Choice(SINKS), default=None,
+                           help="Downstream database (default: setting sink.kind).")
+dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN (default: setting sink.postgres_dsn).")
+
+
+@click.command()
+@sink_option
+@dsn_option
+@click.option("--once", is_flag=True, help="Apply what exists now (end offsets at start), then exit.")
+@click.option("--topics", default=None, help="Comma-separated topics (default: all matching --pattern).")
+@click.option("--pattern", default=None, help=r"Topic regex (default: ^<cdc.topic_prefix>\.).")
+@click.option("--batch-size", type=int, default=None, help="Records per poll (default: setting sink.batch_size).")
+@click.option("--idle-timeout", type=float, default=10.0, show_default=True,
+              help="--once: give up after this many seconds without records.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus /metrics on this port (0 = a free one; default: setting metrics.port).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.pass_obj
+def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: str | None, pattern: str | None,
+          batch_size: int | None, idle_timeout: float, metrics_port: int | None, as_json: bool) -> None:
+    """Consume change events and apply them downstream, exactly once in effect."""
+    from icetide.metrics import serve
+
+    from connectors.consumer import ChangeConsumer, ConsumeOptions, run_consumer
+    from connectors.metrics import ConsumerMetrics
+
+    settings = app.settings
+    sink = make_sink(settings, sink_kind, dsn)
+    bootstrap = kafka_bootstrap(settings)
+    options = ConsumeOptions(topics=[t.strip() for t in topics.split(",") if t.strip()] if topics else None,
+                             pattern=pattern, once=once, idle_timeout_s=idle_timeout, batch_size=batch_size)
+    metrics = ConsumerMetrics()
+    port = metrics_port if metrics_port is not None else (settings.metrics.port or None)
+    if port is not None:
+        _server, bound = serve(metrics.registry, settings.metrics.host, port)
+        click.echo(f"metrics on http://{settings.metrics.host}:{bound}/metrics", err=True)
+
+    def install_signals(consumer: ChangeConsumer) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: consumer.stop.set())
+
+    summary = run_consumer(settings, sink, bootstrap, options, metrics, on_start=install_signals)
+    with make_sink(settings, sink_kind, dsn) as reader:
+        positions = reader.positions()
+    data = {"sink": sink.kind, **summary.to_dict(positions)}
+    p50 = data["commit_to_apply_p50_s"]
+    text = (f"applied {data['applied']} events ({data['skipped']} duplicates skipped, "
+            f"{data['dead_letters']} dead-lettered) in {data['seconds']} s"
+            + (f"; commit→apply p50 {p50} s" if p50 is not None else ""))
+    emit(data, as_json, text)
+
+
+@click.command()
+@sink_option
+@dsn_option
+@click.option("--json", "as_json", is_flag=True, help="Print the positions as JSON.")
+@click.pass_obj
+def status(app: App, sink_kind: str | None, dsn: str | None, as_json: bool) -> None:
+    """Show the applied position per topic and partition (as stored in the sink), and the lag."""
+    settings = app.settings
+    with make_sink(settings, sink_kind, dsn) as sink:
+        positions = sink.positions()
+    ends = _end_offsets(settings, sorted({t for t, _ in positions}))
+    rows = []
+    for (topic, part), off in sorted(positions.items()):
+        end = ends.get((topic, part))
+        rows.append({"topic": topic, "partition": part, "applied_offset": off, "end_offset": end,
+                     "lag": None if end is None else max(0, end - off - 1)})
+    text = "\n".join(f"{r['topic']}[{r['partition']}]  applied {r['applied_offset']}  lag {r['lag']}"
+                     for r in rows) or "nothing applied yet"
+    emit({"sink": sink.kind, "positions": rows}, as_json, text)
+
+
+def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
+    """End offsets per partition, or {} if Kafka cannot be reached (status still answers)."""
+    if not topics:
+        return {}
+    try:
+        bootstrap = kafka_bootstrap(settings)
+    except StackError:
+        return {}
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "icetide-status"})
+    out: dict[tuple[str, int], int] = {}
+    try:
+        meta = consumer.list_topics(timeout=5)
+        for topic in topics:
+            for part in getattr(meta.topics.get(topic), "partitions", {}):
+                out[(topic, part)] = consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=5)[1]
+    except KafkaException:
+        return {}
+    finally:
+        consumer.close()
+    return out
+
+
+@click.command()
+@click.option("--table", "table_name", required=True, help="Source table, namespace.table (e.g. sales.vendas).")
+@sink_option
+@dsn_option
+@click.option("--json", "as_json", is_flag=True, help="Print both digests as JSON.")
+@click.pass_obj
+def verify(app: App, table_name: str, sink_kind: str | None, dsn: str | None, as_json: bool) -> None:
+    """Compare the downstream copy with the Iceberg table: row count and content checksum."""
+    from icetide.catalog import pyiceberg_catalog
+    from icetide.digest import digest
+
+    settings = app.settings
+    namespace, _, name = table_name.rpartition(".")
+    if not namespace:
+        raise ConfigError(f"--table must be namespace.table, got {table_name!r}")
+    table = pyiceberg_catalog(settings).load_table(table_name)
+    columns = [f.name for f in table.schema().fields]
+    source_rows: list[dict[str, Any]] = table.scan().to_arrow().to_pylist()
+    ref: TableRef = (namespace, name)
+    with make_sink(settings, sink_kind, dsn) as sink:
+        downstream_rows = sink.read_rows(ref)
+    src, dst = digest(source_rows, columns), digest(downstream_rows, columns)
+    equal = src == dst
+    data = {"table": table_name, "sink": sink.kind, "source": src.to_dict(), "downstream": dst.to_dict(),
+            "equal": equal}
+    emit(data, as_json, f"source {src.rows} rows {src.checksum}\ndownstream {dst.rows} rows {dst.checksum}\n"
+                        f"{'EQUAL' if equal else 'DIFFERENT'}")
+    if not equal:
+        sys.exit(1)

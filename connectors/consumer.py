@@ -1,0 +1,342 @@
+"""The consumer loop: Kafka change events → one sink, batch by batch, exactly-once in effect.
+
+Per poll batch: decode every record (poison → dead-letter topic), flush the dead letters, then
+`sink.apply()` the changes together with the highest offset seen per (topic, partition), in one
+transaction. If the batch fails with a terminal error, it is retried event by event so that only
+the culprit goes to the dead-letter topic. Positions come from the sink: on assignment the
+consumer seeks to stored + 1, never to Kafka's committed offsets (those are written too, for
+outside lag tools only). `--once` stops when the end offsets that existed at start are reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from icetide.errors import EventError, TransientError
+from icetide.settings import Settings
+
+from connectors.base import Change, Sink, TopicPartition
+from connectors.metrics import ConsumerMetrics
+from connectors.records import DeadLetters, decode
+
+log = logging.getLogger(__name__)
+RESERVOIR = 100_000
+TOPIC_REFRESH_S = 5.0
+LAG_REFRESH_S = 2.0
+MAX_TRANSIENT_RETRIES = 10
+
+
+@dataclass
+class ConsumeOptions:
+    topics: list[str] | None = None  # explicit topics, else `pattern`
+    pattern: str | None = None  # default: ^<prefix>\. (dead-letter and schema-change topics excluded)
+    once: bool = False
+    idle_timeout_s: float = 10.0  # --once: stop after this long without records
+    poll_timeout_s: float = 0.5
+    batch_size: int | None = None  # default: settings.sink.batch_size
+
+
+@dataclass
+class Summary:
+    applied: int = 0
+    skipped: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    by_table_op: Counter[tuple[str, str]] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    seen_latencies: int = 0
+    topics: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def observe(self, latency: float) -> None:
+        self.seen_latencies += 1
+        if len(self.latencies) < RESERVOIR:
+            self.latencies.append(latency)
+        else:
+            slot = random.randrange(self.seen_latencies)
+            if slot < RESERVOIR:
+                self.latencies[slot] = latency
+
+    def to_dict(self, positions: dict[TopicPartition, int]) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def q(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 4) if lat else None
+
+        tables: dict[str, dict[str, int]] = {}
+        for (table, op), n in sorted(self.by_table_op.items()):
+            tables.setdefault(table, {})[op] = n
+        return {
+            "applied": self.applied, "skipped": self.skipped, "dead_letters": self.dead_letters,
+            "batches": self.batches, "tables": tables, "topics": self.topics,
+            "seconds": round(self.seconds, 3),
+            "events_per_s": round(self.applied / self.seconds, 1) if self.seconds else None,
+            "commit_to_apply_p50_s": q(0.5), "commit_to_apply_p99_s": q(0.99),
+            "commit_to_apply_max_s": round(lat[-1], 4) if lat else None,
+            "positions": {f"{t}/{p}": off for (t, p), off in sorted(positions.items())},
+        }
+
+
+def default_pattern(settings: Settings) -> str:
+    return "^" + re.escape(settings.cdc.topic_prefix) + r"\."
+
+
+def select_topics(available: list[str], settings: Settings, options: ConsumeOptions) -> list[str]:
+    """Explicit topics as given; else the ones matching the pattern, minus dead-letter/schema topics."""
+    if options.topics:
+        return list(options.topics)
+    regex = re.compile(options.pattern or default_pattern(settings))
+    excluded = {settings.dead_letter_topic, f"{settings.cdc.topic_prefix}.schema-changes"}
+    return sorted(t for t in available if regex.search(t) and t not in excluded and not t.startswith("__"))
+
+
+class ChangeConsumer:
+    """Consumes change events into `sink` until stopped (or, with `once`, until caught up)."""
+
+    def __init__(self, settings: Settings, sink: Sink, bootstrap: str, options: ConsumeOptions,
+                 metrics: ConsumerMetrics | None = None) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.bootstrap = bootstrap
+        self.options = options
+        self.metrics = metrics or ConsumerMetrics()
+        self.summary = Summary()
+        self.stop = threading.Event()
+        self._next: dict[TopicPartition, int] = {}  # next offset to read, per assigned partition
+        self._ends: dict[TopicPartition, int] = {}
+        self._consumer: Any = None
+        self.dead = DeadLetters(bootstrap, settings.dead_letter_topic)
+
+    # -- Kafka plumbing ------------------------------------------------------------------------
+    def _make_consumer(self) -> Any:
+        from confluent_kafka import Consumer
+
+        return Consumer({
+            "bootstrap.servers": self.bootstrap,
+            "group.id": self.settings.sink.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1500,
+            "logger": logging.getLogger("icetide.kafka.consumer"),
+        })
+
+    def _topics(self) -> list[str]:
+        meta = self._consumer.list_topics(timeout=10)
+        return select_topics(list(meta.topics), self.settings, self.options)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        from confluent_kafka import OFFSET_BEGINNING
+
+        stored = self.sink.positions()
+        for tp in partitions:
+            done = stored.get((tp.topic, tp.partition))
+            tp.offset = done + 1 if done is not None else OFFSET_BEGINNING
+            self._next[(tp.topic, tp.partition)] = max(done + 1 if done is not None else 0, 0)
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self._next.pop((tp.topic, tp.partition), None)
+        consumer.unassign()
+
+    def _end_offsets(self, topics: list[str]) -> dict[TopicPartition, int]:
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        meta = self._consumer.list_topics(timeout=10)
+        ends = {}
+        for topic in topics:
+            for part in meta.topics[topic].partitions:
+                ends[(topic, part)] = self._consumer.get_watermark_offsets(KafkaTP(topic, part), timeout=10)[1]
+        return ends
+
+    def _caught_up(self) -> bool:
+        """--once: every partition read up to the end offset it had at start."""
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        stored = self.sink.positions()
+        pending = []
+        for tp, end in self._ends.items():
+            if end == 0 or stored.get(tp, -1) + 1 >= end or self._next.get(tp, 0) >= end:
+                continue
+            pending.append(tp)
+        if not pending:
+            return True
+        # A transaction's commit marker occupies the last offset: ask where the fetcher stands.
+        positions = self._consumer.position([KafkaTP(t, p) for t, p in pending])
+        return all(kt.offset >= self._ends[(kt.topic, kt.partition)] for kt in positions)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> Summary:
+        started = time.monotonic()
+        self._consumer = self._make_consumer()
+        try:
+            self._loop()
+        finally:
+            self.summary.seconds = time.monotonic() - started
+            self._consumer.close()
+            self.dead.flush()
+        return self.summary
+
+    def _loop(self) -> None:
+        topics = self._topics()
+        if self.options.once:
+            self._ends = self._end_offsets(topics)
+        self.summary.topics = topics
+        if topics:
+            self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        batch_size = self.options.batch_size or self.settings.sink.batch_size
+        last_record = time.monotonic()
+        last_refresh = last_lag = time.monotonic()
+        while not self.stop.is_set():
+            if self.options.once and (not topics or self._caught_up()):
+                return
+            msgs = self._consumer.consume(batch_size, self.options.poll_timeout_s) if topics else []
+            now = time.monotonic()
+            if msgs:
+                self._handle(msgs)
+                last_record = now
+            elif self.options.once and now - last_record > self.options.idle_timeout_s:
+                log.warning("--once: no records for %.0fs; stopping before the end offsets", now - last_record)
+                return
+            else:
+                time.sleep(0 if topics else self.options.poll_timeout_s)
+            if now - last_lag > LAG_REFRESH_S:
+                self._update_lag()
+                last_lag = now
+            if not self.options.once and now - last_refresh > TOPIC_REFRESH_S:
+                fresh = self._topics()
+                if fresh != topics and fresh:
+                    topics = fresh
+                    self.summary.topics = topics
+                    self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+                last_refresh = now
+
+    def _handle(self, msgs: list[Any]) -> None:
+        changes: list[Change] = []
+        by_position: dict[tuple[str, int, int], Any] = {}
+        positions: dict[TopicPartition, int] = {}
+        for msg in msgs:
+            if msg.error():
+                log.warning("consumer error: %s", msg.error())
+                continue
+            tp = (msg.topic(), msg.partition())
+            positions[tp] = max(positions.get(tp, -1), msg.offset())
+            try:
+                change = decode(msg)
+            except EventError as exc:
+                self._dead_letter(msg, "decode", str(exc))
+                continue
+            if change is not None:
+                changes.append(change)
+                by_position[(change.topic, change.partition, change.offset)] = msg
+        if not positions:
+            return
+        self.dead.flush()  # dead letters are safe before the positions that skip them are stored
+        try:
+            self._apply(changes, positions)
+        except EventError as exc:
+            log.warning("batch failed (%s); applying it event by event to isolate the culprit", exc)
+            for change in changes:
+                one = {(change.topic, change.partition): change.offset}
+                try:
+                    self._apply([change], one)
+                except EventError as err:
+                    self._dead_letter(by_position[(change.topic, change.partition, change.offset)], "apply", str(err))
+                    self.dead.flush()
+                    self._apply([], one)
+            self._apply([], positions)
+        for tp, off in positions.items():
+            if tp in self._next:
+                self._next[tp] = max(self._next[tp], off + 1)
+        self._commit_kafka(positions)
+
+    def _apply(self, changes: list[Change], positions: dict[TopicPartition, int]) -> None:
+        """sink.apply with retries on transient errors (reconnecting the sink between tries)."""
+        for attempt in range(MAX_TRANSIENT_RETRIES + 1):
+            try:
+                result = self.sink.apply(changes, positions)
+                break
+            except TransientError as exc:
+                if attempt == MAX_TRANSIENT_RETRIES:
+                    raise
+                delay = min(5.0, 0.2 * 2**attempt)
+                log.warning("transient sink error (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                self._reopen()
+        now_ms = time.time() * 1000
+        m, s = self.metrics, self.summary
+        for (table, op), n in result.applied.items():
+            m.applied.labels(table=table, op=op).inc(n)
+        for change in result.applied_changes:
+            latency = max(0.0, (now_ms - change.event.source.commit_ts_ms) / 1000)
+            m.commit_to_apply.observe(latency)
+            s.observe(latency)
+        for table, snapshot in result.last_snapshot.items():
+            m.last_snapshot.labels(table=table).set(snapshot)
+        s.applied += result.total
+        s.skipped += result.skipped
+        s.by_table_op.update(result.applied)
+        s.batches += 1
+        m.batches.inc()
+
+    def _reopen(self) -> None:
+        try:
+            self.sink.close()
+        except Exception:  # the connection is already broken; opening anew is the point
+            log.debug("closing a broken sink failed", exc_info=True)
+        try:
+            self.sink.open()
+        except TransientError as exc:
+            log.warning("reopening the sink failed: %s", exc)
+
+    def _dead_letter(self, msg: Any, reason: str, error: str) -> None:
+        log.warning("dead-lettering %s[%s]@%s (%s): %s", msg.topic(), msg.partition(), msg.offset(), reason, error)
+        self.dead.send(msg, reason, error)
+        self.metrics.dead_letters.labels(reason=reason).inc()
+        self.summary.dead_letters += 1
+
+    def _commit_kafka(self, positions: dict[TopicPartition, int]) -> None:
+        """Mirror the sink's positions into Kafka (for lag tools only; never read back)."""
+        from confluent_kafka import KafkaException
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        offsets = [KafkaTP(t, p, off + 1) for (t, p), off in positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.debug("kafka offset commit skipped: %s", exc)
+
+    def _update_lag(self) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka import TopicPartition as KafkaTP
+
+        for (topic, part), nxt in list(self._next.items()):
+            try:
+                high = self._consumer.get_watermark_offsets(KafkaTP(topic, part), timeout=2)[1]
+            except KafkaException:
+                continue
+            self.metrics.lag.labels(topic=topic, partition=str(part)).set(max(0, high - nxt))
+
+
+def run_consumer(settings: Settings, sink: Sink, bootstrap: str, options: ConsumeOptions,
+                 metrics: ConsumerMetrics | None = None,
+                 on_start: Callable[[ChangeConsumer], None] | None = None) -> Summary:
+    """Open the sink, consume, close; returns the run's summary."""
+    sink.open()
+    try:
+        consumer = ChangeConsumer(settings, sink, bootstrap, options, metrics)
+        if on_start is not None:
+            on_start(consumer)
+        return consumer.run()
+    finally:
+        sink.close()
