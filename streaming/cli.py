@@ -1,0 +1,83 @@
+"""`icetide cdc run`: start the PyFlink change-stream job (see `streaming/job.py`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from icetide.cli import App, emit
+from icetide.errors import ConfigError
+
+
+def _parse_keys(values: tuple[str, ...]) -> dict[str, list[str]]:
+    """`--key sales.vendas=id,region` → {"sales.vendas": ["id", "region"]}."""
+    keys: dict[str, list[str]] = {}
+    for value in values:
+        table, sep, columns = value.partition("=")
+        if not sep or not columns:
+            raise ConfigError(f"--key {value!r}: expected TABLE=COL[,COL...]")
+        keys[table] = [c.strip() for c in columns.split(",") if c.strip()]
+    return keys
+
+
+def _check_start(start: str) -> str:
+    kind, sep, value = start.partition(":")
+    if start in ("earliest", "latest", "initial"):
+        return start
+    if sep and kind in ("snapshot", "timestamp") and value.lstrip("-").isdigit():
+        return start
+    raise ConfigError(f"--start {start!r}: expected earliest, latest, initial, snapshot:<id> or timestamp:<ms>")
+
+
+@click.command()
+@click.option("--tables", default=None, help="Comma-separated tables (namespace.table). Default: cdc.tables.")
+@click.option("--start", default=None,
+              help="Where new tables start: earliest | latest | initial | snapshot:<id> | timestamp:<ms>. "
+                   "Default: cdc.start.")
+@click.option("--once", is_flag=True, help="Publish everything up to the current snapshots, then exit.")
+@click.option("--reset", is_flag=True, help="Ignore stored positions and checkpoints; begin at --start.")
+@click.option("--key", "keys", multiple=True, metavar="TABLE=COL[,COL]",
+              help="Key columns of a table without identifier fields (repeatable).")
+@click.option("--delivery", type=click.Choice(["at-least-once", "exactly-once"]), default=None,
+              help="Kafka delivery guarantee. Default: cdc.delivery.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus /metrics from the job's worker on this port (0: a free port).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.pass_obj
+def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool, keys: tuple[str, ...],
+        delivery: str | None, metrics_port: int | None, as_json: bool) -> None:
+    """Run the Flink job: Iceberg changelogs → Kafka change events (keyed by row key)."""
+    from icetide.stack import kafka_bootstrap
+
+    from streaming.job import JobOptions, build_and_run, cdc_dir, read_positions
+
+    settings = app.settings
+    if delivery is not None:
+        settings = settings.model_copy(update={"cdc": settings.cdc.model_copy(update={"delivery": delivery})})
+    chosen = [t.strip() for t in tables.split(",")] if tables else list(settings.cdc.tables)
+    chosen = [t for t in chosen if t]
+    if not chosen or any(t.count(".") != 1 for t in chosen):
+        raise ConfigError(f"--tables {tables!r}: expected namespace.table[,namespace.table...]")
+    begin = _check_start(start or settings.cdc.start)
+    run_dir = cdc_dir(settings) / "runs" / time.strftime("%Y%m%dT%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if reset:
+        _drop_checkpoints(cdc_dir(settings) / "checkpoints")
+    options = JobOptions(
+        settings=settings, tables=chosen, start=begin, once=once, run_dir=str(run_dir),
+        seed_positions={} if reset else {t: p for t, p in read_positions(settings).items() if t in chosen},
+        metrics_port=metrics_port, key_fields=_parse_keys(keys),
+    )
+    summary: dict[str, Any] = build_and_run(options, kafka_bootstrap(settings))
+    lines = [f"{t}: {v['events']} events, last snapshot {v['last_snapshot']}" for t, v in summary["tables"].items()]
+    lines.append(f"{summary['events']} events in {summary['duration_s']} s")
+    emit(summary, as_json, "\n".join(lines))
+
+
+def _drop_checkpoints(folder: Path) -> None:
+    import shutil
+
+    if folder.is_dir():
+        shutil.rmtree(folder)

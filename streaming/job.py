@@ -1,0 +1,301 @@
+"""The PyFlink job of `icetide cdc run`: Iceberg changelogs → Kafka change events.
+
+Shape (DataStream + a Table API sink)::
+
+    table names (bounded, --once) | datagen ticks → flat_map to table names (continuous)
+      → key_by(table) → PublishChanges (Python KeyedProcessFunction; position in ValueState)
+      → Row(topic, k, v) → Kafka table sink (key/value formats `raw`, writable `topic` metadata)
+
+Each tick of a table polls its snapshots and emits the events after the stored position, at most
+`budget` per tick so checkpoints fall between chunks of a large snapshot. The record key is the
+row key, and the sink uses Kafka's key partitioner, so one key's events stay in order in one
+partition. Delivery is at-least-once (Flink flushes on checkpoints) or exactly-once (Kafka
+transactions committed with each checkpoint).
+
+Positions survive restarts two ways: continuous runs keep retained checkpoints under
+`<state_dir>/cdc/checkpoints` and restore the newest one; a finished `--once` run stores its final
+positions in `<state_dir>/cdc/positions.json`, which seeds the next run (`--reset` ignores both).
+Counters are written by the worker to `<run dir>/summary/<table>.json` for `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from icetide import jvm
+from icetide.events import topic_for
+
+from streaming.poller import Position, Record, TablePoller, start_position
+
+if TYPE_CHECKING:
+    from icetide.settings import Settings
+
+SINK_TABLE = "cdc_sink"
+
+
+@dataclass
+class JobOptions:
+    """Everything the Python worker needs; pickled into the process function."""
+
+    settings: Settings
+    tables: list[str]
+    start: str
+    once: bool
+    run_dir: str
+    seed_positions: dict[str, str] = field(default_factory=dict)
+    budget: int | None = 20_000
+    metrics_port: int | None = None
+    key_fields: dict[str, list[str]] = field(default_factory=dict)
+
+
+def cdc_dir(settings: Settings) -> Path:
+    return settings.state_dir / "cdc"
+
+
+def read_positions(settings: Settings) -> dict[str, str]:
+    path = cdc_dir(settings) / "positions.json"
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def write_positions(settings: Settings, positions: dict[str, str]) -> None:
+    path = cdc_dir(settings) / "positions.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = {**read_positions(settings), **positions}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest completed retained checkpoint (`chk-N` with `_metadata`) under `root`."""
+    found = [p.parent for p in root.glob("*/chk-*/_metadata")] if root.is_dir() else []
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _publish_function(options: JobOptions) -> Any:
+    """Build the KeyedProcessFunction lazily (pyflink is imported only here)."""
+    from pyflink.common import Row
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    class PublishChanges(KeyedProcessFunction):  # type: ignore[misc]
+        """Per table (the key): poll, emit records, keep the position in keyed state."""
+
+        def __init__(self, opts: JobOptions) -> None:
+            self.opts = opts
+
+        def open(self, runtime_context: RuntimeContext) -> None:
+            from icetide.catalog import pyiceberg_catalog
+
+            from streaming.metrics import CdcMetrics
+
+            self.position_state = runtime_context.get_state(ValueStateDescriptor("position", Types.STRING()))
+            self.catalog = pyiceberg_catalog(self.opts.settings)
+            self.pollers: dict[str, TablePoller] = {}
+            self.metrics = CdcMetrics()
+            self.counts: dict[str, Counter[str]] = {}
+            self.last: dict[str, int] = {}
+            self.server = None
+            if self.opts.metrics_port is not None:
+                from icetide.metrics import serve
+
+                index = runtime_context.get_index_of_this_subtask()
+                port = self.opts.metrics_port + index if self.opts.metrics_port else 0
+                self.server, _ = serve(self.metrics.registry, self.opts.settings.metrics.host, port)
+
+        def close(self) -> None:
+            if self.server is not None:
+                self.server.shutdown()
+
+        def _poller(self, table: str) -> TablePoller | None:
+            poller = self.pollers.get(table)
+            if poller is None:
+                from pyiceberg.exceptions import NoSuchTableError
+
+                from streaming.changelog import Changelog
+
+                try:
+                    loaded = self.catalog.load_table(table)
+                except NoSuchTableError:
+                    return None  # not created yet: try again on the next tick
+                changelog = Changelog(loaded, self.opts.settings.catalog.name,
+                                      self.opts.key_fields.get(table), self.opts.settings.cdc.topic_prefix)
+                poller = self.pollers[table] = TablePoller(changelog, self.opts.settings.cdc.topic_prefix)
+            return poller
+
+        def process_element(self, table: str, ctx: Any) -> Iterator[Any]:
+            poller = self._poller(table)
+            if poller is None:
+                return
+            stored = self.position_state.value()
+            if stored is not None:
+                position = Position.from_json(stored)
+            elif table in self.opts.seed_positions:
+                position = Position.from_json(self.opts.seed_positions[table])
+            else:
+                position = start_position(poller.changelog, self.opts.start)
+                self.position_state.update(position.to_json())
+            counts = self.counts.setdefault(table, Counter())
+            self.metrics.polls.labels(table).inc()
+            budget = None if self.opts.once else self.opts.budget
+            moved = False
+            for item in poller.poll(position, budget):
+                if isinstance(item, Record):
+                    counts[item.op] += 1
+                    self.metrics.published(table, item.op, time.time() - item.commit_ts_ms / 1000)
+                    yield Row(item.topic, item.key, item.value)
+                    continue
+                if item.snapshot_id is None and item.after is not None and item.after != position.after:
+                    snap = poller.changelog.snapshot(item.after)  # a snapshot was published completely
+                    self.metrics.snapshot_done(table, item.after, snap.timestamp_ms)
+                    self.last[table] = item.after
+                position, moved = item, True
+                self.position_state.update(position.to_json())
+            if moved or self.opts.once:
+                self._write_summary(table, position)
+
+        def _write_summary(self, table: str, position: Position) -> None:
+            folder = Path(self.opts.run_dir) / "summary"
+            folder.mkdir(parents=True, exist_ok=True)
+            body = {"table": table, "events": dict(self.counts.get(table, {})),
+                    "last_snapshot": self.last.get(table, position.after), "position": position.to_json()}
+            tmp = folder / f".{table}.tmp"
+            tmp.write_text(json.dumps(body))
+            tmp.replace(folder / f"{table}.json")
+
+    return PublishChanges(options)
+
+
+def sink_ddl(settings: Settings, bootstrap: str, name: str, topic: str, run_name: str) -> str:
+    """A Kafka sink table for one topic: key `k` and value `v` as raw bytes.
+
+    One sink per topic (fed by a filter on the records' topic): the connector's writable `topic`
+    metadata column is not offered for a single configured topic.
+    """
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": bootstrap,
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
+        "sink.partitioner": "default",
+        "sink.delivery-guarantee": settings.cdc.delivery,
+        "properties.linger.ms": "20",
+        "properties.compression.type": "lz4",
+    }
+    if settings.cdc.delivery == "exactly-once":
+        options["sink.transactional-id-prefix"] = f"icetide-cdc-{run_name}-{name}"
+        options["properties.transaction.timeout.ms"] = "900000"  # ≤ the broker's max (15 min)
+    body = ",\n  ".join(f"{_literal(k)} = {_literal(v)}" for k, v in options.items())
+    return f"CREATE TEMPORARY TABLE {name} (\n  `k` BYTES,\n  `v` BYTES\n) WITH (\n  {body}\n)"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def flink_config(settings: Settings, checkpoints: Path, restore: Path | None) -> dict[str, str]:
+    conf = {
+        "pipeline.jars": ";".join(p.as_uri() for p in jvm.jars("flink")),
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "parallelism.default": str(settings.flink.parallelism),
+        "execution.checkpointing.interval": f"{settings.flink.checkpoint_interval_ms}ms",
+        "execution.checkpointing.dir": checkpoints.as_uri(),
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "2",
+        "state.backend.type": "hashmap",
+        "taskmanager.memory.managed.size": "128m",
+        "python.fn-execution.bundle.time": "100",
+        "pipeline.name": "icetide-cdc",
+    }
+    if restore is not None:
+        conf["execution.state-recovery.path"] = restore.as_uri()
+        conf["execution.state-recovery.ignore-unclaimed-state"] = "true"
+    return conf
+
+
+def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
+    """Build the job, run it (to the end with --once; until interrupted otherwise), summarize."""
+    settings = options.settings
+    home = str(jvm.java_home())
+    os.environ["JAVA_HOME"] = home  # PyFlink starts its gateway JVM from JAVA_HOME
+    from pyflink.common import Configuration
+    from pyflink.common.typeinfo import Types
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    checkpoints = cdc_dir(settings) / "checkpoints"
+    restore = None if options.once else latest_checkpoint(checkpoints)
+    config = Configuration()
+    for key, value in flink_config(settings, checkpoints, restore).items():
+        config.set_string(key, value)
+    started = time.monotonic()
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    t_env = StreamTableEnvironment.create(env)
+    tables = list(options.tables)
+    if options.once:
+        names = env.from_collection(tables, type_info=Types.STRING())
+    else:
+        rate = max(1, round(1 / max(settings.cdc.poll_interval_s, 0.001)))
+        t_env.execute_sql(
+            "CREATE TEMPORARY TABLE cdc_ticks (n INT) WITH ('connector' = 'datagen', "
+            f"'rows-per-second' = '{int(rate)}', 'fields.n.min' = '0', 'fields.n.max' = '9')"
+        )
+        ticks = t_env.to_data_stream(t_env.from_path("cdc_ticks"))
+        names = ticks.flat_map(lambda _tick: iter(tables), output_type=Types.STRING()).uid("cdc-tables")
+    row_type = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                                                     Types.PRIMITIVE_ARRAY(Types.BYTE())])
+    records = (names.key_by(lambda name: name, key_type=Types.STRING())
+               .process(_publish_function(options), output_type=row_type)
+               .uid("cdc-publish").name("publish changes"))
+    from pyflink.table.expressions import col, lit
+
+    rows = t_env.from_data_stream(records)
+    statements = t_env.create_statement_set()
+    for index, table in enumerate(tables):
+        topic = topic_for(settings.cdc.topic_prefix, *table.split(".", 1))
+        sink = f"{SINK_TABLE}_{index}"
+        t_env.execute_sql(sink_ddl(settings, bootstrap, sink, topic, Path(options.run_dir).name))
+        statements.add_insert(sink, rows.filter(col("topic") == lit(topic)).select(col("k"), col("v")))
+    result = statements.execute()
+    submitted = time.monotonic() - started
+    result.wait()
+    return collect_summary(options, submitted, time.monotonic() - started, restore)
+
+
+def collect_summary(options: JobOptions, submit_s: float, duration_s: float,
+                    restored: Path | None) -> dict[str, Any]:
+    tables: dict[str, Any] = {}
+    folder = Path(options.run_dir) / "summary"
+    positions: dict[str, str] = {}
+    for table in options.tables:
+        path = folder / f"{table}.json"
+        body = json.loads(path.read_text()) if path.is_file() else {"events": {}, "last_snapshot": None}
+        if "position" in body:
+            positions[table] = body["position"]
+        tables[table] = {"events": sum(body["events"].values()), "by_op": body["events"],
+                         "last_snapshot": body["last_snapshot"]}
+    if options.once and positions:
+        write_positions(options.settings, positions)
+    total = sum(t["events"] for t in tables.values())
+    return {
+        "events": total,
+        "tables": tables,
+        "duration_s": round(duration_s, 2),
+        "submit_s": round(submit_s, 2),
+        "events_per_s": round(total / duration_s, 1) if duration_s > 0 else None,
+        "restored_from": str(restored) if restored else None,
+        "delivery": options.settings.cdc.delivery,
+    }
