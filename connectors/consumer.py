@@ -322,7 +322,7 @@ class ChangeConsumer:
 
         for (topic, part), nxt in list(self._next.items()):
             try:
-                high = self._consumer.get_watermark_offsets(KafkaTP(topic, part), timeout=2)[1]
+                high = self._consumer.get_watermark_offsets(KafkaTP(topic, part), cached=True)[1]
             except KafkaException:
                 continue
             self.metrics.lag.labels(topic=topic, partition=str(part)).set(max(0, high - nxt))

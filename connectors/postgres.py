@@ -40,10 +40,18 @@ def column_type(sample: Any) -> str:
     return "text"
 
 
-def _param(value: Any) -> Any:
-    from psycopg.types.json import Jsonb
+def _uniform_scalars(values: Sequence[Any]) -> bool:
+    """True if `values` bind as one typed array: all str, or all int (bool excluded), no NULLs."""
+    kinds = {type(v) for v in values}
+    return kinds == {str} or kinds == {int}
 
-    return Jsonb(value) if isinstance(value, dict | list) else value
+
+def _param(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(value)
+    return value
 
 
 class PostgresSink(Sink):
@@ -139,8 +147,21 @@ class PostgresSink(Sink):
             self._name(table), sql.Identifier(name), sql.SQL(column_type(sample))))
 
     def _delete_keys(self, table: TableRef, key_fields: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> None:
+        """One statement for the whole batch when the key values are plain scalars of one type per
+        column (`(k1, k2) IN (SELECT * FROM unnest(%s, %s))`, each column bound as one array);
+        otherwise one parameterised DELETE per key."""
         from psycopg import sql
 
+        if not keys:
+            return
+        columns = list(zip(*keys, strict=True))
+        if all(_uniform_scalars(col) for col in columns):
+            targets = sql.SQL(", ").join(map(sql.Identifier, key_fields))
+            arrays = sql.SQL(", ").join(sql.Placeholder() for _ in key_fields)
+            query = sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))").format(
+                self._name(table), targets, arrays)
+            self.conn.execute(query, [list(col) for col in columns])
+            return
         where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key_fields)
         query = sql.SQL("DELETE FROM {} WHERE {}").format(self._name(table), where)
         with self.conn.cursor() as cur:

@@ -13,7 +13,7 @@ from connectors.base import Change
 from connectors.postgres import PostgresConfig, PostgresSink
 from icetide.errors import EventError
 from tests.fixtures.postgres import create_database
-from tests.unit.connectors.test_sqlite_sink import TABLE, TOPIC, _changes, _event, _normalise, steps
+from tests.unit.test_connectors_sqlite import TABLE, TOPIC, _changes, _event, _normalise, steps
 
 pytestmark = pytest.mark.integration
 
