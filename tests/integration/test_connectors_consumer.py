@@ -198,3 +198,40 @@ def test_cli_once_into_sqlite_with_pattern(kafka_bootstrap: str, tmp_path: Path)
                             capture_output=True, text=True, timeout=60)
     assert json.loads(status.stdout)["positions"] == [
         {"topic": topic, "partition": 0, "applied_offset": 249, "end_offset": 250, "lag": 0}]
+
+
+def test_continuous_apply_serves_metrics_and_stops_on_sigterm(kafka_bootstrap: str, tmp_path: Path) -> None:
+    import json
+    import re
+    import urllib.request
+
+    topic = create_topic(kafka_bootstrap, new_topic_name("icetide.sales.live"))
+    gen = Generator("sales", "live", seed=5)
+    env = {**os.environ, "ICETIDE__KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "ICETIDE__SINK__GROUP_ID": f"live-{uuid.uuid4().hex[:8]}", "ICETIDE__STACK__STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen([ICETIDE, "cdc", "apply", "--sink", "sqlite", "--topics", topic, "--metrics-port", "0",
+                             "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        match = re.search(r"metrics on (http://\S+)", proc.stderr.readline())
+        assert match, "the endpoint is announced on stderr"
+        _produce(kafka_bootstrap, topic, gen.events(300))  # produced while the consumer runs
+        deadline, text = time.monotonic() + 120, ""
+        while time.monotonic() < deadline:
+            text = urllib.request.urlopen(match.group(1), timeout=5).read().decode()
+            applied = sum(float(v) for v in re.findall(r'^icetide_cdc_events_applied_total\{[^}]*\} (\S+)$',
+                                                       text, re.M))
+            if applied == 300:
+                break
+            time.sleep(0.5)
+        assert applied == 300
+        assert 'icetide_cdc_commit_to_apply_seconds_count 300.0' in text
+        assert 'icetide_cdc_last_applied_snapshot{table="sales.live"}' in text
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert json.loads(out)["applied"] == 300
