@@ -1,0 +1,197 @@
+"""`icetide maint …`: table maintenance an operator runs by hand or on a schedule (roadmap iteration 3)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from icetide.cli import emit
+
+from batch.common import format_table, progress, spark_errors, spark_for, table_ref
+
+TABLE = click.option("--table", "table_name", default="sales.vendas", show_default=True,
+                     help="Table (namespace.table).")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _log_path(app: Any) -> Path:
+    from batch.maint import removal_log_path
+
+    return removal_log_path(app.settings.state_dir)
+
+
+def _mb(value: int) -> str:
+    return f"{value / 2**20:,.2f} MiB"
+
+
+@click.group()
+def maint() -> None:
+    """Table maintenance: compact, expire, orphans, manifests, stats, exporter, run."""
+
+
+@maint.command()
+@TABLE
+@click.option("--strategy", type=click.Choice(["binpack", "sort", "zorder"]), default="binpack",
+              show_default=True)
+@click.option("--columns", help="Sort / z-order columns, comma separated.")
+@click.option("--target-file-mb", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--where", help="Only rewrite files matching this predicate, e.g. \"month = 3\".")
+@JSON
+@click.pass_obj
+def compact(app: Any, table_name: str, strategy: str, columns: str | None, target_file_mb: int,
+            where: str | None, as_json: bool) -> None:
+    """Rewrite small data files into fewer, larger ones (rewrite_data_files)."""
+    from batch.maint import compact as run
+
+    table = table_ref(app.settings, table_name)
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    with progress(f"compacting {table_name} ({strategy})"), spark_errors("compaction"):
+        result = run(spark_for(app.settings), table, strategy, cols, target_file_mb * 2**20, where)
+    text = (f"{table_name}: {result['files_before']:,} → {result['files_after']:,} data files "
+            f"(−{result['file_reduction']:.1%}), {_mb(result['bytes_before'])} → {_mb(result['bytes_after'])}, "
+            f"{result['seconds']:.1f} s")
+    emit(result, as_json, text)
+
+
+@maint.command()
+@TABLE
+@click.option("--older-than-days", default=7.0, show_default=True, type=click.FloatRange(min=0),
+              help="Expire snapshots older than this.")
+@click.option("--retain-last", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Always keep at least this many snapshots.")
+@JSON
+@click.pass_obj
+def expire(app: Any, table_name: str, older_than_days: float, retain_last: int, as_json: bool) -> None:
+    """Expire old snapshots and delete the files only they referenced (logged)."""
+    from batch.maint import expire as run
+
+    table = table_ref(app.settings, table_name)
+    with progress(f"expiring snapshots of {table_name}"), spark_errors("expire"):
+        result = run(spark_for(app.settings), table, older_than_days, retain_last, _log_path(app))
+    text = (f"{table_name}: snapshots {result['snapshots_before']} → {result['snapshots_after']}, "
+            f"{result['files_removed']} files removed ({_mb(result['bytes_removed'])})")
+    emit(result, as_json, text)
+
+
+@maint.command()
+@TABLE
+@click.option("--older-than-days", default=3.0, show_default=True, type=click.FloatRange(min=0),
+              help="Only files older than this can be orphans (protects commits in flight).")
+@click.option("--remove", is_flag=True, help="Delete them (default: dry run, report only).")
+@JSON
+@click.pass_obj
+def orphans(app: Any, table_name: str, older_than_days: float, remove: bool, as_json: bool) -> None:
+    """Find (and with --remove delete) files in the table folder no snapshot references."""
+    from batch.maint import orphans as find
+    from batch.maint import remove_orphans
+
+    table = table_ref(app.settings, table_name)
+    spark = spark_for(app.settings)
+    with progress(f"looking for orphan files of {table_name}"), spark_errors("orphans"):
+        if remove:
+            result = remove_orphans(spark, table, older_than_days, _log_path(app))
+        else:
+            result = find(spark, table, older_than_days, dry_run=True)
+    verb = "removed" if remove else "found (dry run; --remove deletes them)"
+    text = f"{table_name}: {result['files']} orphan files {verb}, {_mb(result['bytes'])}"
+    emit(result, as_json, "\n".join([text, *result["paths"][:20]]))
+
+
+@maint.command()
+@TABLE
+@JSON
+@click.pass_obj
+def manifests(app: Any, table_name: str, as_json: bool) -> None:
+    """Rewrite manifests so query planning reads fewer of them."""
+    from batch.maint import rewrite_manifests
+
+    table = table_ref(app.settings, table_name)
+    with spark_errors("rewrite manifests"):
+        result = rewrite_manifests(spark_for(app.settings), table)
+    emit(result, as_json, f"{table_name}: manifests {result['manifests_before']} → {result['manifests_after']}")
+
+
+@maint.command()
+@TABLE
+@click.option("--small-file-mb", default=32.0, show_default=True, help="Files below this are 'small'.")
+@JSON
+@click.pass_obj
+def stats(app: Any, table_name: str, small_file_mb: float, as_json: bool) -> None:
+    """Table health: files, small-file ratio, rows, bytes, partitions, snapshots, delete files."""
+    from batch.stats import table_stats
+
+    table = table_ref(app.settings, table_name)
+    with spark_errors("stats"):
+        result = table_stats(spark_for(app.settings), table, int(small_file_mb * 2**20))
+    lines = [
+        f"table            {result.table}",
+        f"data files       {result.data_files:,} ({result.small_files:,} small, ratio {result.small_file_ratio:.2f})",
+        f"delete files     {result.delete_files:,}",
+        f"records          {result.records:,}",
+        f"bytes            {result.bytes:,} ({_mb(result.bytes)}, avg file {_mb(result.avg_file_bytes)})",
+        f"snapshots        {result.snapshots:,}",
+        f"manifests        {result.manifests:,}",
+        "",
+        format_table(["partition", "files", "records", "bytes"],
+                     [[p["partition"], p["files"], p["records"], p["bytes"]] for p in result.partitions]),
+    ]
+    emit(result.as_dict(), as_json, "\n".join(lines))
+
+
+@maint.command()
+@click.option("--table", "table_names", multiple=True, help="Tables to watch (default: every table).")
+@click.option("--port", default=0, show_default=True, help="HTTP port for /metrics (0 → a free one).")
+@click.option("--interval", default=60.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--once", is_flag=True, help="Refresh once, print the exposition text and exit.")
+@click.pass_obj
+def exporter(app: Any, table_names: tuple[str, ...], port: int, interval: float, once: bool) -> None:
+    """Serve table-health gauges (icetide_table_*) for Prometheus."""
+    from icetide.metrics import serve
+    from prometheus_client import generate_latest
+
+    from batch.metrics import health_metrics
+    from batch.stats import list_tables, table_stats
+
+    spark = spark_for(app.settings)
+    metrics = health_metrics()
+
+    def refresh() -> None:
+        with spark_errors("exporter refresh"):
+            tables = ([table_ref(app.settings, n) for n in table_names] if table_names
+                      else list_tables(spark, app.settings.catalog.name))
+            for table in tables:
+                metrics.update(table_stats(spark, table), time.time())
+
+    refresh()
+    if once:
+        click.echo(generate_latest(metrics.registry).decode())
+        return
+    _server, bound = serve(metrics.registry, app.settings.metrics.host, port)
+    click.echo(f"serving http://{app.settings.metrics.host}:{bound}/metrics (Ctrl-C stops)", err=True)
+    while True:
+        time.sleep(interval)
+        refresh()
+
+
+@maint.command()
+@click.option("--policy", "policy_path", required=True, type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Maintenance policy YAML (see batch/policy.py).")
+@click.option("--table", "table_names", multiple=True, help="Only these tables (default: every table).")
+@click.option("--dry-run", is_flag=True, help="Say what is due without changing anything.")
+@JSON
+@click.pass_obj
+def run(app: Any, policy_path: Path, table_names: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Apply the maintenance policy to every table: compact, expire, orphans, manifests."""
+    from batch.policy import load_policy, run_policy
+    from batch.stats import list_tables
+
+    policy = load_policy(policy_path)
+    spark = spark_for(app.settings)
+    with progress("applying maintenance policy"), spark_errors("maintenance run"):
+        tables = ([table_ref(app.settings, n) for n in table_names] if table_names
+                  else list_tables(spark, app.settings.catalog.name))
+        report = run_policy(spark, tables, policy, _log_path(app), dry_run)
+    rows = [[r["table"], r["files"], r["small_file_ratio"], ", ".join(r["actions"]) or "-"] for r in report]
+    emit(report, as_json, format_table(["table", "files", "small ratio", "actions"], rows))
