@@ -64,10 +64,13 @@ dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN (default: 
               help="--once: give up after this many seconds without records.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus /metrics on this port (0 = a free one; default: setting metrics.port).")
+@click.option("--schema-registry", "registry", default=None,
+              help="Confluent-compatible schema registry URL, for Avro-encoded events.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: str | None, pattern: str | None,
-          batch_size: int | None, idle_timeout: float, metrics_port: int | None, as_json: bool) -> None:
+          batch_size: int | None, idle_timeout: float, metrics_port: int | None, registry: str | None,
+          as_json: bool) -> None:
     """Consume change events and apply them downstream, exactly once in effect."""
     from icetide.metrics import serve
 
@@ -78,7 +81,8 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
     sink = make_sink(settings, sink_kind, dsn)
     bootstrap = kafka_bootstrap(settings)
     options = ConsumeOptions(topics=[t.strip() for t in topics.split(",") if t.strip()] if topics else None,
-                             pattern=pattern, once=once, idle_timeout_s=idle_timeout, batch_size=batch_size)
+                             pattern=pattern, once=once, idle_timeout_s=idle_timeout, batch_size=batch_size,
+                             schema_registry_url=registry)
     metrics = ConsumerMetrics()
     port = metrics_port if metrics_port is not None else (settings.metrics.port or None)
     if port is not None:

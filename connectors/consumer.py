@@ -25,7 +25,7 @@ from icetide.settings import Settings
 
 from connectors.base import Change, Sink, TopicPartition
 from connectors.metrics import ConsumerMetrics
-from connectors.records import DeadLetters, decode
+from connectors.records import AvroDecoder, DeadLetters, decode
 
 log = logging.getLogger(__name__)
 RESERVOIR = 100_000
@@ -42,6 +42,7 @@ class ConsumeOptions:
     idle_timeout_s: float = 10.0  # --once: stop after this long without records
     poll_timeout_s: float = 0.5
     batch_size: int | None = None  # default: settings.sink.batch_size
+    schema_registry_url: str | None = None  # needed for Avro (Confluent wire format) records
 
 
 @dataclass
@@ -114,6 +115,11 @@ class ChangeConsumer:
         self._ends: dict[TopicPartition, int] = {}
         self._consumer: Any = None
         self.dead = DeadLetters(bootstrap, settings.dead_letter_topic)
+        self.avro: AvroDecoder | None = None
+        if options.schema_registry_url:
+            from icetide.schema_registry import SchemaRegistryClient
+
+            self.avro = AvroDecoder(SchemaRegistryClient(options.schema_registry_url).schema)
 
     # -- Kafka plumbing ------------------------------------------------------------------------
     def _make_consumer(self) -> Any:
@@ -232,7 +238,7 @@ class ChangeConsumer:
             tp = (msg.topic(), msg.partition())
             positions[tp] = max(positions.get(tp, -1), msg.offset())
             try:
-                change = decode(msg)
+                change = decode(msg, self.avro)
             except EventError as exc:
                 self._dead_letter(msg, "decode", str(exc))
                 continue

@@ -7,12 +7,14 @@ to the dead-letter topic with headers saying why and where it came from
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from icetide.errors import EventError, TransientError
-from icetide.events import from_json
+from icetide.events import ChangeEvent, Source, encode_row, from_json
 
 from connectors.base import Change
 
@@ -34,13 +36,62 @@ def key_fields_of(raw_key: bytes | None) -> tuple[str, ...]:
     return tuple(key)
 
 
-def decode(msg: Any) -> Change | None:
+class AvroDecoder:
+    """Confluent wire-format records (magic 0 + schema id + Avro body) → events with JSON-ready images.
+
+    Schemas are looked up by id (`SchemaRegistryClient.schema`) and parsed once. Decoded images are
+    re-encoded with `icetide.events.encode_row`, so a sink sees the same values as from JSON events.
+    """
+
+    def __init__(self, lookup: Callable[[int], dict[str, Any]]) -> None:
+        self._lookup = lookup
+        self._parsed: dict[int, Any] = {}
+
+    def _read(self, payload: bytes) -> Any:
+        from fastavro import parse_schema, schemaless_reader
+        from icetide.avro import schema_id_of
+
+        schema_id = schema_id_of(payload)
+        if schema_id not in self._parsed:
+            self._parsed[schema_id] = parse_schema(self._lookup(schema_id), {})
+        try:
+            return schemaless_reader(io.BytesIO(payload[5:]), self._parsed[schema_id], None)
+        except (EOFError, ValueError, TypeError, IndexError) as exc:
+            raise EventError(f"cannot decode Avro body: {exc}") from None
+
+    def event(self, payload: bytes) -> ChangeEvent:
+        raw = self._read(payload)
+        if not isinstance(raw, dict) or "source" not in raw:
+            raise EventError("Avro value is not a change-event envelope")
+        images = {name: encode_row(raw[name]) if raw.get(name) is not None else None for name in ("before", "after")}
+        return ChangeEvent(op=raw["op"], before=images["before"], after=images["after"],
+                           source=Source.from_dict(raw["source"]), ts_ms=int(raw["ts_ms"]))
+
+    def key_fields(self, payload: bytes) -> tuple[str, ...]:
+        raw = self._read(payload)
+        if not isinstance(raw, dict):
+            raise EventError("Avro key is not a record")
+        return tuple(raw)
+
+
+def is_avro(payload: bytes | None) -> bool:
+    """JSON never starts with byte 0; the Confluent wire format always does."""
+    return payload is not None and len(payload) > 0 and payload[0] == 0
+
+
+def decode(msg: Any, avro: AvroDecoder | None = None) -> Change | None:
     """A record as a Change; None for a tombstone (nothing to apply); EventError if malformed."""
-    value = msg.value()
+    value, key = msg.value(), msg.key()
     if value is None:
         return None
-    event = from_json(value)
-    return Change(msg.topic(), msg.partition(), msg.offset(), event, key_fields_of(msg.key()))
+    if is_avro(value) or is_avro(key):
+        if avro is None:
+            raise EventError("Avro record, but no schema registry is configured (--schema-registry)")
+        event = avro.event(value) if is_avro(value) else from_json(value)
+        fields = avro.key_fields(key) if is_avro(key) else key_fields_of(key)
+    else:
+        event, fields = from_json(value), key_fields_of(key)
+    return Change(msg.topic(), msg.partition(), msg.offset(), event, fields)
 
 
 class DeadLetters:

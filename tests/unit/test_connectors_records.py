@@ -103,3 +103,34 @@ def test_summary_quantiles() -> None:
     data = summary.to_dict({("t", 0): 99})
     assert data["commit_to_apply_p50_s"] == 0.5 and data["commit_to_apply_max_s"] == 0.99
     assert data["events_per_s"] == 50.0 and data["positions"] == {"t/0": 99}
+
+
+def test_avro_records_decode_to_the_same_images_as_json() -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import DateType, DecimalType, LongType, NestedField, StringType, TimestampType
+
+    from connectors.records import AvroDecoder
+    from icetide.avro import AvroCodec, key_schema, value_schema
+
+    schema = Schema(NestedField(1, "id", LongType(), required=True), NestedField(2, "name", StringType()),
+                    NestedField(3, "day", DateType()), NestedField(4, "price", DecimalType(10, 2)),
+                    NestedField(5, "at", TimestampType()), identifier_field_ids=[1])
+    key_s, value_s = key_schema(schema, ["id"], "sales", "t"), value_schema(schema, "sales", "t")
+    codec = AvroCodec(key_s, value_s, key_id=11, value_id=12)
+    row = {"id": 5, "name": "ana", "day": dt.date(2025, 1, 2), "price": Decimal("12.30"),
+           "at": dt.datetime(2025, 1, 2, 3, 4, 5, 600000)}
+    event = ChangeEvent("c", None, row, SOURCE)
+    msg = FakeMessage(codec.encode_value(event), codec.encode_key({"id": 5}))
+
+    with pytest.raises(EventError, match="schema registry"):
+        decode(msg)
+    change = decode(msg, AvroDecoder({11: key_s, 12: value_s}.__getitem__))
+    via_json = decode(FakeMessage(to_json(event), key_to_json({"id": 5})))
+    assert change is not None and via_json is not None
+    assert change.key_fields == ("id",)
+    assert change.event.after == via_json.event.after == {
+        "id": 5, "name": "ana", "day": "2025-01-02", "price": "12.30", "at": "2025-01-02 03:04:05.600000"}
+    assert change.event.source == SOURCE
