@@ -110,7 +110,9 @@ def _publish_function(options: JobOptions) -> Any:
 
                 index = runtime_context.get_index_of_this_subtask()
                 port = self.opts.metrics_port + index if self.opts.metrics_port else 0
-                self.server, _ = serve(self.metrics.registry, self.opts.settings.metrics.host, port)
+                self.server, bound = serve(self.metrics.registry, self.opts.settings.metrics.host, port)
+                folder = Path(self.opts.run_dir)
+                (folder / f"metrics-port-{index}").write_text(str(bound))
 
         def close(self) -> None:
             if self.server is not None:
@@ -271,8 +273,36 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
         statements.add_insert(sink, rows.filter(col("topic") == lit(topic)).select(col("k"), col("v")))
     result = statements.execute()
     submitted = time.monotonic() - started
-    result.wait()
+    if options.once:
+        result.wait()
+    else:
+        _wait_interruptibly(result)
     return collect_summary(options, submitted, time.monotonic() - started, restore)
+
+
+def _wait_interruptibly(result: Any) -> None:
+    """Wait for an unbounded job; SIGINT/SIGTERM cancel it (its last checkpoint is retained).
+
+    `TableResult.wait()` blocks inside a Java call where Python never sees the signal."""
+    import signal
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    client = result.get_job_client()
+    try:
+        while True:
+            status = client.get_job_status().result().name
+            if status in ("FINISHED", "FAILED", "CANCELED"):
+                if status == "FAILED":
+                    result.wait()  # raises the job's failure
+                return
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        client.cancel().result()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def collect_summary(options: JobOptions, submit_s: float, duration_s: float,
