@@ -36,6 +36,10 @@ def table_name(table: TableRef) -> str:
 
 
 def column_type(sample: Any) -> str:
+    """The declared type for a column first seen with `sample`; no type (values kept as they
+    come) when only NULLs were seen, so a later number is not turned into text by TEXT affinity."""
+    if sample is None:
+        return ""
     if isinstance(sample, bool):
         return "BOOLEAN"
     if isinstance(sample, int):
@@ -110,13 +114,14 @@ class SqliteSink(Sink):
         return [name for name, _ in declared] or None
 
     def _create_table(self, table: TableRef, columns: Mapping[str, Any], key_fields: Sequence[str]) -> None:
-        parts = [f"{ident(name)} {column_type(sample)}" for name, sample in columns.items()]
+        parts = [f"{ident(name)} {column_type(sample)}".rstrip() for name, sample in columns.items()]
         if key_fields:
             parts.append(f"PRIMARY KEY ({', '.join(ident(k) for k in key_fields)})")
         self.conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(table_name(table))} ({', '.join(parts)})")
 
     def _add_column(self, table: TableRef, name: str, sample: Any) -> None:
-        self.conn.execute(f"ALTER TABLE {ident(table_name(table))} ADD COLUMN {ident(name)} {column_type(sample)}")
+        column = f"{ident(name)} {column_type(sample)}".rstrip()
+        self.conn.execute(f"ALTER TABLE {ident(table_name(table))} ADD COLUMN {column}")
 
     def _delete_keys(self, table: TableRef, key_fields: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> None:
         where = " AND ".join(f"{ident(k)} = ?" for k in key_fields)

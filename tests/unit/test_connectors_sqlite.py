@@ -115,3 +115,14 @@ def test_identifiers_are_quoted_not_pasted(tmp_path: Path) -> None:
         sink.apply([Change(TOPIC, 0, 0, event, ("id",))], {(TOPIC, 0): 0})
         assert sink.read_rows(TABLE) == [{"id": 1, evil: "'; --"}]
         assert sink.positions() == {(TOPIC, 0): 0}
+
+
+def test_column_first_seen_null_keeps_later_numbers(tmp_path: Path) -> None:
+    with SqliteSink(SqliteConfig(tmp_path / "d.db")) as sink:
+        first = Change(TOPIC, 0, 0, _event("c", None, {"id": 1, "n": None}, 0), ("id",))
+        second = Change(TOPIC, 0, 1, _event("c", None, {"id": 2, "n": 7, "m": None}, 1), ("id",))
+        third = Change(TOPIC, 0, 2, _event("c", None, {"id": 3, "n": 8.5, "m": 3}, 2), ("id",))
+        for change in (first, second, third):
+            sink.apply([change], {(TOPIC, 0): change.offset})
+        rows = sorted(sink.read_rows(TABLE), key=lambda r: r["id"])
+    assert rows == [{"id": 1, "n": None, "m": None}, {"id": 2, "n": 7, "m": None}, {"id": 3, "n": 8.5, "m": 3}]
