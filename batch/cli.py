@@ -5,6 +5,7 @@ Each command starts the Spark session only when it runs (never for --help).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -137,3 +138,82 @@ def evolve(app: Any, table_name: str, add: tuple[str, str] | None, rename: tuple
         result = run(spark_for(app.settings), table, action, list(args))
     text = result["statement"] + "\n" + format_table(["column", "type"], list(result["columns"].items()))
     emit(result, as_json, text)
+
+
+@batch.command()
+@click.argument("query")
+@click.option("--slow-ms", default=1000.0, show_default=True, help="Log the query if slower than this.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def analyze(app: Any, query: str, slow_ms: float, as_json: bool) -> None:
+    """Run QUERY and report its time, rows and data files read vs total (pruning efficiency).
+
+    Queries slower than --slow-ms are appended to <state_dir>/batch/slow-queries.jsonl.
+    """
+    from batch.stats import analyze as run
+
+    log_path = app.settings.state_dir / "batch" / "slow-queries.jsonl"
+    with spark_errors("query"):
+        report = run(spark_for(app.settings), query, "query", slow_ms / 1000, log_path)
+    pruned = "n/a (no Iceberg scan)" if report.pruning is None else f"{report.pruning:.0%} of files pruned"
+    text = (f"{report.seconds:.3f} s, {report.rows} rows, {report.files_scanned} of {report.files_total} "
+            f"data files read ({pruned})" + (f"; slow → logged to {log_path}" if report.slow else ""))
+    emit(report.as_dict(), as_json, text)
+
+
+@batch.command()
+@click.option("--table", "table_name", default="sales.vendas", show_default=True,
+              help="Sales table to query (with --sizes: its namespace, tables vendas_<N>).")
+@click.option("--sizes", help="Load test: comma-separated row counts, e.g. 100000,500000,1000000.")
+@click.option("--runs", default=3, show_default=True, type=click.IntRange(min=1), help="Timed runs per query.")
+@click.option("--queries", "query_names", help="Comma-separated subset of the ten queries.")
+@click.option("--seed", default=42, show_default=True)
+@click.option("--out", "out_dir", default="docs/results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Where the JSON/Markdown/SVG go.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results JSON.")
+@click.pass_obj
+def bench(app: Any, table_name: str, sizes: str | None, runs: int, query_names: str | None, seed: int,
+          out_dir: Path, as_json: bool) -> None:
+    """Ten analyst queries: warm medians and files read vs total, written as JSON + Markdown + SVG."""
+    import sys
+
+    from sqlglot import exp
+
+    from batch.bench import QUERIES, environment, run_suite
+    from batch.generate import generate as run_generate
+    from batch.generate import table_exists
+    from batch.report import write_report
+    from batch.stats import table_stats
+
+    names = [n.strip() for n in query_names.split(",")] if query_names else None
+    unknown = [n for n in names or [] if n not in QUERIES]
+    if unknown:
+        raise click.BadParameter(f"unknown queries {unknown}; known: {', '.join(QUERIES)}")
+    base = table_ref(app.settings, table_name)
+    spark = spark_for(app.settings)
+    targets: list[exp.Table] = []
+    with spark_errors("benchmark"):
+        for size in [int(s) for s in sizes.split(",")] if sizes else []:
+            table = base.copy()
+            table.set("this", exp.to_identifier(f"vendas_{size}"))
+            have = table_stats(spark, table).records if table_exists(spark, table) else 0
+            if have < size:
+                with progress(f"generating {size - have:,} rows into {table.db}.{table.name}"):
+                    run_generate(spark, table, size - have, seed)
+            targets.append(table)
+        results = []
+        for table in targets or [base]:
+            def note(name: str, i: int, n: int, table: exp.Table = table) -> None:
+                click.echo(f"[{table.name}] query {i}/{n}: {name}", err=True)
+
+            results.append(run_suite(spark, table, runs, names, note))
+    payload = {"runs": runs, "environment": environment(spark), "results": results,
+               "command": "icetide " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("icetide")
+               else f"icetide batch bench --table {table_name}" + (f" --sizes {sizes}" if sizes else "")}
+    paths = write_report(payload, out_dir)
+    payload["files"] = paths
+    text = "\n".join(
+        f"{r['table']}: {r['records']:,} rows, {r['data_files']} files, avg warm median {r['avg_median_s']:.3f} s"
+        for r in results
+    ) + f"\nreport: {paths['markdown']}"
+    emit(payload, as_json, text)
