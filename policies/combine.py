@@ -17,7 +17,7 @@ from functools import reduce
 
 from sqlglot import exp
 
-from policies.filters import MissingAttribute, bind
+from policies.filters import MissingAttribute
 from policies.masks import strictest
 from policies.model import MaskRule, MaskSpec, RowRule, TablePolicy, User
 from policies.validate import CheckedPolicy
@@ -47,6 +47,7 @@ class Access:
     columns: tuple[ColumnAccess, ...]
     row_rule_ids: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    lookups: bool = False  # the filter reads lookup tables (subqueries)
 
     @property
     def rule_ids(self) -> tuple[str, ...]:
@@ -77,7 +78,7 @@ def row_filter(checked: CheckedPolicy, table: TablePolicy, user: User) -> tuple[
         ids.append(rule.id)
         tree = checked.filters.get(rule.id)
         try:
-            bound: exp.Expression = exp.true() if tree is None else bind(tree, user)
+            bound: exp.Expression = exp.true() if tree is None else checked.binder.bind(tree, user)
         except MissingAttribute as missing:
             notes.append(f"rule {rule.id}: user {user.name} has no attribute {missing}; the rule denies")
             bound = exp.false() if rule.effect == "allow" else exp.true()
@@ -95,6 +96,17 @@ def row_filter(checked: CheckedPolicy, table: TablePolicy, user: User) -> tuple[
     return True, condition, tuple(ids), notes
 
 
+def _rules_for(checked: CheckedPolicy, table: TablePolicy, column: str, tags: tuple[str, ...]) -> list[MaskRule]:
+    """Mask rules selecting a column by name or tag (computed once per column)."""
+    key = ("mask-rules", table.name, column)
+    found = checked.cache.get(key)
+    if found is None:
+        found = [r for r in table.mask_rules
+                 if any(c.name == column for c in r.columns) or any(t.name in tags for t in r.tags)]
+        checked.cache[key] = found
+    return found  # type: ignore[return-value]
+
+
 def column_access(checked: CheckedPolicy, table: TablePolicy, user: User, column: str,
                   col_type: str) -> ColumnAccess:
     """The mask one user gets on one column."""
@@ -102,11 +114,7 @@ def column_access(checked: CheckedPolicy, table: TablePolicy, user: User, column
     tags = table.tags_of(column)
     if tags is None:
         return ColumnAccess(column, col_type, MaskSpec("null", table.pos), (), UNCLASSIFIED)
-    candidates: list[tuple[str, MaskSpec]] = []
-    for rule in table.mask_rules:
-        if rule.to.matches(user) and (any(c.name == column for c in rule.columns)
-                                      or any(t.name in tags for t in rule.tags)):
-            candidates.append((rule.id, rule.mask))
+    candidates = [(r.id, r.mask) for r in _rules_for(checked, table, column, tags) if r.to.matches(user)]
     if candidates:
         mask, note = strictest([m for _, m in candidates], col_type)
         return ColumnAccess(column, col_type, mask, tuple(r for r, _ in candidates), "rule", note)
@@ -128,7 +136,8 @@ def resolve(checked: CheckedPolicy, user_name: str, table_name: str) -> Access:
     visible, condition, ids, notes = row_filter(checked, table, user)
     columns = tuple(column_access(checked, table, user, n, t) for n, t in schema.columns)
     notes += [f"column {c.name}: {c.note}" for c in columns if c.note]
-    return Access(user_name, table_name, visible, condition, columns, ids, tuple(notes))
+    lookups = any(r.lookup_tables for r in table.row_rules if r.id in ids)
+    return Access(user_name, table_name, visible, condition, columns, ids, tuple(notes), lookups)
 
 
 def all_access(checked: CheckedPolicy) -> list[Access]:

@@ -86,12 +86,16 @@ def table_ref(name: str, catalog: str | None = None) -> exp.Table:
 
 
 def _qualify_lookups(tree: exp.Expression, catalog: str | None) -> exp.Expression:
+    """The filter with lookup tables qualified by the catalog (a copy only when it has any)."""
+    if not catalog or not any(isinstance(n, exp.Table) for n in tree.walk()):
+        return tree
+
     def fix(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Table) and node.db and not node.catalog:
             return table_ref(f"{node.db}.{node.name}", catalog)
         return node
 
-    return tree.copy().transform(fix) if catalog else tree.copy()
+    return tree.copy().transform(fix)
 
 
 def masked_select(compiled: CompiledPolicy, access: Access, source: exp.Expression, dialect: str,
@@ -100,9 +104,11 @@ def masked_select(compiled: CompiledPolicy, access: Access, source: exp.Expressi
     columns = []
     for c in access.columns:
         value = render(c.mask, exp.column(c.name, quoted=True), c.type, dialect, compiled.key_for(c.mask))
-        columns.append(exp.alias_(value, c.name, quoted=True))
-    where = _qualify_lookups(access.filter, catalog) if access.visible else exp.false()
-    return exp.select(*columns).from_(source).where(where)
+        columns.append(exp.Alias(this=value, alias=exp.to_identifier(c.name, quoted=True)))
+    where = access.filter if not access.lookups else _qualify_lookups(access.filter, catalog)
+    where = where if access.visible else exp.false()
+    # built directly (builder methods deep-copy every argument, which dominates large compiles)
+    return exp.Select(expressions=columns, from_=exp.From(this=source), where=exp.Where(this=where))
 
 
 def _metadata(compiled: CompiledPolicy, access: Access) -> dict[str, str]:
@@ -159,7 +165,8 @@ def trino_rules(compiled: CompiledPolicy, catalog: str = "lake") -> dict[str, An
             entry["privileges"] = []
         else:
             entry["privileges"] = ["SELECT"]
-            filter_sql = _qualify_lookups(access.filter, catalog).sql(dialect="trino")
+            bound = _qualify_lookups(access.filter, catalog) if access.lookups else access.filter
+            filter_sql = bound.sql(dialect="trino")
             if filter_sql != "TRUE":
                 entry["filter"] = filter_sql
             columns = []

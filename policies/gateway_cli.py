@@ -46,11 +46,11 @@ def spark_executor(settings: Any) -> Any:
             df = spark.sql(sql)
             return list(df.columns), [tuple(r) for r in df.collect()]
         finally:
-            for key, value in before.items():
-                if value is None:
+            for key, old in before.items():
+                if old is None:
                     spark.conf.unset(key)
                 else:
-                    spark.conf.set(key, value)
+                    spark.conf.set(key, old)
 
     return execute
 

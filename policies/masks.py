@@ -14,6 +14,7 @@ import math
 from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlglot import exp
@@ -71,6 +72,11 @@ def strictest(masks: list[MaskSpec], col_type: str) -> tuple[MaskSpec, str | Non
 
 def sql_type(col_type: str) -> exp.DataType:
     """sqlglot type for a canonical column type (renders per dialect)."""
+    return _sql_type(col_type).copy()
+
+
+@lru_cache(maxsize=256)
+def _sql_type(col_type: str) -> exp.DataType:
     names = {"string": "TEXT", "long": "BIGINT", "int": "INT", "float": "FLOAT", "double": "DOUBLE",
              "boolean": "BOOLEAN", "date": "DATE", "timestamp": "TIMESTAMPNTZ", "timestamptz": "TIMESTAMPTZ",
              "binary": "BINARY"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 
 from policies.yamlpos import Pos
 
@@ -50,8 +51,12 @@ class Selector:
     groups: tuple[str, ...] = ()
     everyone: bool = False
 
+    @cached_property
+    def _groups(self) -> frozenset[str]:
+        return frozenset(self.groups)
+
     def matches(self, user: User) -> bool:
-        return self.everyone or user.name in self.users or any(g in self.groups for g in user.groups)
+        return self.everyone or user.name in self.users or not self._groups.isdisjoint(user.groups)
 
 
 @dataclass(frozen=True)

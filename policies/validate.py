@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from icetide.errors import PolicyError
 from sqlglot import exp
 
-from policies.filters import FilterChecker, parse_filter
+from policies.filters import Binder, FilterChecker, parse_filter
 from policies.keys import default_key_id
 from policies.loader import load_policy
 from policies.masks import applicable
@@ -27,6 +27,8 @@ class CheckedPolicy:
     schemas: dict[str, TableSchema]
     filters: dict[str, exp.Expression] = field(default_factory=dict)  # rule id → filter tree
     lookups: dict[str, TableSchema] = field(default_factory=dict)
+    binder: Binder = field(default_factory=Binder, compare=False, repr=False)
+    cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 class PolicyErrors(PolicyError):

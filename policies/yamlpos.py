@@ -73,6 +73,8 @@ class YNode:
 
 
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
+# libyaml's parser when present (same marks, ~10x faster on large policies)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _pos(file: str, node: yaml.Node) -> Pos:
@@ -121,7 +123,7 @@ def _convert(file: str, node: yaml.Node, seen_nodes: set[int], depth: int = 0) -
 def load_positioned(text: str, file: str) -> YNode:
     """Compose `text` and return its positioned tree; malformed YAML raises PolicyError."""
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
