@@ -104,6 +104,7 @@ def _publish_function(options: JobOptions) -> Any:
             self.metrics = CdcMetrics()
             self.counts: dict[str, Counter[str]] = {}
             self.last: dict[str, int] = {}
+            self.busy_s: dict[str, float] = {}
             self.server = None
             if self.opts.metrics_port is not None:
                 from icetide.metrics import serve
@@ -146,6 +147,7 @@ def _publish_function(options: JobOptions) -> Any:
             else:
                 position = start_position(poller.changelog, self.opts.start)
                 self.position_state.update(position.to_json())
+            began = time.perf_counter()
             counts = self.counts.setdefault(table, Counter())
             self.metrics.polls.labels(table).inc()
             budget = None if self.opts.once else self.opts.budget
@@ -162,6 +164,7 @@ def _publish_function(options: JobOptions) -> Any:
                     self.last[table] = item.after
                 position, moved = item, True
                 self.position_state.update(position.to_json())
+            self.busy_s[table] = self.busy_s.get(table, 0.0) + time.perf_counter() - began
             if moved or self.opts.once:
                 self._write_summary(table, position)
 
@@ -169,7 +172,8 @@ def _publish_function(options: JobOptions) -> Any:
             folder = Path(self.opts.run_dir) / "summary"
             folder.mkdir(parents=True, exist_ok=True)
             body = {"table": table, "events": dict(self.counts.get(table, {})),
-                    "last_snapshot": self.last.get(table, position.after), "position": position.to_json()}
+                    "last_snapshot": self.last.get(table, position.after), "position": position.to_json(),
+                    "busy_s": round(self.busy_s.get(table, 0.0), 3)}
             tmp = folder / f".{table}.tmp"
             tmp.write_text(json.dumps(body))
             tmp.replace(folder / f"{table}.json")
@@ -316,7 +320,7 @@ def collect_summary(options: JobOptions, submit_s: float, duration_s: float,
         if "position" in body:
             positions[table] = body["position"]
         tables[table] = {"events": sum(body["events"].values()), "by_op": body["events"],
-                         "last_snapshot": body["last_snapshot"]}
+                         "last_snapshot": body["last_snapshot"], "busy_s": body.get("busy_s")}
     if options.once and positions:
         write_positions(options.settings, positions)
     total = sum(t["events"] for t in tables.values())
