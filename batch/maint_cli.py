@@ -38,21 +38,51 @@ def maint() -> None:
 @click.option("--columns", help="Sort / z-order columns, comma separated.")
 @click.option("--target-file-mb", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--where", help="Only rewrite files matching this predicate, e.g. \"month = 3\".")
+@click.option("--measure", is_flag=True,
+              help="Run the benchmark queries (vendas schema) before and after, and compare.")
 @JSON
 @click.pass_obj
 def compact(app: Any, table_name: str, strategy: str, columns: str | None, target_file_mb: int,
-            where: str | None, as_json: bool) -> None:
+            where: str | None, measure: bool, as_json: bool) -> None:
     """Rewrite small data files into fewer, larger ones (rewrite_data_files)."""
     from batch.maint import compact as run
 
     table = table_ref(app.settings, table_name)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    spark = spark_for(app.settings)
+    suite_before: dict[str, Any] | None = None
+    if measure:
+        from batch.bench import run_suite
+
+        with progress("benchmark before compaction"), spark_errors("benchmark"):
+            suite_before = run_suite(spark, table)
     with progress(f"compacting {table_name} ({strategy})"), spark_errors("compaction"):
-        result = run(spark_for(app.settings), table, strategy, cols, target_file_mb * 2**20, where)
+        result = run(spark, table, strategy, cols, target_file_mb * 2**20, where)
     text = (f"{table_name}: {result['files_before']:,} → {result['files_after']:,} data files "
             f"(−{result['file_reduction']:.1%}), {_mb(result['bytes_before'])} → {_mb(result['bytes_after'])}, "
             f"{result['seconds']:.1f} s")
+    if suite_before is not None:
+        from batch.bench import run_suite
+
+        with progress("benchmark after compaction"), spark_errors("benchmark"):
+            suite_after = run_suite(spark, table)
+        result["queries"] = compare_suites(suite_before, suite_after)
+        text += "\n" + format_table(
+            ["query", "before s", "after s", "files before", "files after"],
+            [[q["name"], q["before_s"], q["after_s"], q["files_before"], q["files_after"]]
+             for q in result["queries"]["per_query"]])
+        text += (f"\naverage warm median {result['queries']['avg_before_s']:.3f} s → "
+                 f"{result['queries']['avg_after_s']:.3f} s")
     emit(result, as_json, text)
+
+
+def compare_suites(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per-query warm medians and files read, before vs after."""
+    after_by_name = {q["name"]: q for q in after["queries"]}
+    per_query = [{"name": q["name"], "before_s": q["median_s"], "after_s": after_by_name[q["name"]]["median_s"],
+                  "files_before": q["files_scanned"], "files_after": after_by_name[q["name"]]["files_scanned"]}
+                 for q in before["queries"]]
+    return {"avg_before_s": before["avg_median_s"], "avg_after_s": after["avg_median_s"], "per_query": per_query}
 
 
 @maint.command()
