@@ -133,3 +133,9 @@ def test_report_renders_markdown_and_svg() -> None:
     assert "| one_month | 0.250 | 0.200 | 0.300 | 4 | 1 / 12 | 92% |" in text
     svg = svg_chart([result])
     assert svg.startswith("<svg") and "one_month" in svg and "1,000 rows" in svg
+
+
+def test_example_maintenance_policy_loads() -> None:
+    policy = load_policy(Path(__file__).parents[3] / "docs" / "examples" / "maintenance-policy.yaml")
+    assert policy.for_table("sales.vendas").compact.strategy == "zorder"
+    assert policy.for_table("sales.other").expire.older_than_days == 7
