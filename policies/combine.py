@@ -110,11 +110,21 @@ def _rules_for(checked: CheckedPolicy, table: TablePolicy, column: str, tags: tu
 def column_access(checked: CheckedPolicy, table: TablePolicy, user: User, column: str,
                   col_type: str) -> ColumnAccess:
     """The mask one user gets on one column."""
-    policy = checked.policy
     tags = table.tags_of(column)
     if tags is None:
         return ColumnAccess(column, col_type, MaskSpec("null", table.pos), (), UNCLASSIFIED)
     candidates = [(r.id, r.mask) for r in _rules_for(checked, table, column, tags) if r.to.matches(user)]
+    key = ("column-access", table.name, column, tuple(r for r, _ in candidates))
+    cached = checked.cache.get(key)
+    if cached is None:
+        cached = checked.cache[key] = _combine(checked, table, column, col_type, tags, candidates)
+    return cached  # type: ignore[return-value]
+
+
+def _combine(checked: CheckedPolicy, table: TablePolicy, column: str, col_type: str, tags: tuple[str, ...],
+             candidates: list[tuple[str, MaskSpec]]) -> ColumnAccess:
+    """Strictest candidate mask, else the tags' default masks, else null."""
+    policy = checked.policy
     if candidates:
         mask, note = strictest([m for _, m in candidates], col_type)
         return ColumnAccess(column, col_type, mask, tuple(r for r, _ in candidates), "rule", note)
