@@ -43,6 +43,7 @@ class KafkaSettings(_Section):
     heap: str = "512m"
     num_partitions: int = 1  # default partitions of auto-created topics
     start_timeout_s: float = 90.0  # how long `stack up` waits for the broker to answer
+    jvm_opts: list[str] = Field(default_factory=list)  # extra broker JVM options (after icetide's own)
 
 
 class CatalogSettings(_Section):

@@ -34,6 +34,9 @@ MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 NODE_ID = 1
 STOP_TIMEOUT_S = 30.0
+# On a small shared machine C2 compiler threads and G1's workers double the broker's start-up time
+# (measured 21-24 s vs 8-12 s on 2 busy cores). `kafka.jvm_opts` is appended, so it can override.
+FAST_START_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
 
 @dataclass(frozen=True)
@@ -308,7 +311,7 @@ class Stack:
         classpath = os.pathsep.join(str(jar) for jar in jvm.jars("kafka"))
         return [
             str(jvm.java_home() / "bin" / "java"),
-            f"-Xmx{heap}", "-Xms64m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            f"-Xmx{heap}", "-Xms64m", *FAST_START_OPTS, *self.settings.kafka.jvm_opts,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j_file}",
             f"-Dkafka.logs.dir={self.logs_dir}",

@@ -76,7 +76,8 @@ def test_transactions_work_on_one_node(kafka_stack: StackStatus, unique_topic: s
     assert [m.value() for m in consume_all(kafka_stack.bootstrap, unique_topic)] == [b"committed"]
 
 
-def test_up_status_down_and_reuse(own_stack: Stack, tmp_path: Path) -> None:
+def test_up_reuse_status_stale_pid_and_down(own_stack: Stack, tmp_path: Path) -> None:
+    """One broker's whole life: up, reused by a second up, killed -9 (stale pid), up again, down."""
     first = own_stack.up()
     assert first.running and first.pid and first.kafka_port
     again = own_stack.up()
@@ -90,24 +91,20 @@ def test_up_status_down_and_reuse(own_stack: Stack, tmp_path: Path) -> None:
     assert reported["warehouse"] == (tmp_path / "state" / "warehouse").as_uri()
     assert (tmp_path / "state" / "warehouse").is_dir()
 
-    assert own_stack.down() is True
-    assert not own_stack.status().running
-    assert own_stack.down() is False
-    restarted = own_stack.up()  # same data dir, formatted once, starts again
-    assert restarted.running and restarted.pid != first.pid
-
-
-def test_stale_pid_file_after_kill_9(own_stack: Stack) -> None:
-    first = own_stack.up()
     assert first.pid is not None
     os.killpg(first.pid, signal.SIGKILL)
     while Path(f"/proc/{first.pid}/cmdline").exists() and Path(f"/proc/{first.pid}/cmdline").read_bytes():
         time.sleep(0.1)
     assert own_stack.status().pid is None
-    assert not own_stack.pid_file.exists()
+    assert not own_stack.pid_file.exists(), "the stale pid file is removed"
     own_stack.pid_file.write_text(f"{os.getpid()}\n")  # a live pid that is not a broker
-    second = own_stack.up()
+    second = own_stack.up()  # same data dir (formatted once), same ports if still free
     assert second.running and second.pid not in (first.pid, os.getpid())
+
+    down = json.loads(_cli(tmp_path / "state", "down", "--json").stdout)
+    assert down == {"stopped": True}
+    assert not own_stack.status().running
+    assert own_stack.down() is False
 
 
 def test_busy_port_is_one_line_error(tmp_path: Path) -> None:
