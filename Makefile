@@ -7,6 +7,8 @@ BIN     := $(VENV)/bin
 CACHE   := .cache
 JAR_GROUPS := spark flink kafka
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
+# Apicurio Registry (Confluent-compatible API), built by Quarkus from Maven Central artifacts
+REGISTRY_JAR := $(CACHE)/registry/build/apicurio-registry-runner.jar
 PYTEST_ARGS ?=
 
 .PHONY: help setup test test-unit demo bench lint typecheck clean distclean
@@ -14,7 +16,7 @@ PYTEST_ARGS ?=
 help:  ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS)  ## venv + pinned deps, JVM jars (Maven), Debian packages; a no-op when done
+setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS) $(REGISTRY_JAR)  ## venv + pinned deps, JVM jars (Maven), Debian packages; a no-op when done
 
 $(CACHE)/system.stamp: scripts/setup-system.sh
 	@mkdir -p $(CACHE)
@@ -35,6 +37,10 @@ $(CACHE)/jars/%/.stamp: jars/%/pom.xml
 	rm -f $(CACHE)/jars/$*/*.jar
 	mvn -q -B -f jars/$*/pom.xml -Dmaven.repo.local=$(abspath $(CACHE))/m2 \
 	    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(CACHE))/jars/$*
+	@touch $@
+
+$(REGISTRY_JAR): jars/registry/pom.xml $(wildcard jars/registry/src/main/java/io/icetide/registry/*.java)
+	mvn -q -B -f jars/registry/pom.xml -Dmaven.repo.local=$(abspath $(CACHE))/m2 clean package
 	@touch $@
 
 test: setup  ## run every test tier (unit, integration, e2e)

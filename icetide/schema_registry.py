@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -44,7 +45,7 @@ class SchemaRegistryClient:
         cached = self._ids.get((subject, text))
         if cached is not None:
             return cached
-        quoted = urllib.request.quote(subject, safe="")
+        quoted = urllib.parse.quote(subject, safe="")
         answer = self._call("POST", f"/subjects/{quoted}/versions", {"schema": text, "schemaType": "AVRO"})
         schema_id = int(answer["id"])
         self._ids[(subject, text)] = schema_id

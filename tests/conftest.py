@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.spark",
     "tests.fixtures.flink",
     "tests.fixtures.postgres",
+    "tests.fixtures.registry",
 ]
