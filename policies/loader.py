@@ -261,6 +261,8 @@ def parse_policy(text: str, file: str) -> Policy:
     short: dict[str, str] = {}
     for key, value in _pairs(top["tables"], "tables"):
         tname = _str(key, "table", TABLE)
+        if tname.startswith("sec_"):
+            raise key.pos.error(f"table {tname!r}: namespaces starting with 'sec_' hold secure views")
         table = _table(tname, key.pos, value)
         if table.short_name in short:
             raise key.pos.error(f"table {tname!r} has the same view name as {short[table.short_name]!r}")

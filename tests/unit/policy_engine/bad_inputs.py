@@ -176,3 +176,5 @@ def malformed_cases() -> list[Case]:
 
 def all_cases() -> list[Case]:
     return [*filter_cases(), *mask_cases(), *attribute_cases(), *structure_cases(), *malformed_cases()]
+
+STRUCTURE.append(("tables:\n  sales.vendas:", "tables:\n  sec_ana.vendas:"))
