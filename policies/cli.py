@@ -216,12 +216,20 @@ def apply_cmd(ctx: click.Context, file: str, schema_file: str | None, as_json: b
 @click.pass_context
 def watch(ctx: click.Context, file: str, interval: float, schema_file: str | None) -> None:
     """Re-apply FILE whenever it changes; a broken file keeps the last good policy in force."""
-    from policies.apply import Watcher
+    from policies.apply import ApplyError, Watcher
 
-    apply = _spark_apply(ctx, schema_file)
+    spark_apply = _spark_apply(ctx, schema_file)
 
     def load(path: Path) -> CompiledPolicy:
         return compile_policy(load_checked(ctx, str(path), schema_file))
+
+    def apply(compiled: CompiledPolicy) -> None:
+        try:
+            result = spark_apply(compiled)
+        except ApplyError as exc:
+            _audit_apply(ctx, compiled, "error", str(exc), [])
+            raise
+        _audit_apply(ctx, compiled, "applied", None, result["views"])
 
     Watcher(Path(file), load, apply, lambda m: click.echo(m, err=True)).run(interval)
 
