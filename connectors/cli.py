@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 from icetide.cli import App, emit
-from icetide.errors import ConfigError, StackError
+from icetide.errors import ConfigError, StackError, TransientError
 from icetide.settings import Settings
+from icetide.stack import kafka_bootstrap
 
 from connectors.base import Sink, TableRef
 
@@ -35,19 +36,6 @@ def make_sink(settings: Settings, kind: str | None, dsn: str | None = None) -> S
     raise ConfigError(f"unknown sink {kind!r} (choose from {', '.join(SINKS)})")
 
 
-def kafka_bootstrap(settings: Settings) -> str:
-    """The configured cluster, else the embedded broker (which must be running)."""
-    if settings.kafka.bootstrap_servers:
-        return settings.kafka.bootstrap_servers
-    from icetide.stack import Stack
-
-    status = Stack(settings).status()
-    if not status.running:
-        raise StackError(f"the embedded Kafka broker is not running (state dir {settings.state_dir}): "
-                         "run `icetide stack up` first")
-    return status.bootstrap
-
-
 sink_option = click.option("--sink", "sink_kind", type=click.Choice(SINKS), default=None,
                            help="Downstream database (default: setting sink.kind).")
 dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN (default: setting sink.postgres_dsn).")
@@ -60,8 +48,8 @@ dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN (default: 
 @click.option("--topics", default=None, help="Comma-separated topics (default: all matching --pattern).")
 @click.option("--pattern", default=None, help=r"Topic regex (default: ^<cdc.topic_prefix>\.).")
 @click.option("--batch-size", type=int, default=None, help="Records per poll (default: setting sink.batch_size).")
-@click.option("--idle-timeout", type=float, default=10.0, show_default=True,
-              help="--once: give up after this many seconds without records.")
+@click.option("--idle-timeout", type=float, default=30.0, show_default=True,
+              help="--once: give up (exit 1) after this many seconds without records.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus /metrics on this port (0 = a free one; default: setting metrics.port).")
 @click.option("--schema-registry", "registry", default=None,
@@ -102,6 +90,9 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
             f"{data['dead_letters']} dead-lettered) in {data['seconds']} s"
             + (f"; commit→apply p50 {p50} s" if p50 is not None else ""))
     emit(data, as_json, text)
+    if once and not summary.caught_up:
+        raise TransientError("--once stopped before reaching the end offsets that existed at start "
+                             "(no records or no partition assignment in time); run it again")
 
 
 @click.command()

@@ -39,7 +39,8 @@ class ConsumeOptions:
     topics: list[str] | None = None  # explicit topics, else `pattern`
     pattern: str | None = None  # default: ^<prefix>\. (dead-letter and schema-change topics excluded)
     once: bool = False
-    idle_timeout_s: float = 10.0  # --once: stop after this long without records
+    idle_timeout_s: float = 30.0  # --once: give up after this long without records (once assigned)
+    assign_timeout_s: float = 120.0  # --once: give up if no partition is assigned within this time
     poll_timeout_s: float = 0.5
     batch_size: int | None = None  # default: settings.sink.batch_size
     schema_registry_url: str | None = None  # needed for Avro (Confluent wire format) records
@@ -56,6 +57,7 @@ class Summary:
     seen_latencies: int = 0
     topics: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    caught_up: bool = True  # --once: reached every end offset that existed at start
 
     def observe(self, latency: float) -> None:
         self.seen_latencies += 1
@@ -77,7 +79,7 @@ class Summary:
             tables.setdefault(table, {})[op] = n
         return {
             "applied": self.applied, "skipped": self.skipped, "dead_letters": self.dead_letters,
-            "batches": self.batches, "tables": tables, "topics": self.topics,
+            "batches": self.batches, "tables": tables, "topics": self.topics, "caught_up": self.caught_up,
             "seconds": round(self.seconds, 3),
             "events_per_s": round(self.applied / self.seconds, 1) if self.seconds else None,
             "commit_to_apply_p50_s": q(0.5), "commit_to_apply_p99_s": q(0.99),
@@ -114,6 +116,7 @@ class ChangeConsumer:
         self._next: dict[TopicPartition, int] = {}  # next offset to read, per assigned partition
         self._ends: dict[TopicPartition, int] = {}
         self._consumer: Any = None
+        self._assigned_at: float | None = None
         self.dead = DeadLetters(bootstrap, settings.dead_letter_topic)
         self.avro: AvroDecoder | None = None
         if options.schema_registry_url:
@@ -149,6 +152,7 @@ class ChangeConsumer:
             tp.offset = done + 1 if done is not None else OFFSET_BEGINNING
             self._next[(tp.topic, tp.partition)] = max(done + 1 if done is not None else 0, 0)
         consumer.assign(partitions)
+        self._assigned_at = time.monotonic()
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         for tp in partitions:
@@ -201,8 +205,7 @@ class ChangeConsumer:
         if topics:
             self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         batch_size = self.options.batch_size or self.settings.sink.batch_size
-        last_record = time.monotonic()
-        last_refresh = last_lag = time.monotonic()
+        started = last_record = last_refresh = last_lag = time.monotonic()
         while not self.stop.is_set():
             if self.options.once and (not topics or self._caught_up()):
                 return
@@ -211,8 +214,8 @@ class ChangeConsumer:
             if msgs:
                 self._handle(msgs)
                 last_record = now
-            elif self.options.once and now - last_record > self.options.idle_timeout_s:
-                log.warning("--once: no records for %.0fs; stopping before the end offsets", now - last_record)
+            elif self.options.once and self._gave_up(now, started, last_record):
+                self.summary.caught_up = False
                 return
             else:
                 time.sleep(0 if topics else self.options.poll_timeout_s)
@@ -226,6 +229,20 @@ class ChangeConsumer:
                     self.summary.topics = topics
                     self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
                 last_refresh = now
+
+    def _gave_up(self, now: float, started: float, last_record: float) -> bool:
+        """--once without progress: no assignment (another member holds the partitions?) or idle."""
+        if self._assigned_at is None:
+            if now - started > self.options.assign_timeout_s:
+                log.warning("--once: no partitions assigned within %.0fs (group %s busy?)",
+                            now - started, self.settings.sink.group_id)
+                return True
+            return False
+        idle = now - max(last_record, self._assigned_at)
+        if idle > self.options.idle_timeout_s:
+            log.warning("--once: no records for %.0fs; stopping before the end offsets", idle)
+            return True
+        return False
 
     def _handle(self, msgs: list[Any]) -> None:
         changes: list[Change] = []

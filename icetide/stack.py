@@ -9,8 +9,8 @@ is a one-line `StackError` instead of a broker that dies in its log. When
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -18,13 +18,14 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from icetide import jvm
+from icetide.broker_config import cluster_id, log4j2_config, server_properties
 from icetide.errors import StackError
 from icetide.settings import Settings
 
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
-NODE_ID = 1
 STOP_TIMEOUT_S = 30.0
 # On a small shared machine C2 compiler threads and G1's workers double the broker's start-up time
 # (measured 21-24 s vs 8-12 s on 2 busy cores). `kafka.jvm_opts` is appended, so it can override.
@@ -104,17 +104,6 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     return True
 
 
-def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (like `random-uuid`).
-
-    Like Kafka's own Uuid.randomUuid, never one starting with '-' (the tool would read it as an option).
-    """
-    while True:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cluster_id.startswith("-"):
-            return cluster_id
-
-
 def _tail(paths: list[Path], lines: int = 25) -> str:
     chunks = []
     for path in paths:
@@ -140,8 +129,28 @@ class Stack:
         self.server_log = self.logs_dir / "server.log"
 
     # -- public API ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One `up`/`down` at a time per state dir (two concurrent `up`s would start two brokers)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with (self.home / "stack.lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def up(self) -> StackStatus:
         """Prepare the catalog and start the broker, or reuse the one already running."""
+        with self._locked():
+            return self._up()
+
+    def down(self) -> bool:
+        """Stop the broker this state dir started; True if one was running."""
+        with self._locked():
+            return self._down()
+
+    def _up(self) -> StackStatus:
         self.prepare_catalog()
         external = self.settings.kafka.bootstrap_servers
         if external:
@@ -163,8 +172,7 @@ class Stack:
         self._start(port)
         return self.status()
 
-    def down(self) -> bool:
-        """Stop the broker this state dir started; True if one was running."""
+    def _down(self) -> bool:
         pid = self._live_pid()
         if pid is None:
             return False
@@ -279,33 +287,10 @@ class Stack:
         host, cfg = self.settings.kafka.host, self.settings.kafka
         for folder in (self.home, self.data_dir, self.logs_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": str(NODE_ID),
-            "controller.quorum.voters": f"{NODE_ID}@{host}:{controller_port}",
-            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(self.data_dir),
-            "num.partitions": str(cfg.num_partitions),
-            "auto.create.topics.enable": "true",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            "num.network.threads": "2",
-            "num.io.threads": "4",
-            "log.retention.hours": "168",
-        }
+        props = server_properties(host, port, controller_port, self.data_dir, cfg.num_partitions)
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         self.ports_file.write_text(json.dumps({"port": port, "controller_port": controller_port}))
-        self.log4j_file.write_text(_log4j2_config(self.server_log))
+        self.log4j_file.write_text(log4j2_config(self.server_log))
 
     def _java(self, main_class: str, *args: str, heap: str) -> list[str]:
         classpath = os.pathsep.join(str(jar) for jar in jvm.jars("kafka"))
@@ -322,7 +307,7 @@ class Stack:
         """Format the KRaft log dir once (a formatted dir keeps its cluster id across restarts)."""
         if (self.data_dir / "meta.properties").is_file():
             return
-        cmd = self._java(STORAGE_TOOL, "format", "--cluster-id", _cluster_id(), "--config", str(self.config_file),
+        cmd = self._java(STORAGE_TOOL, "format", "--cluster-id", cluster_id(), "--config", str(self.config_file),
                          heap="256m")
         done = subprocess.run(cmd, env=jvm.java_env(), capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
@@ -366,28 +351,6 @@ class Stack:
                 return True
             time.sleep(0.3)
         return False
-
-
-def _log4j2_config(server_log: Path) -> str:
-    """Broker logs go to a size-capped file, warnings only (plus the start/stop lines)."""
-    return f"""\
-status = warn
-appender.file.type = RollingFile
-appender.file.name = file
-appender.file.fileName = {server_log}
-appender.file.filePattern = {server_log}.%i
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-appender.file.policies.type = Policies
-appender.file.policies.size.type = SizeBasedTriggeringPolicy
-appender.file.policies.size.size = 10MB
-appender.file.strategy.type = DefaultRolloverStrategy
-appender.file.strategy.max = 2
-rootLogger.level = warn
-rootLogger.appenderRef.file.ref = file
-logger.raft.name = kafka.server.KafkaRaftServer
-logger.raft.level = info
-"""
 
 
 def kafka_bootstrap(settings: Settings) -> str:

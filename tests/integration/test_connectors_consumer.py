@@ -9,6 +9,7 @@ append-only table would show any double apply as an extra row).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -174,6 +175,7 @@ def test_kill_9_mid_run_then_restart_equals_expected(kafka_bootstrap: str, postg
     final = subprocess.run([ICETIDE, "cdc", "apply", "--sink", sink_kind, "--topics", f"{keyed},{keyless}",
                             "--once", "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
+    assert json.loads(final.stdout)["caught_up"] is True
     sink = (PostgresSink(PostgresConfig(postgres_db)) if sink_kind == "postgres"
             else SqliteSink(SqliteConfig(tmp_path / "downstream.db")))
     with sink:
@@ -195,8 +197,6 @@ def test_cli_once_into_sqlite_with_pattern(kafka_bootstrap: str, tmp_path: Path)
     done = subprocess.run([ICETIDE, "cdc", "apply", "--sink", "sqlite", "--once", "--json"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    import json
-
     summary = json.loads(done.stdout)
     assert summary["topics"] == [topic]
     assert summary["applied"] == 250 and summary["dead_letters"] == 0
@@ -209,7 +209,6 @@ def test_cli_once_into_sqlite_with_pattern(kafka_bootstrap: str, tmp_path: Path)
 
 
 def test_continuous_apply_serves_metrics_and_stops_on_sigterm(kafka_bootstrap: str, tmp_path: Path) -> None:
-    import json
     import re
     import urllib.request
 
