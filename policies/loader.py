@@ -41,6 +41,19 @@ TABLE = re.compile(r"[a-z_][a-z0-9_]{0,127}\.[a-z_][a-z0-9_]{0,127}")
 COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,127}")
 BAD_VALUE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 MAX_FILTER = 4000
+# The keys each part of a policy may have (the JSON Schema in policies/schema must agree; a test checks it).
+KEYS: dict[str, set[str]] = {
+    "policy": {"policy", "version", "description", "principals", "keys", "tags", "tables"},
+    "principals": {"attributes", "groups", "users"},
+    "user": {"groups", "attributes"},
+    "key": {"env", "file"},
+    "tag": {"default_mask", "description"},
+    "table": {"columns", "row_filters", "masks", "description"},
+    "row_filter": {"id", "effect", "to", "filter", "lookup_tables", "description"},
+    "mask_rule": {"id", "to", "columns", "tags", "mask", "description"},
+    "mask": {"show_first", "show_last", "hash", "bucket"},
+    "to": {"users", "groups"},
+}
 
 
 def _map(node: YNode, what: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()
@@ -100,7 +113,7 @@ def parse_mask(node: YNode, what: str = "mask") -> MaskSpec:
             return MaskSpec("hash", node.pos, key=None)
         raise node.pos.error(f"unknown {what} {name!r} (none, null, redact, year_only, hash, "
                              "show_first, show_last, bucket)")
-    fields = _map(node, what, {"show_first", "show_last", "hash", "bucket"})
+    fields = _map(node, what, KEYS["mask"])
     if len(fields) != 1:
         raise node.pos.error(f"{what} must have exactly one kind")
     (kind, arg), = fields.items()
@@ -120,7 +133,7 @@ def parse_mask(node: YNode, what: str = "mask") -> MaskSpec:
 def _selector(node: YNode) -> Selector:
     if node.kind == "scalar" and node.value == "everyone":
         return Selector(node.pos, everyone=True)
-    fields = _map(node, "'to'", {"users", "groups"})
+    fields = _map(node, "'to'", KEYS["to"])
     if not fields:
         raise node.pos.error("'to' must name users or groups (or be 'everyone')")
     users = tuple(n.name for n in _names(fields["users"], "user", NAME)) if "users" in fields else ()
@@ -146,7 +159,7 @@ def _attr_value(node: YNode, name: str, kind: str) -> AttrValue:
 
 
 def _principals(node: YNode) -> tuple[dict[str, str], tuple[str, ...], dict[str, User]]:
-    fields = _map(node, "principals", {"attributes", "groups", "users"}, {"users"})
+    fields = _map(node, "principals", KEYS["principals"], {"users"})
     attributes: dict[str, str] = {}
     if "attributes" in fields:
         for key, value in _pairs(fields["attributes"], "principals.attributes"):
@@ -163,7 +176,7 @@ def _principals(node: YNode) -> tuple[dict[str, str], tuple[str, ...], dict[str,
     for key, value in user_nodes.pairs:
         name = _str(key, "user name", NAME)
         spec = {} if value.kind == "scalar" and value.value is None else _map(
-            value, f"user {name!r}", {"groups", "attributes"})
+            value, f"user {name!r}", KEYS["user"])
         member = _names(spec["groups"], "group", NAME) if "groups" in spec else ()
         for g in member:
             if g.name not in groups:
@@ -180,7 +193,7 @@ def _principals(node: YNode) -> tuple[dict[str, str], tuple[str, ...], dict[str,
 
 
 def _row_rule(node: YNode) -> RowRule:
-    f = _map(node, "row filter", {"id", "effect", "to", "filter", "lookup_tables", "description"}, {"id", "to"})
+    f = _map(node, "row filter", KEYS["row_filter"], {"id", "to"})
     effect = _str(f["effect"], "effect") if "effect" in f else "allow"
     if effect not in ("allow", "deny"):
         raise f["effect"].pos.error(f"effect must be 'allow' or 'deny', got {effect!r}")
@@ -197,7 +210,7 @@ def _row_rule(node: YNode) -> RowRule:
 
 
 def _mask_rule(node: YNode) -> MaskRule:
-    f = _map(node, "mask rule", {"id", "to", "columns", "tags", "mask", "description"}, {"id", "to", "mask"})
+    f = _map(node, "mask rule", KEYS["mask_rule"], {"id", "to", "mask"})
     columns = _names(f["columns"], "column", COLUMN) if "columns" in f else ()
     tags = _names(f["tags"], "tag", TAG) if "tags" in f else ()
     if not columns and not tags:
@@ -207,7 +220,7 @@ def _mask_rule(node: YNode) -> MaskRule:
 
 
 def _table(name: str, pos: Pos, node: YNode) -> TablePolicy:
-    f = _map(node, f"table {name!r}", {"columns", "row_filters", "masks", "description"})
+    f = _map(node, f"table {name!r}", KEYS["table"])
     columns: list[Classification] = []
     if "columns" in f:
         for key, value in _pairs(f["columns"], "columns"):
@@ -240,13 +253,13 @@ def content_hash(tree: YNode) -> str:
 def parse_policy(text: str, file: str) -> Policy:
     """Parse policy text; structural mistakes raise PolicyError with file:line:col."""
     tree = load_positioned(text, file)
-    top = _map(tree, "the policy", {"policy", "version", "description", "principals", "keys", "tags", "tables"},
+    top = _map(tree, "the policy", KEYS["policy"],
                {"policy", "version", "principals", "tables"})
     attributes, groups, users = _principals(top["principals"])
     keys: dict[str, KeySource] = {}
     for key, value in _pairs(top["keys"], "keys") if "keys" in top else []:
         kid = _str(key, "key id", KEY_ID)
-        spec = _map(value, f"key {kid!r}", {"env", "file"})
+        spec = _map(value, f"key {kid!r}", KEYS["key"])
         if len(spec) != 1:
             raise value.pos.error(f"key {kid!r} needs exactly one of 'env' or 'file'")
         env = _str(spec["env"], "env", ENV_NAME) if "env" in spec else None
@@ -255,7 +268,7 @@ def parse_policy(text: str, file: str) -> Policy:
     tags: dict[str, Tag] = {}
     for key, value in _pairs(top["tags"], "tags") if "tags" in top else []:
         tname = _str(key, "tag", TAG)
-        spec = _map(value, f"tag {tname!r}", {"default_mask", "description"}, {"default_mask"})
+        spec = _map(value, f"tag {tname!r}", KEYS["tag"], {"default_mask"})
         tags[tname] = Tag(tname, key.pos, parse_mask(spec["default_mask"], "default_mask"))
     tables: dict[str, TablePolicy] = {}
     short: dict[str, str] = {}

@@ -52,3 +52,19 @@ def test_structural_errors_point_at_the_node(text: str, line: int, col: int) -> 
         parse_policy(text, "p.yaml")
     assert (info.value.file, info.value.line, info.value.col) == ("p.yaml", line, col)
     assert str(info.value).startswith(f"p.yaml:{line}:{col}: ")
+
+
+def test_published_schema_knows_exactly_the_loader_keys() -> None:
+    from policies.loader import KEYS
+
+    schema = json.loads((ROOT / "policies" / "schema" / "policy.schema.json").read_text())
+    defs = schema["$defs"]
+    user = defs["principals"]["properties"]["users"]["additionalProperties"]["oneOf"][1]
+    mask = defs["mask"]["oneOf"][2]
+    found = {
+        "policy": schema["properties"], "principals": defs["principals"]["properties"], "user": user["properties"],
+        "key": defs["key"]["properties"], "tag": defs["tag"]["properties"], "table": defs["table"]["properties"],
+        "row_filter": defs["row_filter"]["properties"], "mask_rule": defs["mask_rule"]["properties"],
+        "mask": mask["properties"], "to": defs["to"]["oneOf"][1]["properties"],
+    }
+    assert {k: set(v) for k, v in found.items()} == KEYS
