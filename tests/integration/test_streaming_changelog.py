@@ -210,3 +210,45 @@ def test_cow_matches_icebergs_changelog_view(spark: Any, base_settings: Any) -> 
         else:
             ours[(e.source.snapshot_id, kinds[e.op], identity(encode_row(e.row)))] += 1
     assert ours == oracle
+
+
+def flink_upsert(flink_tables: Any, table: str, rows: list[tuple[int, str, int]]) -> None:
+    """One Flink job writing `rows` in upsert mode (equality deletes by key)."""
+    from decimal import Decimal
+
+    from pyflink.table import DataTypes
+
+    schema = DataTypes.ROW([DataTypes.FIELD("id", DataTypes.BIGINT().not_null()),
+                            DataTypes.FIELD("v", DataTypes.STRING()),
+                            DataTypes.FIELD("amount", DataTypes.DECIMAL(10, 2)),
+                            DataTypes.FIELD("p", DataTypes.INT())])
+    values = [(i, v, Decimal(i) / 4, p) for i, v, p in rows]
+    flink_tables.from_elements(values, schema).execute_insert(f"lake.{table}").wait()
+
+
+def test_flink_upsert_equality_deletes_with_spark_row_level_ops(spark: Any, base_settings: Any,
+                                                                flink_tables: Any) -> None:
+    """A table written by Flink in upsert mode (equality deletes), then by Spark (position deletes)."""
+    table = fresh_table_name("upsert")
+    flink_tables.execute_sql(
+        f"CREATE TABLE lake.{table} (id BIGINT NOT NULL, v STRING, amount DECIMAL(10,2), p INT, "
+        "PRIMARY KEY (id) NOT ENFORCED) WITH ('format-version' = '2', 'write.upsert.enabled' = 'true', "
+        "'write.delete.mode' = 'merge-on-read', 'write.update.mode' = 'merge-on-read')"
+    ).wait()
+    fresh = itertools.count(100)
+    flink_upsert(flink_tables, table, [(1, "a", 0), (2, "b", 0), (3, "c", 1)])
+    flink_upsert(flink_tables, table, [(1, "a2", 0), (4, "d", 1)])
+    spark.sql(f"REFRESH TABLE {table}")
+    run_op(spark, table, ("delete", 2, 2), fresh, keyed=True)
+    run_op(spark, table, ("update", 3, 4, "x", False), fresh, keyed=True)
+    flink_upsert(flink_tables, table, [(1, "a3", 0), (2, "b2", 1)])
+    spark.sql(f"REFRESH TABLE {table}")
+    changelog = Changelog(pyiceberg_catalog(base_settings).load_table(table), "lake")
+    assert changelog.key_fields == ["id"]
+    per_snapshot: dict[int, list[tuple[str, int]]] = {}
+    for e in changelog.events(None):
+        per_snapshot.setdefault(e.source.snapshot_id, []).append((e.op, e.row["id"]))
+    assert [sorted(ops) for ops in per_snapshot.values()] == [
+        [("c", 1), ("c", 2), ("c", 3)], [("c", 4), ("u", 1)], [("d", 2)], [("u", 3), ("u", 4)],
+        [("c", 2), ("u", 1)]]
+    check_all_pairs(spark, base_settings, table)
