@@ -17,7 +17,7 @@ from functools import reduce
 
 from sqlglot import exp
 
-from policies.filters import MissingAttribute
+from policies.binding import MissingAttribute
 from policies.masks import strictest
 from policies.model import MaskRule, MaskSpec, RowRule, TablePolicy, User
 from policies.validate import CheckedPolicy

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from icetide.errors import PolicyError
 from sqlglot import exp
 
-from policies.filters import Binder, FilterChecker, parse_filter
+from policies.binding import Binder
+from policies.filters import FilterChecker, parse_filter
 from policies.keys import default_key_id
 from policies.loader import load_policy
 from policies.masks import applicable
