@@ -108,15 +108,26 @@ def compile_cmd(ctx: click.Context, file: str, target: str, catalog: str | None,
 
 
 @policy.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--user", required=True, help="User name as declared in the policy.")
 @click.option("--table", required=True, help="Table as namespace.table.")
 @schema_option
 @json_option
 @click.pass_context
-def explain(ctx: click.Context, file: str, user: str, table: str, schema_file: str | None, as_json: bool) -> None:
-    """What USER would see of TABLE: the effective filter, masks and rule ids."""
+def explain(ctx: click.Context, file: str | None, user: str, table: str, schema_file: str | None,
+            as_json: bool) -> None:
+    """What USER would see of TABLE: the effective filter, masks and rule ids.
+
+    FILE defaults to the policy last applied.
+    """
+    from policies.apply import AppliedState
     from policies.combine import resolve
+
+    if file is None:
+        state = AppliedState.read(state_paths(ctx)[0])
+        if not state.policy_file:
+            raise click.UsageError("no FILE given and no policy has been applied")
+        file, schema_file = state.policy_file, schema_file or state.schema_file or None
 
     access = resolve(load_checked(ctx, file, schema_file), user, table)
     columns = [{"name": c.name, "type": c.type, "mask": c.mask.label(), "source": c.source,
