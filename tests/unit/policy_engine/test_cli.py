@@ -155,3 +155,17 @@ def test_watch_reapplies_on_change_and_keeps_last_good(tmp_path: Path) -> None:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def test_query_denials_need_no_spark_and_are_audited(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from policies.audit import verify
+
+    code, _, err = run(capsys, "query", "--as", "ana", "SELECT 1")
+    assert code == 1 and "no policy has been applied" in err
+    code, _, err = run(capsys, "query", "--as", "ana", "--policy", str(EXAMPLE), *SCHEMA,
+                       "SELECT * FROM lake.sales.vendas")
+    assert code == 1 and "not one of your secure views" in err
+    log = tmp_path / "state" / "audit" / "policy-audit.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["result"] for r in records] == ["denied", "denied"] and records[1]["policy_id"] == "sales-access"
+    assert verify(log).ok
