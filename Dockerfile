@@ -1,0 +1,87 @@
+# syntax=docker/dockerfile:1
+# icetide in a container: JDK 17, the pinned Python dependencies, the Maven-fetched jars, a non-root user.
+#
+#   docker build -t icetide:0.1.0 .                               # the CLI (default target)
+#   docker build --target flink -t icetide-flink:0.1.0 .          # + the Flink distribution (k8s/flink/)
+#
+# Both targets share every layer but the last; see docs/deploy.md.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The Flink distribution must be the version of the pinned apache-flink wheel (tests/unit/test_deploy.py).
+ARG FLINK_IMAGE=flink:2.0.2-java17
+
+# --- jars: every JVM dependency, fetched by Maven from jars/<group>/pom.xml, exactly as `make setup` ------------
+FROM ${PYTHON_IMAGE} AS jars
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY jars/spark/pom.xml jars/spark/pom.xml
+COPY jars/flink/pom.xml jars/flink/pom.xml
+COPY jars/kafka/pom.xml jars/kafka/pom.xml
+RUN --mount=type=cache,target=/root/.m2 \
+    for group in spark flink kafka; do \
+      mvn -q -B -f "jars/$group/pom.xml" -Dmaven.repo.local=/root/.m2/repository \
+          dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="/opt/icetide/jars/$group" \
+      || exit 1; \
+    done
+
+# --- build: a venv with icetide and its pinned dependencies (transitive pins from requirements.lock) ------------
+FROM ${PYTHON_IMAGE} AS build
+# A compiler and a JDK only in case a wheel is missing for this platform (pemja builds against the JDK).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential openjdk-17-jdk-headless \
+ && rm -rf /var/lib/apt/lists/*
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/icetide/venv && /opt/icetide/venv/bin/pip install -q --upgrade pip==26.3
+WORKDIR /src
+COPY pyproject.toml requirements.lock README.md ./
+COPY icetide icetide
+COPY streaming streaming
+COPY connectors connectors
+COPY batch batch
+COPY policies policies
+RUN /opt/icetide/venv/bin/pip install -c requirements.lock . \
+ && /opt/icetide/venv/bin/pip check
+
+# --- base: what runs ------------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS base
+# JDK 17 (Spark 4 and Flink 2); /usr/lib/jvm/java-17-openjdk is one of the homes icetide/jvm.py looks for.
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/* \
+ && ln -s "$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")" /usr/lib/jvm/java-17-openjdk
+RUN groupadd --system --gid 10001 icetide \
+ && useradd --system --uid 10001 --gid icetide --create-home --home-dir /home/icetide icetide \
+ && mkdir -p /var/lib/icetide /etc/icetide \
+ && chown icetide:icetide /var/lib/icetide
+COPY --from=build /opt/icetide/venv /opt/icetide/venv
+COPY --from=jars /opt/icetide/jars /opt/icetide/jars
+# ICETIDE_JAR_CACHE is read by icetide/jvm.py; the state dir (catalog.db, warehouse, cdc checkpoints) is meant
+# to be a volume. Settings come from ICETIDE_CONFIG / ICETIDE__SECTION__KEY, set by compose or Kubernetes.
+ENV PATH=/opt/icetide/venv/bin:$PATH \
+    JAVA_HOME=/usr/lib/jvm/java-17-openjdk \
+    ICETIDE_JAR_CACHE=/opt/icetide/jars \
+    ICETIDE__STACK__STATE_DIR=/var/lib/icetide \
+    PYTHONUNBUFFERED=1
+WORKDIR /home/icetide
+USER icetide
+
+# --- flink: + the Flink distribution and its entrypoint, for the Flink Kubernetes Operator (PythonDriver) -------
+FROM ${FLINK_IMAGE} AS flink-dist
+
+FROM base AS flink
+USER root
+COPY --from=flink-dist --chown=icetide:icetide /opt/flink /opt/flink
+COPY --from=flink-dist /docker-entrypoint.sh /docker-entrypoint.sh
+# jemalloc is not installed here; the entrypoint would otherwise LD_PRELOAD a missing library.
+ENV FLINK_HOME=/opt/flink \
+    PATH=/opt/flink/bin:$PATH \
+    DISABLE_JEMALLOC=true
+USER icetide
+ENTRYPOINT ["/docker-entrypoint.sh"]
+
+# --- icetide (default target): the CLI -----------------------------------------------------------------------------
+FROM base AS icetide
+ENTRYPOINT ["icetide"]
+CMD ["--help"]
