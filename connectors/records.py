@@ -98,13 +98,19 @@ class DeadLetters:
     """A producer for the dead-letter topic; `flush()` before committing the positions that skip them."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        from confluent_kafka import Producer
-
+        self.bootstrap = bootstrap
         self.topic = topic
         self.sent = 0
         self._errors: list[str] = []
-        self._producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
-                                   "logger": logging.getLogger("icetide.kafka.dead_letters")})
+        self._producer: Any = None  # made on the first dead letter: most runs never need one
+
+    def _get_producer(self) -> Any:
+        if self._producer is None:
+            from confluent_kafka import Producer
+
+            self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
+                                       "linger.ms": 5, "logger": logging.getLogger("icetide.kafka.dead_letters")})
+        return self._producer
 
     def send(self, msg: Any, reason: str, error: str) -> None:
         headers = [
@@ -114,8 +120,8 @@ class DeadLetters:
             ("icetide.partition", str(msg.partition()).encode()),
             ("icetide.offset", str(msg.offset()).encode()),
         ]
-        self._producer.produce(self.topic, value=msg.value(), key=msg.key(), headers=headers,
-                               on_delivery=self._delivered)
+        self._get_producer().produce(self.topic, value=msg.value(), key=msg.key(), headers=headers,
+                                     on_delivery=self._delivered)
         self.sent += 1
 
     def _delivered(self, err: Any, _msg: Any) -> None:
@@ -124,6 +130,8 @@ class DeadLetters:
 
     def flush(self) -> None:
         """Wait until every dead letter is acknowledged; TransientError if not (positions stay put)."""
+        if self._producer is None:
+            return
         left = self._producer.flush(FLUSH_TIMEOUT_S)
         if left or self._errors:
             problem = self._errors[-1] if self._errors else f"{left} not acknowledged"
