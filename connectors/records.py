@@ -26,7 +26,7 @@ def key_fields_of(raw_key: bytes | None) -> tuple[str, ...]:
     if raw_key is None or raw_key in (b"", b"null"):
         return ()
     try:
-        key = json.loads(raw_key)
+        key = json.loads(raw_key.decode())  # str: skips json's per-call encoding detection
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise EventError("record key is not JSON") from None
     if key is None:
