@@ -102,6 +102,7 @@ class Sink(abc.ABC):
 
     def __init__(self) -> None:
         self._columns: dict[TableRef, list[str]] = {}
+        self._untyped: dict[TableRef, set[str]] = {}
 
     # -- lifecycle (subclasses) --------------------------------------------------------------
     @abc.abstractmethod
@@ -200,6 +201,7 @@ class Sink(abc.ABC):
             self._commit()
         except BaseException as exc:
             self._columns.clear()  # DDL may have rolled back with the transaction
+            self._untyped.clear()
             with contextlib.suppress(Exception):
                 self._rollback()
             if isinstance(exc, IcetideError) or not isinstance(exc, Exception):
@@ -251,6 +253,20 @@ class Sink(abc.ABC):
                     self._add_column(table, name, samples.get(name))
                     existing = [*existing, name]
         self._columns[table] = existing
+        untyped = self._untyped.get(table)
+        if untyped is None:
+            untyped = self._untyped[table] = self._untyped_columns(table)
+        for name in [n for n in untyped if samples.get(n) is not None]:
+            self._type_column(table, name, samples[name])
+            untyped.discard(name)
+
+    # -- typed sinks: a column first seen only as NULL gets its type from its first value ------
+    def _untyped_columns(self, table: TableRef) -> set[str]:
+        """Columns created before any non-NULL value was seen (typeless sinks: none)."""
+        return set()
+
+    def _type_column(self, table: TableRef, name: str, sample: Any) -> None:  # noqa: B027 (optional hook)
+        """Give an untyped (so far all-NULL) column the type of its first value."""
 
 
 def sql_value(value: Any) -> Any:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import psycopg
 
 LOCK_ID = zlib.crc32(b"icetide-apply")
+UNTYPED = "icetide:untyped"  # column comment: created while only NULLs were seen, typed on first value
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,40 @@ class PostgresSink(Sink):
         self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table[0])))
         self.conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
             self._name(table), sql.SQL(", ").join(parts)))
+        for name, sample in columns.items():
+            if sample is None:
+                self._comment(table, name, UNTYPED)
 
     def _add_column(self, table: TableRef, name: str, sample: Any) -> None:
         from psycopg import sql
 
         self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
             self._name(table), sql.Identifier(name), sql.SQL(column_type(sample))))
+        if sample is None:
+            self._comment(table, name, UNTYPED)
+
+    def _comment(self, table: TableRef, name: str, text: str | None) -> None:
+        from psycopg import sql
+
+        self.conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+            self._name(table), sql.Identifier(name), sql.Literal(text)))
+
+    def _untyped_columns(self, table: TableRef) -> set[str]:
+        qualified = self._name(table).as_string(self.conn)
+        rows = self.conn.execute(
+            "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 "
+            "AND NOT a.attisdropped AND col_description(a.attrelid, a.attnum) = %s", (qualified, UNTYPED)).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def _type_column(self, table: TableRef, name: str, sample: Any) -> None:
+        """`ALTER COLUMN ... TYPE <type of sample> USING col::<type>` (the column holds only NULLs)."""
+        from psycopg import sql
+
+        kind = column_type(sample)
+        if kind != "text":
+            self.conn.execute(sql.SQL("ALTER TABLE {t} ALTER COLUMN {c} TYPE {k} USING {c}::{k}").format(
+                t=self._name(table), c=sql.Identifier(name), k=sql.SQL(kind)))
+        self._comment(table, name, None)
 
     def _delete_keys(self, table: TableRef, key_fields: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> None:
         """One statement for the whole batch when the key values are plain scalars of one type per

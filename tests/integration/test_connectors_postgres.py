@@ -52,3 +52,20 @@ def test_schema_growth_types_and_poison(postgres_db: str) -> None:
         rows: list[dict[str, Any]] = sorted(sink.read_rows(TABLE), key=lambda r: r["id"])
     assert rows == [{"id": 1, "a": "x", "n": 1.5, "b": None, "flag": None},
                     {"id": 2, "a": "y", "n": 2.5, "b": {"k": [1]}, "flag": True}]
+
+
+def test_column_first_seen_null_gets_the_type_of_its_first_value(postgres_db: str) -> None:
+    changes = [Change(TOPIC, 0, i, _event("c", None, row, i), ("id",)) for i, row in enumerate([
+        {"id": 1, "n": None}, {"id": 2, "n": 7, "j": None}, {"id": 3, "n": 8, "j": None, "f": None}])]
+    with PostgresSink(PostgresConfig(postgres_db)) as sink:
+        for change in changes:
+            sink.apply([change], {(TOPIC, 0): change.offset})
+    later = Change(TOPIC, 0, 3, _event("c", None, {"id": 4, "n": 9, "j": {"a": [1]}, "f": 2.5}, 3), ("id",))
+    with PostgresSink(PostgresConfig(postgres_db)) as sink:  # a new process: untyped columns come from comments
+        sink.apply([later], {(TOPIC, 0): 3})
+        rows = sorted(sink.read_rows(TABLE), key=lambda r: r["id"])
+        types = dict(sink.conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                       "WHERE table_name = 't'").fetchall())
+    assert types == {"id": "bigint", "n": "bigint", "j": "jsonb", "f": "double precision"}
+    assert rows[-1] == {"id": 4, "n": 9, "j": {"a": [1]}, "f": 2.5}
+    assert rows[1] == {"id": 2, "n": 7, "j": None, "f": None}
