@@ -8,9 +8,12 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # The Flink distribution must be the version of the pinned apache-flink wheel (tests/unit/test_deploy.py).
 ARG FLINK_IMAGE=flink:2.0.2-java17
+# Debian packages are not version-pinned (hadolint DL3008): bookworm's security updates replace exact
+# versions; the Python and JVM dependencies, which decide behaviour, are pinned.
 
 # --- jars: every JVM dependency, fetched by Maven from jars/<group>/pom.xml, exactly as `make setup` ------------
 FROM ${PYTHON_IMAGE} AS jars
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jdk-headless maven \
  && rm -rf /var/lib/apt/lists/*
@@ -28,6 +31,7 @@ RUN --mount=type=cache,target=/root/.m2 \
 # --- build: a venv with icetide and its pinned dependencies (transitive pins from requirements.lock) ------------
 FROM ${PYTHON_IMAGE} AS build
 # A compiler and a JDK only in case a wheel is missing for this platform (pemja builds against the JDK).
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential openjdk-17-jdk-headless \
  && rm -rf /var/lib/apt/lists/*
@@ -46,6 +50,7 @@ RUN /opt/icetide/venv/bin/pip install -c requirements.lock . \
 # --- base: what runs ------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS base
 # JDK 17 (Spark 4 and Flink 2); /usr/lib/jvm/java-17-openjdk is one of the homes icetide/jvm.py looks for.
+# hadolint ignore=DL3008
 RUN mkdir -p /usr/share/man/man1 \
  && apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
@@ -59,26 +64,27 @@ COPY --from=build /opt/icetide/venv /opt/icetide/venv
 COPY --from=jars /opt/icetide/jars /opt/icetide/jars
 # ICETIDE_JAR_CACHE is read by icetide/jvm.py; the state dir (catalog.db, warehouse, cdc checkpoints) is meant
 # to be a volume. Settings come from ICETIDE_CONFIG / ICETIDE__SECTION__KEY, set by compose or Kubernetes.
+# FLINK_LOG_DIR: PyFlink's local gateway logs to <site-packages>/pyflink/log otherwise, which is root's.
 ENV PATH=/opt/icetide/venv/bin:$PATH \
     JAVA_HOME=/usr/lib/jvm/java-17-openjdk \
     ICETIDE_JAR_CACHE=/opt/icetide/jars \
     ICETIDE__STACK__STATE_DIR=/var/lib/icetide \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    FLINK_LOG_DIR=/home/icetide/flink-log
 WORKDIR /home/icetide
-USER icetide
+USER 10001:10001
 
 # --- flink: + the Flink distribution and its entrypoint, for the Flink Kubernetes Operator (PythonDriver) -------
 FROM ${FLINK_IMAGE} AS flink-dist
 
 FROM base AS flink
-USER root
-COPY --from=flink-dist --chown=icetide:icetide /opt/flink /opt/flink
+COPY --from=flink-dist --chown=10001:10001 /opt/flink /opt/flink
 COPY --from=flink-dist /docker-entrypoint.sh /docker-entrypoint.sh
 # jemalloc is not installed here; the entrypoint would otherwise LD_PRELOAD a missing library.
 ENV FLINK_HOME=/opt/flink \
+    FLINK_LOG_DIR=/opt/flink/log \
     PATH=/opt/flink/bin:$PATH \
     DISABLE_JEMALLOC=true
-USER icetide
 ENTRYPOINT ["/docker-entrypoint.sh"]
 
 # --- icetide (default target): the CLI -----------------------------------------------------------------------------
