@@ -205,6 +205,8 @@ def test_dockerfile_matches_the_code() -> None:
     groups = re.search(r"for group in ([a-z ]+); do", text)
     assert groups and tuple(groups.group(1).split()) == jvm.JAR_GROUPS
     assert "-DoutputDirectory=\"/opt/icetide/jars/$group\"" in text
+    assert "dependency:copy-dependencies -DincludeScope=runtime" in (ROOT / "Makefile").read_text()  # = make setup
+    assert "dependency:copy-dependencies -DincludeScope=runtime" in text
     env = _dockerfile_env()
     assert env["ICETIDE_JAR_CACHE"] == "/opt/icetide/jars"
     assert_settings_keys(env, "Dockerfile")
@@ -218,6 +220,15 @@ def test_dockerfile_flink_matches_the_pinned_wheel() -> None:
     pins = dict(d.split("==") for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
     flink = re.search(r"^ARG FLINK_IMAGE=flink:(\S+)-java17$", DOCKERFILE.read_text(), re.M)
     assert flink and flink.group(1) == pins["apache-flink"]
+
+
+def test_kafka_everywhere_is_the_tested_broker_version() -> None:
+    pom = (ROOT / "jars" / "kafka" / "pom.xml").read_text()
+    version = re.search(r"<artifactId>kafka_2\.13</artifactId><version>([^<]+)</version>", pom)
+    assert version
+    assert compose_services()["kafka"]["image"] == f"apache/kafka:{version.group(1)}"
+    strimzi = [d for d in yaml.safe_load_all((ROOT / "k8s/kafka/kafka.yaml").read_text()) if d["kind"] == "Kafka"]
+    assert str(strimzi[0]["spec"]["kafka"]["version"]) == version.group(1)
 
 
 def _dockerignore() -> list[str]:
