@@ -218,3 +218,18 @@ def test_failed_apply_keeps_previous_views(spark: SparkSession, state: Path, bas
         apply_policy(FailsOnBruno(), compiled, state_file)  # type: ignore[arg-type]
     assert {r["price"] % 1000 for r in view_rows(spark, "ana")} != {0}  # still bucket(100), not bucket(1000)
     assert AppliedState.read(state_file).policy_hash == before.policy_hash
+
+
+def test_stream_filter_equals_spark_views(spark: SparkSession, state: Path, vendas: list[dict[str, Any]],
+                                          base_settings: Settings) -> None:
+    """What the CDC job would publish for an audience (DuckDB) is what its Spark view returns."""
+    from policies.stream import apply_to_rows
+
+    checked = check_policy(parse_policy(policy_text(), "p.yaml"), CatalogSchemaProvider(base_settings))
+    compiled = compile_policy(checked, KEY_ENV)
+    for user in ("ana", "bruno", "carla", "erin"):
+        streamed = apply_to_rows(compiled, user, TABLE, vendas)
+        viewed = view_rows(spark, user)
+        assert streamed, user
+        assert sorted(map(repr, map(sorted, (r.items() for r in streamed)))) == \
+            sorted(map(repr, map(sorted, (r.items() for r in viewed)))), user
