@@ -171,10 +171,12 @@ def trino_rules(compiled: CompiledPolicy, catalog: str = "lake") -> dict[str, An
                 entry["filter"] = filter_sql
             columns = []
             for c in access.columns:
-                if c.mask.kind != "none":
-                    masked = render(c.mask, exp.column(c.name, quoted=True), c.type, "trino",
-                                    compiled.key_for(c.mask))
-                    columns.append({"name": c.name, "mask": masked.sql(dialect="trino")})
+                if c.mask.kind == "none":
+                    continue
+                # Trino requires a mask of the column's own type: hash (a string) of a number becomes null
+                mask = MaskSpec("null", c.mask.pos) if c.mask.kind == "hash" and c.type != "string" else c.mask
+                masked = render(mask, exp.column(c.name, quoted=True), c.type, "trino", compiled.key_for(mask))
+                columns.append({"name": c.name, "mask": masked.sql(dialect="trino")})
             if columns:
                 entry["columns"] = columns
         tables.append(entry)

@@ -130,3 +130,15 @@ def test_lookup_subquery_only_when_declared() -> None:
         f'      - {{id: r, to: everyone, filter: "{sub}", lookup_tables: [sales.managers]}}'), schema=schema)
     view = compiled.get("ana", VENDAS)
     assert view is not None and "'ana'" in view.filter.sql(dialect="spark")
+
+
+def test_trino_masks_keep_the_column_type() -> None:
+    from policies.compiler import trino_rules
+
+    compiled = compile_text(policy("      - {id: all, to: everyone}", """
+      - {id: h, to: everyone, columns: [sale_id], mask: hash}
+"""))
+    entry = next(e for e in trino_rules(compiled)["tables"] if e.get("user") == "^ana$")
+    masks = {c["name"]: c["mask"] for c in entry["columns"]}
+    assert masks["sale_id"] == "CAST(NULL AS BIGINT)"
+    assert compiled.get("ana", VENDAS).mask_of("sale_id").kind == "hash"  # type: ignore[union-attr]
