@@ -157,11 +157,15 @@ def test_masks_equal_in_spark_duckdb_and_python(spark: SparkSession) -> None:
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], base_settings: Settings, *args: str) -> tuple[int, str, str]:
+    saved = os.environ.get("ICETIDE__STACK__STATE_DIR")
     os.environ["ICETIDE__STACK__STATE_DIR"] = str(base_settings.state_dir)
     try:
         code = main(list(args))
     finally:
-        os.environ.pop("ICETIDE__STACK__STATE_DIR", None)
+        if saved is None:
+            os.environ.pop("ICETIDE__STACK__STATE_DIR", None)
+        else:
+            os.environ["ICETIDE__STACK__STATE_DIR"] = saved
     out = capsys.readouterr()
     return code, out.out, out.err
 
