@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 STOP_TIMEOUT_S = 30.0
+REUSE_WAIT_S = 15.0  # a restarted broker waits this long for its previous ports (clients know them)
 # On a small shared machine C2 compiler threads and G1's workers double the broker's start-up time
 # (measured 21-24 s vs 8-12 s on 2 busy cores). `kafka.jvm_opts` is appended, so it can override.
 FAST_START_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
@@ -82,6 +83,16 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _wait_free(host: str, port: int, seconds: float) -> bool:
+    """True once `port` can be bound (a killed broker's port can stay busy for a moment)."""
+    deadline = time.monotonic() + seconds
+    while not port_is_free(host, port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
@@ -273,9 +284,11 @@ class Stack:
                 chosen.append(wanted)
                 continue
             old = previous.get(name)
-            if old and old not in chosen and port_is_free(host, old):
+            if old and old not in chosen and _wait_free(host, old, REUSE_WAIT_S):
                 chosen.append(old)
                 continue
+            if old:
+                log.warning("previous %s %s is still busy; clients must use the new bootstrap address", name, old)
             port = free_port(host)
             while port in chosen:
                 port = free_port(host)

@@ -242,3 +242,43 @@ def test_continuous_apply_serves_metrics_and_stops_on_sigterm(kafka_bootstrap: s
             proc.wait()
     assert proc.returncode == 0
     assert json.loads(out)["applied"] == 300
+
+
+def test_broker_kill_9_and_restart_while_consuming(tmp_path: Path, postgres_db: str) -> None:
+    """The consumer rides out a broker SIGKILL + restart (same state dir, same ports): nothing lost."""
+    from icetide.stack import Stack
+
+    stack = Stack(load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(tmp_path / "broker")}))
+    status = stack.up()
+    proc = None
+    try:
+        bootstrap = status.bootstrap
+        topic = create_topic(bootstrap, new_topic_name("icetide.sales.chaos"), partitions=2)
+        gen = Generator("sales", "chaos", seed=9)
+        env = {**os.environ, "ICETIDE__KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+               "ICETIDE__SINK__GROUP_ID": f"chaos-{uuid.uuid4().hex[:8]}",
+               "ICETIDE__SINK__POSTGRES_DSN": postgres_db, "ICETIDE__STACK__STATE_DIR": str(tmp_path)}
+        proc = _start_apply(env, "postgres", [topic])
+        for _round in range(2):
+            _produce(bootstrap, topic, gen.events(2000))
+            time.sleep(2)
+            assert status.pid is not None
+            os.killpg(status.pid, signal.SIGKILL)
+            while stack.status().pid is not None:
+                time.sleep(0.2)
+            status = stack.up()
+            assert status.bootstrap == bootstrap, "the restarted broker keeps its port"
+        _produce(bootstrap, topic, gen.events(500))
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        final = subprocess.run([ICETIDE, "cdc", "apply", "--sink", "postgres", "--topics", topic, "--once", "--json"],
+                               env=env, capture_output=True, text=True, timeout=300)
+        assert final.returncode == 0, final.stderr[-2000:]
+        with PostgresSink(PostgresConfig(postgres_db)) as sink:
+            rows = sink.read_rows(("sales", "chaos"))
+        assert _norm(rows) == _norm(list(gen.model.values()))
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        stack.down()
