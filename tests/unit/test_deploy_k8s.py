@@ -247,3 +247,40 @@ def test_apply_has_a_disruption_budget_and_volumes_exist() -> None:
             if "persistentVolumeClaim" in volume:
                 claim = claims[volume["persistentVolumeClaim"]["claimName"]]
                 assert "ReadWriteMany" in claim["spec"]["accessModes"]  # pods on several nodes share it
+
+
+def _unknown_fields(node: Any, type_name: str, where: str, models: Any) -> list[str]:
+    """Keys of `node` that the Kubernetes API type `type_name` does not have, recursively."""
+    type_name = type_name.replace("List[", "list[").replace("Dict[", "dict[")
+    if node is None or type_name in {"str", "int", "bool", "float", "object", "datetime", "date"}:
+        return []
+    if type_name.startswith("list["):
+        return [e for i, x in enumerate(node) for e in _unknown_fields(x, type_name[5:-1], f"{where}[{i}]", models)]
+    if type_name.startswith("dict["):
+        inner = type_name[type_name.index(",") + 1 : -1].strip()
+        return [e for k, x in node.items() for e in _unknown_fields(x, inner, f"{where}.{k}", models)]
+    cls = getattr(models, type_name)
+    fields = {json_name: attr for attr, json_name in cls.attribute_map.items()}
+    errors = [f"{where}.{key}: not a field of {type_name}" for key in node if key not in fields]
+    for key, value in node.items():
+        if key in fields:
+            errors += _unknown_fields(value, cls.openapi_types[fields[key]], f"{where}.{key}", models)
+    return errors
+
+
+def test_core_manifests_use_only_real_fields() -> None:
+    """Field names of the built-in kinds (and the Flink pod templates) against the Kubernetes client's models."""
+    models = pytest.importorskip("kubernetes.client.models", reason="pip install kubernetes to check field names")
+    kinds = {"Deployment": "V1Deployment", "CronJob": "V1CronJob", "PodDisruptionBudget": "V1PodDisruptionBudget",
+             "PersistentVolumeClaim": "V1PersistentVolumeClaim", "Namespace": "V1Namespace",
+             "ServiceAccount": "V1ServiceAccount", "Role": "V1Role", "RoleBinding": "V1RoleBinding"}
+    errors: list[str] = []
+    for _, doc in k8s_docs():
+        if doc["kind"] in kinds:
+            errors += _unknown_fields(doc, kinds[doc["kind"]], f"{doc['kind']}/{doc['metadata']['name']}", models)
+    spec = _flink()["spec"]
+    for where, template in (("podTemplate", spec["podTemplate"]), ("taskManager", spec["taskManager"]["podTemplate"])):
+        errors += _unknown_fields(template, "V1PodTemplateSpec", f"FlinkDeployment.{where}", models)
+    secret = yaml.safe_load((K8S / "secret.template.yaml").read_text())
+    errors += _unknown_fields(secret, "V1Secret", "Secret", models)
+    assert not errors, "\n".join(errors)
