@@ -2,11 +2,7 @@
 
 Each check reads the deployment files and asks the code: command lines resolve to real click commands and
 options, ICETIDE__ variables name real settings, files they mount exist, the scraped ports are the ports the
-commands serve, the PrometheusRule is ops/prometheus/icetide-rules.yml. Helpers for k8s live in
-tests/unit/deploy_k8s.py beside the k8s tests (test_deploy_k8s.py).
-
-Regenerate k8s/monitoring/prometheusrule.yaml after editing the ops rules:
-    .venv/bin/python tests/unit/deploy_files.py
+commands serve. The readers shared with the k8s tests (test_deploy_k8s.py) are in deploy_files.py.
 """
 
 from __future__ import annotations
@@ -108,16 +104,9 @@ def test_compose_settings_load(name: str) -> None:
     assert settings.warehouse == "file:///var/lib/icetide/warehouse"
     assert str(settings.state_dir) == "/var/lib/icetide"
     assert settings.sink.kind == "postgres" and settings.metrics.host == "0.0.0.0"
-    for volume in service["volumes"]:
-        if volume.split(":")[1] == "/var/lib/icetide":
-            assert volume.split(":")[0] in compose_services_volumes()
-            break
-    else:
-        raise AssertionError(f"{name} does not mount the shared state volume")
-
-
-def compose_services_volumes() -> set[str]:
-    return set(yaml.safe_load(COMPOSE.read_text())["volumes"])
+    named = set(yaml.safe_load(COMPOSE.read_text())["volumes"])
+    state = [v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == str(settings.state_dir)]
+    assert len(state) == 1 and state[0] in named, f"{name} does not mount the shared state volume"
 
 
 def test_compose_keeps_secrets_out_of_the_file() -> None:
