@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from batch.policy import load_policy
+from connectors.consumer import ConsumeOptions, select_topics
 from icetide.catalog import sqlalchemy_uri
 from icetide.events import topic_for
 from icetide.settings import load_settings
@@ -179,8 +180,12 @@ def test_kafka_is_kraft_and_declares_every_topic_the_code_uses() -> None:
     assert all(t["metadata"]["labels"]["strimzi.io/cluster"] == name for t in topics)
     _, spec, container, _ = _commands()[0]
     settings = _settings(container, spec)
-    wanted = {topic_for(settings.cdc.topic_prefix, *t.split(".", 1)) for t in settings.cdc.tables}
-    assert {t["spec"]["topicName"] for t in topics} == wanted | {settings.dead_letter_topic}
+    data = {topic_for(settings.cdc.topic_prefix, *t.split(".", 1)) for t in settings.cdc.tables}
+    declared = {t["spec"]["topicName"] for t in topics}
+    schema_changes = f"{settings.cdc.topic_prefix}.schema-changes"  # the job's schema-change records
+    assert declared == data | {settings.dead_letter_topic, schema_changes}
+    # ... of which `cdc apply` consumes exactly the tables' topics (connectors/consumer.py decides)
+    assert set(select_topics(sorted(declared), settings, ConsumeOptions())) == data
 
 
 # -- metrics --------------------------------------------------------------------------------------------------------
