@@ -60,6 +60,11 @@ def _compose_env(service: dict[str, Any]) -> dict[str, str]:
 
 
 # -- compose ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", [COMPOSE, *sorted((ROOT / "deploy").rglob("*.y*ml"))], ids=lambda p: p.name)
+def test_yaml_parses(path: Path) -> None:
+    assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
 def test_compose_parses_and_has_the_system() -> None:
     services = compose_services()
     assert {"kafka", "postgres", "cdc-run", "cdc-apply", "maint-exporter", "prometheus", "grafana"} <= set(services)
