@@ -6,7 +6,8 @@ warehouse, under the same catalog name.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from icetide.errors import ConfigError
 
@@ -72,11 +73,19 @@ def sqlalchemy_uri(jdbc_uri: str) -> str:
     raise ConfigError(f"unsupported catalog uri (setting 'catalog.uri'): {jdbc_uri.split('?')[0]}")
 
 
+def pyiceberg_properties(settings: Settings) -> dict[str, str]:
+    """SqlCatalog properties: the SQLAlchemy URI (with the catalog login, URL-quoted) and warehouse."""
+    uri = sqlalchemy_uri(settings.catalog_uri)
+    if settings.catalog.user and not uri.startswith("sqlite"):
+        scheme, rest = uri.split("://", 1)
+        secret = settings.catalog.password.get_secret_value() if settings.catalog.password else None
+        login = quote(settings.catalog.user, safe="") + (f":{quote(secret, safe='')}" if secret else "")
+        uri = f"{scheme}://{login}@{rest}"
+    return {"uri": uri, "warehouse": settings.warehouse}
+
+
 def pyiceberg_catalog(settings: Settings) -> Catalog:
     """A read-only PyIceberg view of the same catalog (writes go through Spark or Flink)."""
     from pyiceberg.catalog.sql import SqlCatalog
 
-    props: dict[str, Any] = {"uri": sqlalchemy_uri(settings.catalog_uri), "warehouse": settings.warehouse}
-    if settings.catalog.password is not None:
-        props["password"] = settings.catalog.password.get_secret_value()
-    return SqlCatalog(settings.catalog.name, **props)
+    return SqlCatalog(settings.catalog.name, **pyiceberg_properties(settings))
