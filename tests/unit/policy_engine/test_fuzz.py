@@ -32,19 +32,19 @@ def attempt(text: str) -> None:
         assert exc.file == "fuzz.yaml" and exc.line >= 1 and exc.col >= 1
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(SQL_BITS, min_size=1, max_size=12))
 def test_random_filters(bits: list[str]) -> None:
     attempt(EXAMPLE.read_text().replace(FILTER, json.dumps(" ".join(bits))))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=60))
 def test_random_filter_text(text: str) -> None:
     attempt(EXAMPLE.read_text().replace(FILTER, json.dumps(text)))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(0, 2000), st.text(max_size=8))
 def test_random_edits_of_the_file(offset: int, insert: str) -> None:
     base = EXAMPLE.read_text()

@@ -46,7 +46,7 @@ def run_duckdb(con: Any, mask: MaskSpec, col_type: str, values: list[Any], pads:
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(values=st.lists(st.one_of(st.none(), TEXT), min_size=1, max_size=30), n=st.integers(1, 8))
 def test_string_masks_match_reference(con: Any, values: list[str | None], n: int) -> None:
     for mask in (MaskSpec("show_first", POS, n=n), MaskSpec("show_last", POS, n=n), MaskSpec("redact", POS),
@@ -69,7 +69,7 @@ def test_keyed_hash_of_integers(con: Any, values: list[int]) -> None:
     assert run_duckdb(con, mask, "long", values, PADS) == [reference(mask, v, "long", PADS) for v in values]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(values=st.lists(st.one_of(st.none(), st.integers(-(10**12), 10**12)), min_size=1, max_size=30),
        width=st.integers(1, 10**6))
 def test_bucket_on_integers(con: Any, values: list[int | None], width: int) -> None:
@@ -78,7 +78,7 @@ def test_bucket_on_integers(con: Any, values: list[int | None], width: int) -> N
         assert run_duckdb(con, mask, col_type, values) == [reference(mask, v, col_type) for v in values]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(values=st.lists(st.decimals(min_value=-(10**7), max_value=10**7, places=2, allow_nan=False),
                        min_size=1, max_size=30), width=st.integers(1, 10**4))
 def test_bucket_on_decimals(con: Any, values: list[Decimal], width: int) -> None:
@@ -86,7 +86,7 @@ def test_bucket_on_decimals(con: Any, values: list[Decimal], width: int) -> None
     assert run_duckdb(con, mask, "decimal(10,2)", values) == [reference(mask, v, "decimal(10,2)") for v in values]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(values=st.lists(st.floats(-1e12, 1e12, allow_nan=False), min_size=1, max_size=30),
        width=st.integers(1, 10**4))
 def test_bucket_on_doubles(con: Any, values: list[float], width: int) -> None:
