@@ -71,7 +71,11 @@ def demo(app: App, rows: int, state_dir: Path | None, keep: bool, as_json: bool)
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     started = time.monotonic()
-    say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+
+    def say(message: str) -> None:
+        if not as_json:
+            click.echo(message, err=True)
+
     try:
         for i, (name, args) in enumerate(steps, 1):
             say(f"[{i}/{len(steps)}] {name} …")
