@@ -64,3 +64,10 @@ def test_version_json_free_output(capsys: pytest.CaptureFixture[str]) -> None:
 
     emit({"b": 1, "a": [2]}, as_json=True)
     assert json.loads(capsys.readouterr().out) == {"a": [2], "b": 1}
+
+
+def test_kernel_policies_and_connectors_type_check_strictly() -> None:
+    """mypy --strict on the packages pyproject.toml lists (the kernel, policies, connectors)."""
+    mypy = Path(sys.executable).parent / "mypy"
+    proc = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
