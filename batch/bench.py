@@ -89,13 +89,14 @@ def run_suite(spark: SparkSession, vendas: exp.Table, runs: int = 3, names: list
     tables = {"vendas": vendas, "products": ensure_products(spark, vendas)}
     stats = table_stats(spark, vendas)
     chosen = names or list(QUERIES)
+    totals: dict[str, int] = {}
     results = []
     for index, name in enumerate(chosen, start=1):
         if on_query is not None:
             on_query(name, index, len(chosen))
         sql = bind(QUERIES[name], tables)
-        analyze(spark, sql, name)  # warm-up: JIT, metadata caches, file system cache
-        reports = [analyze(spark, sql, name) for _ in range(runs)]
+        analyze(spark, sql, name, totals=totals)  # warm-up: JIT, metadata caches, file system cache
+        reports = [analyze(spark, sql, name, totals=totals) for _ in range(runs)]
         times = [r.seconds for r in reports]
         last = reports[-1]
         results.append({

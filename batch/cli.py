@@ -161,6 +161,16 @@ def analyze(app: Any, query: str, slow_ms: float, as_json: bool) -> None:
     emit(report.as_dict(), as_json, text)
 
 
+def _sizes(text: str | None) -> list[int]:
+    try:
+        sizes = [int(s.replace("_", "")) for s in text.split(",")] if text else []
+    except ValueError:
+        raise click.BadParameter(f"--sizes wants comma-separated row counts, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise click.BadParameter("--sizes must be positive")
+    return sizes
+
+
 @batch.command()
 @click.option("--table", "table_name", default="sales.vendas", show_default=True,
               help="Sales table to query (with --sizes: its namespace, tables vendas_<N>).")
@@ -170,13 +180,12 @@ def analyze(app: Any, query: str, slow_ms: float, as_json: bool) -> None:
 @click.option("--seed", default=42, show_default=True)
 @click.option("--out", "out_dir", default="docs/results", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Where the JSON/Markdown/SVG go.")
+@click.option("--name", "stem", default="batch-bench", show_default=True, help="Report file name stem.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON.")
 @click.pass_obj
 def bench(app: Any, table_name: str, sizes: str | None, runs: int, query_names: str | None, seed: int,
-          out_dir: Path, as_json: bool) -> None:
+          out_dir: Path, stem: str, as_json: bool) -> None:
     """Ten analyst queries: warm medians and files read vs total, written as JSON + Markdown + SVG."""
-    import sys
-
     from sqlglot import exp
 
     from batch.bench import QUERIES, environment, run_suite
@@ -193,7 +202,7 @@ def bench(app: Any, table_name: str, sizes: str | None, runs: int, query_names: 
     spark = spark_for(app.settings)
     targets: list[exp.Table] = []
     with spark_errors("benchmark"):
-        for size in [int(s) for s in sizes.split(",")] if sizes else []:
+        for size in _sizes(sizes):
             table = base.copy()
             table.set("this", exp.to_identifier(f"vendas_{size}"))
             have = table_stats(spark, table).records if table_exists(spark, table) else 0
@@ -207,10 +216,10 @@ def bench(app: Any, table_name: str, sizes: str | None, runs: int, query_names: 
                 click.echo(f"[{table.name}] query {i}/{n}: {name}", err=True)
 
             results.append(run_suite(spark, table, runs, names, note))
-    payload = {"runs": runs, "environment": environment(spark), "results": results,
-               "command": "icetide " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("icetide")
-               else f"icetide batch bench --table {table_name}" + (f" --sizes {sizes}" if sizes else "")}
-    paths = write_report(payload, out_dir)
+    command = f"icetide batch bench --table {table_name} --runs {runs} --out {out_dir}"
+    command += (f" --sizes {sizes}" if sizes else "") + (f" --queries {query_names}" if query_names else "")
+    payload = {"runs": runs, "environment": environment(spark), "results": results, "command": command}
+    paths = write_report(payload, out_dir, stem)
     payload["files"] = paths
     text = "\n".join(
         f"{r['table']}: {r['records']:,} rows, {r['data_files']} files, avg warm median {r['avg_median_s']:.3f} s"

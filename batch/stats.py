@@ -156,14 +156,21 @@ def live_data_files(spark: SparkSession, name: str) -> int:
 
 
 def analyze(spark: SparkSession, sql: str, name: str = "query", slow_seconds: float | None = None,
-            log_path: Path | None = None) -> QueryReport:
-    """Run `sql` to completion, time it, read its pruning; log it to `log_path` if slower than the limit."""
+            log_path: Path | None = None, totals: dict[str, int] | None = None) -> QueryReport:
+    """Run `sql` to completion, time it, read its pruning; log it to `log_path` if slower than the limit.
+
+    `totals` caches each table's live data-file count across calls (the benchmark runs each query
+    several times against unchanged tables; counting files is a Spark job of its own).
+    """
     start = time.perf_counter()
     frame = spark.sql(sql)
     rows = len(frame.collect())
     seconds = time.perf_counter() - start
     scanned, tables = _iceberg_scans(frame._jdf.queryExecution().executedPlan())
-    total = sum(live_data_files(spark, t) for t in sorted(tables))
+    cache = totals if totals is not None else {}
+    for t in tables - cache.keys():
+        cache[t] = live_data_files(spark, t)
+    total = sum(cache[t] for t in tables)
     report = QueryReport(name=name, seconds=round(seconds, 4), rows=rows, files_scanned=scanned,
                          files_total=total, tables=sorted(tables))
     if slow_seconds is not None and seconds > slow_seconds:
