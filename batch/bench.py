@@ -90,7 +90,7 @@ def run_suite(spark: SparkSession, vendas: exp.Table, runs: int = 3, names: list
     stats = table_stats(spark, vendas)
     chosen = names or list(QUERIES)
     totals: dict[str, int] = {}
-    results = []
+    results: list[dict[str, Any]] = []
     for index, name in enumerate(chosen, start=1):
         if on_query is not None:
             on_query(name, index, len(chosen))

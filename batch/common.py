@@ -49,7 +49,7 @@ def table_ref(settings: Settings, name: str) -> exp.Table:
     return table
 
 
-def render(node: exp.Expression) -> str:
+def render(node: exp.Expr) -> str:
     """Spark SQL for a sqlglot node, identifiers always quoted."""
     return node.sql(dialect=DIALECT, identify=True)
 

@@ -36,29 +36,29 @@ class _Strict(BaseModel):
 
 class CompactPolicy(_Strict):
     enabled: bool = True
-    min_small_file_ratio: float = Field(0.3, ge=0, le=1)
-    min_files: int = Field(20, ge=2)
+    min_small_file_ratio: float = Field(default=0.3, ge=0, le=1)
+    min_files: int = Field(default=20, ge=2)
     small_file_mb: float = SMALL_FILE_BYTES / 2**20
     strategy: Literal["binpack", "sort", "zorder"] = "binpack"
     columns: list[str] = Field(default_factory=list)
-    target_file_mb: int = Field(128, ge=1)
+    target_file_mb: int = Field(default=128, ge=1)
 
 
 class ExpirePolicy(_Strict):
     enabled: bool = True
-    older_than_days: float = Field(7, ge=0)
-    retain_last: int = Field(5, ge=1)
+    older_than_days: float = Field(default=7, ge=0)
+    retain_last: int = Field(default=5, ge=1)
 
 
 class OrphansPolicy(_Strict):
     enabled: bool = True
-    older_than_days: float = Field(3, ge=1 / 24)
+    older_than_days: float = Field(default=3, ge=1 / 24)
     remove: bool = False  # false → report only (dry run)
 
 
 class ManifestsPolicy(_Strict):
     enabled: bool = True
-    min_manifests: int = Field(50, ge=2)
+    min_manifests: int = Field(default=50, ge=2)
 
 
 class TablePolicy(_Strict):

@@ -37,9 +37,9 @@ class StatementResult:
 
 def split_statements(text: str) -> list[str]:
     """Split a script on top-level `;` (not inside strings or comments); drop empty statements."""
+    from sqlglot import TokenType
     from sqlglot.dialects.dialect import Dialect
     from sqlglot.errors import TokenError
-    from sqlglot.tokens import TokenType
 
     try:
         tokens = Dialect.get_or_raise("spark").tokenize(text)
