@@ -94,6 +94,8 @@ def to_jsonable(value: Any) -> Any:
         return value.hex()
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "asDict"):  # a Spark Row (struct): keep field names
+        return {str(k): to_jsonable(v) for k, v in value.asDict().items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     return value

@@ -79,3 +79,12 @@ def test_format_table_aligns_numbers_right() -> None:
         "NULL |  NULL",
         "(3 rows)",
     ]
+
+
+def test_struct_rows_keep_their_field_names() -> None:
+    from pyspark.sql import Row
+
+    from batch.common import to_jsonable
+
+    value = Row(year=2025, month=Row(n=3, d=decimal.Decimal("1.50")))
+    assert to_jsonable([value]) == [{"year": 2025, "month": {"n": 3, "d": "1.50"}}]
