@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from icetide.errors import IcetideError
 from icetide.events import ChangeEvent, Source, encode_row
 
-from streaming.changes import Change, snapshot_changes
+from streaming.changes import Change, key_of, net_changes, snapshot_changes
 from streaming.files import FileRef, FileState, StateReader, applicable, diff, unpartitioned_specs
 from streaming.rows import FileReader
 
@@ -156,6 +156,22 @@ class Changelog:
         for index, snap in enumerate(self.snapshots_between(after, upto)):
             yield from self.snapshot_events(snap, skip=skip if index == 0 else 0)
 
+    def net_events(self, after: int | None, upto: int | None = None) -> list[ChangeEvent]:
+        """The net effect of (after, upto] per key: at most one event per key, carrying the source
+        of the key's last change. Holds the range's changes in memory (meant for bounded ranges)."""
+        keys = self.key_fields
+        if not keys:
+            raise ChangelogError("net changes need key fields (identifier fields or configured keys)")
+        changes: list[Change] = []
+        last: dict[str, ChangeEvent] = {}
+        for event in self.events(after, upto):
+            changes.append(Change(event.op, event.before, event.after))
+            last[key_of(event.row, keys)] = event
+        net = net_changes(changes, keys)
+        out = [(last[key_of(c.row, keys)], c) for c in net]
+        out.sort(key=lambda pair: pair[0].source.position)
+        return [ChangeEvent(c.op, c.before, c.after, event.source) for event, c in out]
+
     def snapshot_events(self, snapshot: Snapshot, skip: int = 0) -> Iterator[ChangeEvent]:
         """The events of one snapshot, ordinals 0.. in a deterministic order."""
         schema = self._schema(snapshot)
@@ -180,11 +196,14 @@ class Changelog:
                     ordinal += 1
 
     def _schema(self, snapshot: Snapshot) -> Schema:
+        return self.schema_by_id(snapshot.schema_id)
+
+    def schema_by_id(self, schema_id: int | None) -> Schema:
+        """The schema with that id (the current one when unknown)."""
         metadata = self._table.metadata
-        if snapshot.schema_id is not None:
-            for schema in metadata.schemas:
-                if schema.schema_id == snapshot.schema_id:
-                    return schema
+        for schema in metadata.schemas:
+            if schema.schema_id == schema_id:
+                return schema
         return metadata.schema()
 
     def _event(self, change: Change, snapshot: Snapshot, schema: Schema, ordinal: int) -> ChangeEvent:

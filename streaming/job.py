@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from icetide import jvm
 from icetide.events import topic_for
 
-from streaming.poller import Position, Record, TablePoller, start_position
+from streaming.poller import SCHEMA_OP, Position, Record, TablePoller, schema_topic, start_position
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -105,6 +105,7 @@ def _publish_function(options: JobOptions) -> Any:
             self.counts: dict[str, Counter[str]] = {}
             self.last: dict[str, int] = {}
             self.busy_s: dict[str, float] = {}
+            self.schema_changes: dict[str, int] = {}
             self.server = None
             if self.opts.metrics_port is not None:
                 from icetide.metrics import serve
@@ -154,8 +155,11 @@ def _publish_function(options: JobOptions) -> Any:
             moved = False
             for item in poller.poll(position, budget):
                 if isinstance(item, Record):
-                    counts[item.op] += 1
-                    self.metrics.published(table, item.op, time.time() - item.commit_ts_ms / 1000)
+                    if item.op == SCHEMA_OP:
+                        self.schema_changes[table] = self.schema_changes.get(table, 0) + 1
+                    else:
+                        counts[item.op] += 1
+                        self.metrics.published(table, item.op, time.time() - item.commit_ts_ms / 1000)
                     yield Row(item.topic, item.key, item.value)
                     continue
                 if item.snapshot_id is None and item.after is not None and item.after != position.after:
@@ -173,7 +177,8 @@ def _publish_function(options: JobOptions) -> Any:
             folder.mkdir(parents=True, exist_ok=True)
             body = {"table": table, "events": dict(self.counts.get(table, {})),
                     "last_snapshot": self.last.get(table, position.after), "position": position.to_json(),
-                    "busy_s": round(self.busy_s.get(table, 0.0), 3)}
+                    "busy_s": round(self.busy_s.get(table, 0.0), 3),
+                    "schema_changes": self.schema_changes.get(table, 0)}
             tmp = folder / f".{table}.tmp"
             tmp.write_text(json.dumps(body))
             tmp.replace(folder / f"{table}.json")
@@ -270,8 +275,8 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
 
     rows = t_env.from_data_stream(records)
     statements = t_env.create_statement_set()
-    for index, table in enumerate(tables):
-        topic = topic_for(settings.cdc.topic_prefix, *table.split(".", 1))
+    topics = [topic_for(settings.cdc.topic_prefix, *table.split(".", 1)) for table in tables]
+    for index, topic in enumerate([*topics, schema_topic(settings.cdc.topic_prefix)]):
         sink = f"{SINK_TABLE}_{index}"
         t_env.execute_sql(sink_ddl(settings, bootstrap, sink, topic, Path(options.run_dir).name))
         statements.add_insert(sink, rows.filter(col("topic") == lit(topic)).select(col("k"), col("v")))
@@ -320,7 +325,8 @@ def collect_summary(options: JobOptions, submit_s: float, duration_s: float,
         if "position" in body:
             positions[table] = body["position"]
         tables[table] = {"events": sum(body["events"].values()), "by_op": body["events"],
-                         "last_snapshot": body["last_snapshot"], "busy_s": body.get("busy_s")}
+                         "last_snapshot": body["last_snapshot"], "busy_s": body.get("busy_s"),
+                         "schema_changes": body.get("schema_changes", 0)}
     if options.once and positions:
         write_positions(options.settings, positions)
     total = sum(t["events"] for t in tables.values())

@@ -13,6 +13,7 @@ element) are taken between chunks of a large snapshot.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from streaming.changelog import Changelog
 
 
+SCHEMA_OP = "schema"  # Record.op of a schema-change record
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a table's publishing stands (JSON in Flink state)."""
@@ -31,6 +35,7 @@ class Position:
     snapshot_id: int | None = None  # snapshot in progress
     emitted: int = 0  # events of `snapshot_id` already emitted
     initial: bool = False  # `snapshot_id` is being read as an initial snapshot (op "r")
+    schema_id: int | None = None  # schema of the last change record published
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -52,6 +57,31 @@ class Record:
     snapshot_id: int
 
 
+def schema_topic(prefix: str) -> str:
+    return f"{prefix}.schema-changes"
+
+
+def schema_change(changelog: Changelog, event: ChangeEvent, previous: int | None, topic: str) -> Record:
+    """A Debezium-style schema-change record: the table's columns in the schema the next records use."""
+    schema = changelog.schema_by_id(event.source.schema_id)
+    columns = [{"name": f.name, "typeName": str(f.field_type), "optional": not f.required,
+                "position": i + 1, "fieldId": f.field_id} for i, f in enumerate(schema.fields)]
+    table_id = f"{changelog.namespace}.{changelog.name}"
+    value = {
+        "source": event.source.to_dict(),
+        "ts_ms": int(time.time() * 1000),
+        "databaseName": changelog.namespace,
+        "ddl": None,
+        "schema_id": event.source.schema_id,
+        "previous_schema_id": previous,
+        "tableChanges": [{"type": "CREATE" if previous is None else "ALTER", "id": table_id,
+                          "table": {"primaryKeyColumnNames": changelog.key_fields, "columns": columns}}],
+    }
+    key = key_to_json({"db": changelog.namespace, "table": changelog.name})
+    return Record(topic, key, json.dumps(value, separators=(",", ":")).encode(), SCHEMA_OP,
+                  event.source.commit_ts_ms, event.source.snapshot_id)
+
+
 def to_record(event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
     """Key = the row's key fields (the whole row when the table has none: identical rows share a key)."""
     key = event.key(key_fields) if key_fields else event.row
@@ -62,17 +92,19 @@ def to_record(event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
 class TablePoller:
     """Derives the records of one table from its position (see module docstring)."""
 
-    def __init__(self, changelog: Changelog, topic_prefix: str) -> None:
+    def __init__(self, changelog: Changelog, topic_prefix: str, schema_changes: bool = True) -> None:
         self.changelog = changelog
         self.topic = topic_for(topic_prefix, changelog.namespace, changelog.name)
+        self.schema_topic = schema_topic(topic_prefix) if schema_changes else None
         # a live iterator over the snapshot in progress, so chunked polls do not re-read it
         self._open: tuple[Position, Iterator[ChangeEvent]] | None = None
 
     def poll(self, position: Position, budget: int | None = None) -> Iterator[Record | Position]:
-        """Yield records, each followed by nothing, and a new `Position` whenever it advances.
+        """Yield records, and a new `Position` after each chunk and each completed snapshot.
 
-        The caller stores the last Position it saw. Stops after `budget` records (None: no
-        limit) or when the current snapshot is reached.
+        The caller stores the last Position it saw. Stops after `budget` change records (None: no
+        limit) or when the current snapshot is reached. A schema-change record precedes the first
+        change record read with a schema other than the last one published.
         """
         self.changelog.refresh()
         keys = self.changelog.key_fields
@@ -83,10 +115,13 @@ class TablePoller:
                 pending = self.changelog.snapshots_between(position.after, target)
                 if not pending:
                     return
-                position = Position(position.after, pending[0].snapshot_id, 0)
+                position = replace(position, snapshot_id=pending[0].snapshot_id, emitted=0, initial=False)
             events = self._events(position)
             exhausted = True
             for event in events:
+                if self.schema_topic is not None and event.source.schema_id != position.schema_id:
+                    yield schema_change(self.changelog, event, position.schema_id, self.schema_topic)
+                    position = replace(position, schema_id=event.source.schema_id)
                 yield to_record(event, self.topic, keys)
                 position = replace(position, emitted=position.emitted + 1)
                 count += 1
@@ -98,7 +133,7 @@ class TablePoller:
                 yield position
                 return
             self._open = None
-            position = Position(position.snapshot_id)
+            position = Position(position.snapshot_id, schema_id=position.schema_id)
             yield position
 
     def _events(self, position: Position) -> Iterator[ChangeEvent]:

@@ -75,14 +75,29 @@ def test_cdc_run_once_publishes_the_changelog(spark: Any, base_settings: Any, ka
         per_key[m.key()].append(from_json(m.value()).source.position)
     assert all(p == sorted(p) for p in per_key.values())
 
-    # a second run resumes after the last published snapshot: only the new changes
-    spark.sql(f"UPDATE {table} SET produto = 'novo' WHERE id = 20")
+    namespace, name = table.split(".")
+    schema_key = key_to_json({"db": namespace, "table": name})
+    changes = [json.loads(m.value()) for m in consume_all(kafka_bootstrap, "icetide.schema-changes", 30)
+               if m.key() == schema_key]
+    assert [c["tableChanges"][0]["type"] for c in changes] == ["CREATE"]
+
+    # a second run resumes after the last published snapshot: only the new changes, and a
+    # schema-change record before the first record in the new schema
+    spark.sql(f"ALTER TABLE {table} ADD COLUMN canal STRING")
+    spark.sql(f"UPDATE {table} SET produto = 'novo', canal = 'web' WHERE id = 20")
     second = cdc_run(session_dir, "--tables", table)
     assert second["events"] == 1 and second["tables"][table]["by_op"] == {"u": 1}
+    assert second["tables"][table]["schema_changes"] == 1
     again = consume_all(kafka_bootstrap, topic, timeout_s=30)
     assert len(again) == len(messages) + 1
     last = from_json(max(again, key=lambda m: from_json(m.value()).source.position).value())
     assert last.op == "u" and last.after is not None and last.after["produto"] == "novo"
+    assert last.after["canal"] == "web"
+    changes = [json.loads(m.value()) for m in consume_all(kafka_bootstrap, "icetide.schema-changes", 30)
+               if m.key() == schema_key]
+    assert [c["tableChanges"][0]["type"] for c in changes] == ["CREATE", "ALTER"]
+    assert changes[1]["schema_id"] == last.source.schema_id != changes[0]["schema_id"]
+    assert "canal" in [c["name"] for c in changes[1]["tableChanges"][0]["table"]["columns"]]
 
 
 def to_value(event: Any) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from icetide.events import ChangeEvent, Source, from_json
 from streaming.metrics import CdcMetrics
-from streaming.poller import Position, Record, TablePoller
+from streaming.poller import SCHEMA_OP, Position, Record, TablePoller
 
 pytestmark = pytest.mark.unit
 
@@ -24,13 +25,33 @@ class Snap:
     size: int
 
 
+@dataclass
+class Field:
+    name: str
+    field_type: str
+    required: bool
+    field_id: int
+
+
+@dataclass
+class Schema:
+    schema_id: int
+    fields: list[Field]
+
+
 class FakeChangelog:
-    """Snapshots 1..n in a chain; snapshot s has `sizes[s-1]` insert events."""
+    """Snapshots 1..n in a chain; snapshot s has `sizes[s-1]` insert events; from snapshot
+    `evolve_at` on, events use schema 1 (a column added), before it schema 0."""
 
     namespace, name, key_fields = "sales", "vendas", ["id"]
 
-    def __init__(self, sizes: list[int]) -> None:
+    def __init__(self, sizes: list[int], evolve_at: int = 10**9) -> None:
         self.snaps = [Snap(i + 1, i or None, n) for i, n in enumerate(sizes)]
+        self.evolve_at = evolve_at
+
+    def schema_by_id(self, schema_id: int) -> Schema:
+        fields = [Field("id", "long", True, 1), Field("v", "string", False, 2)]
+        return Schema(schema_id, fields[: 1 + schema_id])
 
     def refresh(self) -> None:
         pass
@@ -47,7 +68,8 @@ class FakeChangelog:
 
     def snapshot_events(self, snap: Snap, skip: int = 0) -> Iterator[ChangeEvent]:
         for ordinal in range(skip, snap.size):
-            source = Source("lake", "sales", "vendas", snap.snapshot_id, snap.snapshot_id, 1000, ordinal)
+            schema = int(snap.snapshot_id >= self.evolve_at)
+            source = Source("lake", "sales", "vendas", snap.snapshot_id, snap.snapshot_id, 1000, ordinal, schema)
             yield ChangeEvent("c", None, {"id": snap.snapshot_id * 100 + ordinal}, source)
 
     def initial_events(self, snapshot_id: int, skip: int = 0) -> Iterator[ChangeEvent]:
@@ -67,14 +89,15 @@ def drain(poller: TablePoller, position: Position, budget: int | None) -> tuple[
 
 
 def positions_of(records: list[Record]) -> list[tuple[int, int]]:
-    return [from_json(r.value).source.position for r in records]
+    return [from_json(r.value).source.position for r in records if r.op != SCHEMA_OP]
 
 
-@given(st.lists(st.integers(0, 7), max_size=5), st.integers(1, 5), st.integers(0, 3))
-def test_chunked_polls_and_restarts_publish_every_event_once(sizes: list[int], budget: int, restarts: int) -> None:
+@given(st.lists(st.integers(0, 7), max_size=5), st.integers(1, 5), st.integers(0, 3), st.integers(1, 6))
+def test_chunked_polls_and_restarts_publish_every_event_once(sizes: list[int], budget: int, restarts: int,
+                                                             evolve_at: int) -> None:
     """Polling with a budget, and restarting from the stored position with a fresh poller (as after
-    a Flink restore), yields the same events, once each, in order, as one unbounded poll."""
-    changelog: Any = FakeChangelog(sizes)
+    a Flink restore), yields the same records, once each, in order, as one unbounded poll."""
+    changelog: Any = FakeChangelog(sizes, evolve_at)
     everything, final = drain(TablePoller(changelog, "icetide"), Position(None), None)
     poller = TablePoller(changelog, "icetide")
     position, got = Position(None), []
@@ -86,22 +109,36 @@ def test_chunked_polls_and_restarts_publish_every_event_once(sizes: list[int], b
         if not records:
             break
     assert positions_of(got) == positions_of(everything)
-    assert position == final == Position(changelog.current_snapshot_id)
+    assert [r.op for r in got] == [r.op for r in everything]
+    assert position == final and position.after == changelog.current_snapshot_id
+
+
+def test_a_schema_change_precedes_the_first_record_in_a_new_schema() -> None:
+    changelog: Any = FakeChangelog([1, 1, 1], evolve_at=2)
+    records, position = drain(TablePoller(changelog, "pfx"), Position(None), None)
+    assert [r.op for r in records] == [SCHEMA_OP, "c", SCHEMA_OP, "c", "c"]
+    first, second = (json.loads(r.value) for r in records if r.op == SCHEMA_OP)
+    assert records[0].topic == "pfx.schema-changes" and records[0].key == b'{"db":"sales","table":"vendas"}'
+    assert (first["tableChanges"][0]["type"], second["tableChanges"][0]["type"]) == ("CREATE", "ALTER")
+    assert [c["name"] for c in second["tableChanges"][0]["table"]["columns"]] == ["id", "v"]
+    assert (second["previous_schema_id"], second["schema_id"], position.schema_id) == (0, 1, 1)
+    assert second["source"]["snapshot_id"] == 2
 
 
 def test_records_are_keyed_by_the_row_key_and_go_to_the_table_topic() -> None:
     changelog: Any = FakeChangelog([2])
-    records, position = drain(TablePoller(changelog, "pfx"), Position(None), None)
+    records, position = drain(TablePoller(changelog, "pfx", schema_changes=False), Position(None), None)
     assert [(r.topic, r.key) for r in records] == [("pfx.sales.vendas", b'{"id":100}'),
                                                    ("pfx.sales.vendas", b'{"id":101}')]
-    assert position == Position(after=1)
+    assert position == Position(after=1, schema_id=None)
 
 
 def test_initial_snapshot_then_stream() -> None:
     changelog: Any = FakeChangelog([1, 2])
-    records, position = drain(TablePoller(changelog, "i"), Position(after=1, snapshot_id=1, initial=True), 2)
+    start = Position(after=1, snapshot_id=1, initial=True)
+    records, position = drain(TablePoller(changelog, "i", schema_changes=False), start, 2)
     assert [r.op for r in records] == ["r", "r"] and position == Position(1, 1, 2, True)
-    records, position = drain(TablePoller(changelog, "i"), position, None)
+    records, position = drain(TablePoller(changelog, "i", schema_changes=False), position, None)
     assert [r.op for r in records] == ["r", "c", "c"] and position == Position(after=2)
 
 
