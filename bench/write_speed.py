@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,14 +41,14 @@ def measure(rows: int, seed: int, workdir: Path) -> dict[str, Any]:
     spark = spark_session(settings)
     table = table_ref(settings, f"bench.vendas_write_{rows}")
     # Warm the JVM and the catalog with a tiny write so the timing is of writing, not of start-up.
-    generate(spark, table_ref(settings, "bench.warmup"), rows=1000, seed=seed)
+    generate(spark, table_ref(settings, f"bench.warmup_{rows}"), rows=1000, seed=seed)
 
     result = generate(spark, table, rows=rows, seed=seed)
     icetide_s = result.seconds
 
     start = time.perf_counter()
     (vendas_rows(spark, rows, 1, seed).repartition("year", "month").write
-     .partitionBy("year", "month").option("compression", "zstd").parquet(str(workdir / "spark-parquet")))
+     .partitionBy("year", "month").option("compression", "zstd").parquet(str(workdir / f"spark-parquet-{rows}")))
     spark_parquet_s = time.perf_counter() - start
 
     paths = [urlparse(r[0]).path for r in spark.sql(
@@ -55,7 +56,7 @@ def measure(rows: int, seed: int, workdir: Path) -> dict[str, Any]:
     arrow_table = ds.dataset(paths, format="parquet").to_table()
     assert arrow_table.num_rows == rows
     start = time.perf_counter()
-    pq.write_to_dataset(arrow_table, root_path=str(workdir / "arrow-parquet"),
+    pq.write_to_dataset(arrow_table, root_path=str(workdir / f"arrow-parquet-{rows}"),
                         partition_cols=["year", "month"], compression="zstd")
     arrow_s = time.perf_counter() - start
     del arrow_table
@@ -64,15 +65,15 @@ def measure(rows: int, seed: int, workdir: Path) -> dict[str, Any]:
         return sum(f.stat().st_size for f in path.rglob("*.parquet"))
 
     iceberg_bytes = sum(f.stat().st_size for f in (workdir / "state" / "warehouse" / "bench").rglob(
-        "vendas_write_*/data/**/*.parquet"))
+        f"vendas_write_{rows}/data/**/*.parquet"))
     return {
         "rows": rows,
         "icetide": {"seconds": round(icetide_s, 3), "rows_per_s": round(rows / icetide_s),
                     "bytes": iceberg_bytes, "snapshot_id": result.snapshot_id},
         "spark_parquet": {"seconds": round(spark_parquet_s, 3), "rows_per_s": round(rows / spark_parquet_s),
-                          "bytes": size(workdir / "spark-parquet")},
+                          "bytes": size(workdir / f"spark-parquet-{rows}")},
         "pyarrow_parquet": {"seconds": round(arrow_s, 3), "rows_per_s": round(rows / arrow_s),
-                            "bytes": size(workdir / "arrow-parquet"), "note": "write only, rows in memory"},
+                            "bytes": size(workdir / f"arrow-parquet-{rows}"), "note": "write only, rows in memory"},
         "ratio_vs_spark_parquet": round(icetide_s / spark_parquet_s, 2),
         "ratio_vs_pyarrow": round(icetide_s / arrow_s, 2),
     }
@@ -85,12 +86,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="Also write the JSON here.")
     args = parser.parse_args()
     runs = []
-    for rows in args.rows or [1_000_000]:
-        workdir = Path(tempfile.mkdtemp(prefix=f"icetide-write-{rows}-"))
-        try:
+    # One state directory for the whole process: the Spark session (and its catalog) is built once.
+    workdir = Path(tempfile.mkdtemp(prefix="icetide-write-"))
+    try:
+        for rows in args.rows or [1_000_000]:
             runs.append(measure(rows, args.seed, workdir))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     from pyspark.sql import SparkSession
 
     spark = SparkSession.getActiveSession()
