@@ -177,8 +177,14 @@ def _table_environment(settings: Settings) -> Any:
     """A streaming TableEnvironment with the Flink jars.
 
     The Iceberg catalog needs the Hadoop classes on the gateway's own classpath (PyFlink's
-    launcher adds `$HADOOP_CLASSPATH`). PyFlink's default log4j config sends Hadoop's INFO lines
-    to stdout, which would corrupt `--json`: the gateway logs to `<state_dir>/mirror/flink.log`.
+    launcher adds `$HADOOP_CLASSPATH`). Known and benign: the SQLite driver, loaded child-first by
+    the job's classloader, is not yet registered with `DriverManager` on its first use, so the
+    Iceberg committer's first connection fails ("No suitable driver found") and Flink restarts
+    the job once (about 1 s; the mirror is an upsert, so the replay is idempotent). Loading the
+    driver parent-first instead makes the job's commits fail with SQLITE_BUSY against the
+    client-side catalog's connection in the same JVM, so that is not done.
+    PyFlink's default log4j config sends Hadoop's INFO lines to stdout, which would corrupt
+    `--json`: the gateway logs to `<state_dir>/mirror/flink.log` instead.
     """
     os.environ["JAVA_HOME"] = str(jvm.java_home())
     os.environ.setdefault("HADOOP_CLASSPATH",
@@ -197,6 +203,10 @@ def _table_environment(settings: Settings) -> Any:
     for key, value in flink_config(settings, checkpoints, None).items():
         config.set_string(key, value)
     config.set_string("pipeline.name", "icetide-mirror")
+    # a bounded proof must fail with Flink's error (e.g. a parse error), not retry forever
+    config.set_string("restart-strategy.type", "fixed-delay")
+    config.set_string("restart-strategy.fixed-delay.attempts", "3")
+    config.set_string("restart-strategy.fixed-delay.delay", "1 s")
     environment = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
     return TableEnvironment.create(environment)
 
