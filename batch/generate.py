@@ -98,33 +98,47 @@ def _pick(hashed: Column, choices: tuple[str, ...]) -> Column:
 
 
 def vendas_rows(spark: SparkSession, rows: int, first_id: int, seed: int) -> DataFrame:
-    """`rows` sales rows with ids first_id…first_id+rows-1; every value derived from (seed, id)."""
+    """`rows` sales rows with ids first_id…first_id+rows-1; every value derived from (seed, id).
+
+    Two 64-bit hashes per row are sliced into bit fields (cheap shifts and masks), and strings are
+    built with concat/lpad rather than format_string (Java's String.format is slow per row).
+    """
     from pyspark.sql import functions as F
 
-    def h(k: int) -> Column:
-        return F.abs(F.xxhash64(F.col("sale_id"), F.lit(seed), F.lit(k)))
+    def bits(column: str, shift: int, width: int, below: int) -> Column:
+        """A uniform integer in [0, below) from `width` bits of a hash column: (bits × below) >> width."""
+        raw = F.shiftright(F.col(column), shift).bitwiseAND(F.lit((1 << width) - 1))
+        return F.shiftright(raw * F.lit(below), width)
 
-    base = spark.range(first_id, first_id + rows).withColumnRenamed("id", "sale_id")
     start = calendar.timegm((YEAR, 1, 1, 0, 0, 0))  # UTC midnight, January 1st
     seconds_in_year = 365 * 24 * 3600
-    ts = F.timestamp_seconds(F.lit(start) + F.pmod(h(1), F.lit(seconds_in_year)))
+    hashed = spark.range(first_id, first_id + rows).select(
+        F.col("id").alias("sale_id"),
+        F.xxhash64(F.col("id"), F.lit(seed)).alias("_a"),
+        F.xxhash64(F.col("id"), F.lit(seed), F.lit(1)).alias("_b"),
+    )
+    ts = F.timestamp_seconds(F.lit(start) + bits("_a", 0, 25, seconds_in_year))
     # Skewed products: the square of a uniform value favours low product numbers (top sellers).
-    uniform = F.pmod(h(3), F.lit(1_000_000)) / F.lit(1_000_000.0)
+    uniform = bits("_b", 0, 20, 1 << 20) / F.lit(float(1 << 20))
     product_no = (uniform * uniform * F.lit(PRODUCTS)).cast("int") + F.lit(1)
-    price = (F.pmod(h(4), F.lit(99_900)) + F.lit(100)).cast("decimal(12,0)") / F.lit(100)
-    quantity = (F.pmod(h(5), F.lit(20)) + F.lit(1)).cast("int")
-    frame = base.select(
+    cents = bits("_b", 20, 17, 99_900) + F.lit(100)
+    quantity = (bits("_a", 35, 8, 20) + F.lit(1)).cast("int")
+    customer = bits("_a", 43, 16, CUSTOMERS)
+    staged = hashed.select(
         F.col("sale_id"),
         ts.alias("sale_ts"),
-        F.year(ts).alias("year"),
-        F.month(ts).alias("month"),
-        _pick(h(2), REGIONS).alias("region"),
-        F.format_string("PROD_%03d", product_no).alias("product"),
-        F.format_string("customer%05d@example.com", F.pmod(h(6), F.lit(CUSTOMERS))).alias("customer_email"),
-        price.cast("decimal(10,2)").alias("price"),
+        _pick(bits("_a", 25, 2, 4), REGIONS).alias("region"),
+        F.concat(F.lit("PROD_"), F.lpad(product_no.cast("string"), 3, "0")).alias("product"),
+        F.concat(F.lit("customer"), F.lpad(customer.cast("string"), 5, "0"), F.lit("@example.com"))
+        .alias("customer_email"),
+        (cents.cast("decimal(12,0)") / F.lit(100)).cast("decimal(10,2)").alias("price"),
         quantity.alias("quantity"),
-        _pick(h(7), CHANNELS).alias("channel"),
-        (price * quantity).cast("decimal(12,2)").alias("amount"),
+        _pick(bits("_a", 27, 8, 3), CHANNELS).alias("channel"),
+    )
+    frame = staged.select(
+        "sale_id", "sale_ts", F.year("sale_ts").alias("year"), F.month("sale_ts").alias("month"),
+        "region", "product", "customer_email", "price", "quantity", "channel",
+        (F.col("price") * F.col("quantity")).cast("decimal(12,2)").alias("amount"),
     )
     return frame
 
