@@ -23,7 +23,7 @@ from tests.integration.test_streaming_job import cdc_run
 
 pytestmark = pytest.mark.integration
 
-COLUMNS = ["id", "produto", "valor", "data_venda", "criado", "local_ts", "ativo", "nota"]
+COLUMNS = ["id", "produto", "valor", "data_venda", "criado", "local_ts", "ativo", "nota", "bruto", "extra"]
 
 
 def run_mirror_command(state_dir: Path, table: str) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def run_mirror_command(state_dir: Path, table: str) -> dict[str, Any]:
 
 def table_digest(spark: Any, table: str) -> Any:
     spark.sql(f"REFRESH TABLE {table}")
-    rows = [row.asDict() for row in spark.table(table).select(*COLUMNS).collect()]
+    rows = [row.asDict(recursive=True) for row in spark.table(table).select(*COLUMNS).collect()]
     return digest(rows, COLUMNS)
 
 
@@ -46,7 +46,8 @@ def test_flink_debezium_json_mirror_equals_source(spark: Any, base_settings: Any
                                                   session_dir: Path) -> None:
     table = fresh_table_name("espelho")
     spark.sql(f"CREATE TABLE {table} (id BIGINT NOT NULL, produto STRING, valor DECIMAL(12,2), "
-              "data_venda DATE, criado TIMESTAMP, local_ts TIMESTAMP_NTZ, ativo BOOLEAN, nota DOUBLE) "
+              "data_venda DATE, criado TIMESTAMP, local_ts TIMESTAMP_NTZ, ativo BOOLEAN, nota DOUBLE, "
+              "bruto BINARY, extra STRUCT<tags: ARRAY<STRING>, peso: DECIMAL(6,3)>) "
               "USING iceberg PARTITIONED BY (bucket(4, id)) TBLPROPERTIES ('format-version'='2', "
               "'write.delete.mode'='merge-on-read', 'write.update.mode'='merge-on-read', "
               "'write.merge.mode'='merge-on-read')")
@@ -55,7 +56,9 @@ def test_flink_debezium_json_mirror_equals_source(spark: Any, base_settings: Any
               "CAST(id AS DECIMAL(12,2)) / 4 - 20, date_add(DATE'2024-01-01', CAST(id % 300 AS INT)), "
               "TIMESTAMP'2024-03-01 12:00:00.123456' + make_interval(0, 0, 0, 0, 0, 0, id), "
               "TIMESTAMP_NTZ'2024-03-01 00:00:00' + make_interval(0, 0, 0, CAST(id AS INT), 0, 0, 0), "
-              "id % 2 = 0, id / 3.0 FROM range(300)")
+              "id % 2 = 0, id / 3.0, unhex(hex(id * 7919)), "
+              "named_struct('tags', array('a', CAST(id AS STRING)), 'peso', CAST(id AS DECIMAL(6,3)) / 8) "
+              "FROM range(300)")
     # merge-on-read: position deletes
     spark.sql(f"UPDATE {table} SET valor = valor + 1.5, produto = 'atualizado' WHERE id < 40")
     spark.sql(f"DELETE FROM {table} WHERE id BETWEEN 40 AND 59")
@@ -66,9 +69,9 @@ def test_flink_debezium_json_mirror_equals_source(spark: Any, base_settings: Any
     spark.sql(f"DELETE FROM {table} WHERE id >= 280")
     spark.sql(f"MERGE INTO {table} t USING (SELECT id FROM range(270, 300)) s ON t.id = s.id "
               "WHEN MATCHED THEN UPDATE SET produto = 'merge' "
-              "WHEN NOT MATCHED THEN INSERT (id, produto, valor, data_venda, criado, local_ts, ativo, nota) "
+              "WHEN NOT MATCHED THEN INSERT (id, produto, valor, data_venda, criado, local_ts, ativo, nota, bruto) "
               "VALUES (s.id, 'novo', 1.25, DATE'2025-02-28', TIMESTAMP'2025-02-28 23:59:59.999999', "
-              "TIMESTAMP_NTZ'2025-02-28 23:59:59', true, 0.5)")
+              "TIMESTAMP_NTZ'2025-02-28 23:59:59', true, 0.5, X'00FF')")
 
     published = cdc_run(session_dir, "--tables", table)
     assert {"c", "u", "d"} <= set(published["tables"][table]["by_op"])
