@@ -126,6 +126,9 @@ def test_expire_and_orphans_never_remove_live_files_under_a_concurrent_writer(
 
     dry = run_json(["orphans", "--table", f"{table.db}.{table.name}"], base_settings)
     assert dry["dry_run"] and dry["files"] == 0
+    manifests = run_json(["manifests", "--table", f"{table.db}.{table.name}"], base_settings)
+    assert manifests["manifests_after"] <= manifests["manifests_before"]
+    assert spark.table(render(table)).count() == 240
 
 
 def test_policy_run_compacts_fragmented_tables(spark: SparkSession, base_settings: Settings,
