@@ -52,8 +52,12 @@ test-unit: setup  ## only the unit tier (no JVM, seconds)
 demo: setup  ## the main job end to end on the embedded stack
 	$(BIN)/icetide demo
 
-bench: setup  ## benchmarks (JSON into bench/results/)
-	$(BIN)/python -m bench
+bench: setup  ## every benchmark at its default size (JSON on stdout; reports in docs/results/)
+	$(BIN)/python bench/write_speed.py --rows 1000000
+	$(BIN)/python bench/compaction.py
+	ICETIDE__STACK__STATE_DIR=$(abspath .state/bench) $(BIN)/icetide batch bench --sizes 100000,500000,1000000 --table bench.vendas --json
+	$(BIN)/python bench/policy_compile.py
+	$(BIN)/python bench/policy_view_overhead.py
 
 lint: setup  ## ruff + mypy
 	$(BIN)/ruff check .
