@@ -108,7 +108,12 @@ def plan_mirror(settings: Settings, table: str, mirror: str | None = None,
     target = mirror or f"{namespace}.{name}_mirror"
     if target.count(".") != 1:
         raise ConfigError(f"mirror {target!r}: expected namespace.table")
-    schema = pyiceberg_catalog(settings).load_table(table).schema()
+    from pyiceberg.exceptions import NoSuchTableError
+
+    try:
+        schema = pyiceberg_catalog(settings).load_table(table).schema()
+    except NoSuchTableError:
+        raise ConfigError(f"table {table} not found in catalog {settings.catalog.name!r}") from None
     columns = [Column(f.name, _nullable(flink_type(f.field_type), f.required)) for f in schema.fields]
     chosen = key or [schema.find_column_name(i) or "" for i in schema.identifier_field_ids]
     if not chosen:
