@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pyiceberg.table.snapshots import Snapshot
 
 DATA, POSITION_DELETES, EQUALITY_DELETES = 0, 1, 2
+MANIFEST_CACHE_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,13 @@ class StateReader:
         return state
 
     def _manifest_refs(self, manifest: Any) -> list[FileRef]:
-        cached = self._manifest_cache.get(manifest.manifest_path)
+        """Manifests are immutable: cache their entries by path (bounded, oldest out first)."""
+        cached = self._manifest_cache.pop(manifest.manifest_path, None)
         if cached is None:
             cached = [_ref(entry) for entry in manifest.fetch_manifest_entry(self._io, discard_deleted=True)]
-            self._manifest_cache[manifest.manifest_path] = cached
+            if len(self._manifest_cache) >= MANIFEST_CACHE_SIZE:
+                self._manifest_cache.pop(next(iter(self._manifest_cache)))
+        self._manifest_cache[manifest.manifest_path] = cached  # (re)inserted last: most recently used
         return cached
 
 

@@ -82,11 +82,13 @@ def test_cdc_run_once_publishes_the_changelog(spark: Any, base_settings: Any, ka
     assert [c["tableChanges"][0]["type"] for c in changes] == ["CREATE"]
 
     # a second run resumes after the last published snapshot: only the new changes, and a
-    # schema-change record before the first record in the new schema
+    # schema-change record before the first record in the new schema; this run writes in Kafka
+    # transactions, and consume_all reads read_committed: the records are there once committed
     spark.sql(f"ALTER TABLE {table} ADD COLUMN canal STRING")
     spark.sql(f"UPDATE {table} SET produto = 'novo', canal = 'web' WHERE id = 20")
-    second = cdc_run(session_dir, "--tables", table)
+    second = cdc_run(session_dir, "--tables", table, "--delivery", "exactly-once")  # Kafka transactions
     assert second["events"] == 1 and second["tables"][table]["by_op"] == {"u": 1}
+    assert second["delivery"] == "exactly-once"
     assert second["tables"][table]["schema_changes"] == 1
     again = consume_all(kafka_bootstrap, topic, timeout_s=30)
     assert len(again) == len(messages) + 1
