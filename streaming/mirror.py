@@ -31,7 +31,7 @@ from icetide.catalog import flink_catalog_ddl, pyiceberg_catalog
 from icetide.errors import ConfigError
 from icetide.events import topic_for
 
-from streaming.job import flink_config
+from streaming.job import _wait_interruptibly, flink_config
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -231,7 +231,10 @@ def run_mirror(settings: Settings, table: str, bootstrap: str, mirror: str | Non
     t_env.execute_sql(mirror_ddl(settings, plan))
     submitted = time.monotonic()
     result = t_env.execute_sql(insert_sql(settings, plan))
-    result.wait()
+    if bounded:
+        result.wait()
+    else:
+        _wait_interruptibly(result)  # --follow: SIGINT/SIGTERM cancel the job
     ended = time.monotonic()
     current = pyiceberg_catalog(settings).load_table(plan.mirror).current_snapshot()
     return {
