@@ -91,6 +91,8 @@ CDC_COMMANDS: dict[str, tuple[str, str]] = {
     "apply": ("connectors.cli:apply", "Consume change events and apply them downstream."),
     "status": ("connectors.cli:status", "Show the applied position per table and partition."),
     "verify": ("connectors.cli:verify", "Compare the downstream copy with the Iceberg table (rows, checksum)."),
+    "mirror": ("streaming.mirror_cli:mirror",
+               "Mirror a change topic into an Iceberg table with stock Flink SQL (debezium-json)."),
 }
 
 
