@@ -13,13 +13,14 @@ partition. Delivery is at-least-once (Flink flushes on checkpoints) or exactly-o
 transactions committed with each checkpoint).
 
 Positions survive restarts two ways: continuous runs keep retained checkpoints under
-`<state_dir>/cdc/checkpoints` and restore the newest one; a finished `--once` run stores its final
+`<state_dir>/cdc/checkpoints/<id of the table set>` and restore the newest one; a finished `--once` run stores its final
 positions in `<state_dir>/cdc/positions.json`, which seeds the next run (`--reset` ignores both).
 Counters are written by the worker to `<run dir>/summary/<table>.json` for `--json`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -247,7 +248,9 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
-    checkpoints = cdc_dir(settings) / "checkpoints"
+    # one checkpoint folder per set of tables: a job restores only a checkpoint of the same job
+    tables_id = hashlib.sha1(",".join(sorted(options.tables)).encode()).hexdigest()[:12]
+    checkpoints = cdc_dir(settings) / "checkpoints" / tables_id
     restore = None if options.once else latest_checkpoint(checkpoints)
     config = Configuration()
     for key, value in flink_config(settings, checkpoints, restore).items():
