@@ -14,7 +14,6 @@ already running from the same state dir is reused.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -30,6 +29,7 @@ from typing import Any
 
 from icetide import jvm
 from icetide.errors import SetupError, StackError
+from icetide.process import live_pid, log_tail, stop_group
 
 RUNNER_NAME = "apicurio-registry-runner.jar"
 CCOMPAT_PATH = "/apis/ccompat/v7"
@@ -77,11 +77,6 @@ def answers(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    if not path.is_file() or not path.stat().st_size:
-        return "(no registry output)"
-    text = path.read_text(errors="replace").splitlines()[-lines:]
-    return f"--- {path} (last {len(text)} lines)\n" + "\n".join(text)
 
 
 class Registry:
@@ -106,7 +101,7 @@ class Registry:
             if port and self._wait_ready(self._url(port), lambda: not self._pid_is_ours(pid)):
                 return self.status()
             raise StackError(f"a schema registry (pid {pid}) runs from {self.home} but does not answer: "
-                             "stop it and start again\n" + _tail(self.log_file))
+                             "stop it and start again\n" + self._output())
         jar = runner_jar()
         self.home.mkdir(parents=True, exist_ok=True)
         port = _free_port(self.host)
@@ -125,7 +120,7 @@ class Registry:
         try:
             if not self._wait_ready(self._url(port), lambda: proc.poll() is not None):
                 raise StackError(f"the schema registry did not answer on {self._url(port)} within "
-                                 f"{self.start_timeout_s:.0f}s\n" + _tail(self.log_file))
+                                 f"{self.start_timeout_s:.0f}s\n" + self._output())
         except BaseException:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -139,16 +134,7 @@ class Registry:
         pid = self._live_pid()
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while self._pid_is_ours(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if self._pid_is_ours(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            while self._pid_is_ours(pid):
-                time.sleep(0.1)
+        stop_group(pid, self._pid_is_ours, STOP_TIMEOUT_S)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -184,15 +170,11 @@ class Registry:
             return False
         return state != "Z" and any(arg.endswith(RUNNER_NAME.encode()) for arg in cmdline) and cwd == str(self.home)
 
+    def _output(self) -> str:
+        return log_tail(self.log_file, lines=30, empty="(no registry output)")
+
     def _live_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        if self._pid_is_ours(pid):
-            return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
+        return live_pid(self.pid_file, self._pid_is_ours)
 
     def _read_port(self) -> int | None:
         try:
@@ -204,7 +186,7 @@ class Registry:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if exited():
-                raise StackError("the schema registry exited during start-up\n" + _tail(self.log_file))
+                raise StackError("the schema registry exited during start-up\n" + self._output())
             if answers(url):
                 return True
             time.sleep(0.3)

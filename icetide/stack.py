@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from icetide import jvm
 from icetide.broker_config import cluster_id, log4j2_config, server_properties
 from icetide.errors import StackError
+from icetide.process import live_pid, log_tail, stop_group
 from icetide.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,13 +116,6 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     return True
 
 
-def _tail(paths: list[Path], lines: int = 25) -> str:
-    chunks = []
-    for path in paths:
-        if path.is_file() and path.stat().st_size:
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-            chunks.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
-    return "\n".join(chunks) or "(no broker output)"
 
 
 class Stack:
@@ -187,17 +181,7 @@ class Stack:
         pid = self._live_pid()
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while self._pid_is_broker(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if self._pid_is_broker(pid):
-            log.warning("broker pid %s ignored SIGTERM for %ss; killing it", pid, STOP_TIMEOUT_S)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            while self._pid_is_broker(pid):
-                time.sleep(0.1)
+        stop_group(pid, self._pid_is_broker, STOP_TIMEOUT_S)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -249,18 +233,12 @@ class Stack:
             return False
         return MAIN_CLASS.encode() in cmdline and str(self.config_file).encode() in cmdline
 
+    def _output(self) -> str:
+        return log_tail(self.stdout_file, self.server_log, empty="(no broker output)")
+
     def _live_pid(self) -> int | None:
         """The running broker's pid, or None; a stale pid file is removed."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            self.pid_file.unlink(missing_ok=True)
-            return None
-        if self._pid_is_broker(pid):
-            return pid
-        log.info("removing stale pid file %s (pid %s is not running)", self.pid_file, pid)
-        self.pid_file.unlink(missing_ok=True)
-        return None
+        return live_pid(self.pid_file, self._pid_is_broker)
 
     def _read_ports(self) -> dict[str, int] | None:
         try:
@@ -340,7 +318,7 @@ class Stack:
             if not self._wait_ready(proc.pid, self._bootstrap(port), allow_exit=True, proc=proc):
                 raise StackError(
                     f"the Kafka broker did not answer on {self._bootstrap(port)} within "
-                    f"{self.settings.kafka.start_timeout_s:.0f}s\n" + _tail([self.stdout_file, self.server_log])
+                    f"{self.settings.kafka.start_timeout_s:.0f}s\n" + self._output()
                 )
         except BaseException:
             if proc.poll() is None:
@@ -357,7 +335,7 @@ class Stack:
             if exited:
                 if allow_exit:
                     raise StackError(
-                        "the Kafka broker exited during start-up\n" + _tail([self.stdout_file, self.server_log])
+                        "the Kafka broker exited during start-up\n" + self._output()
                     )
                 return False
             if broker_answers(bootstrap, timeout_s=2.0):
