@@ -44,10 +44,12 @@ def _check_start(start: str) -> str:
               help="Kafka delivery guarantee. Default: cdc.delivery.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus /metrics from the job's worker on this port (0: a free port).")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Also publish <prefix>.sec_<user>.<ns>.<table> per audience, filtered and masked by this policy.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool, keys: tuple[str, ...],
-        delivery: str | None, metrics_port: int | None, as_json: bool) -> None:
+        delivery: str | None, metrics_port: int | None, policy_file: str | None, as_json: bool) -> None:
     """Run the Flink job: Iceberg changelogs → Kafka change events (keyed by row key)."""
     from icetide.stack import kafka_bootstrap
 
@@ -61,6 +63,10 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
     if not chosen or any(t.count(".") != 1 for t in chosen):
         raise ConfigError(f"--tables {tables!r}: expected namespace.table[,namespace.table...]")
     begin = _check_start(start or settings.cdc.start)
+    if policy_file is not None:  # fail fast (PolicyError, file:line:col) before Flink starts
+        from streaming.audiences import load_compiled
+
+        load_compiled(policy_file, settings)
     run_dir = cdc_dir(settings) / "runs" / time.strftime("%Y%m%dT%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     if reset:
@@ -69,6 +75,7 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
         settings=settings, tables=chosen, start=begin, once=once, run_dir=str(run_dir),
         seed_positions={} if reset else {t: p for t, p in read_positions(settings).items() if t in chosen},
         metrics_port=metrics_port, key_fields=_parse_keys(keys),
+        policy_file=str(Path(policy_file).resolve()) if policy_file else None,
     )
     summary: dict[str, Any] = build_and_run(options, kafka_bootstrap(settings))
     lines = [f"{t}: {v['events']} events, last snapshot {v['last_snapshot']}" for t, v in summary["tables"].items()]

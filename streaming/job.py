@@ -55,6 +55,7 @@ class JobOptions:
     budget: int | None = 20_000
     metrics_port: int | None = None
     key_fields: dict[str, list[str]] = field(default_factory=dict)
+    policy_file: str | None = None  # also publish per-audience topics (streaming/audiences.py)
 
 
 def cdc_dir(settings: Settings) -> Path:
@@ -108,6 +109,11 @@ def _publish_function(options: JobOptions) -> Any:
             self.busy_s: dict[str, float] = {}
             self.schema_changes: dict[str, int] = {}
             self.server = None
+            self.policy = None
+            if self.opts.policy_file is not None:
+                from streaming.audiences import load_compiled
+
+                self.policy = load_compiled(self.opts.policy_file, self.opts.settings)
             if self.opts.metrics_port is not None:
                 from icetide.metrics import serve
 
@@ -154,6 +160,7 @@ def _publish_function(options: JobOptions) -> Any:
             self.metrics.polls.labels(table).inc()
             budget = None if self.opts.once else self.opts.budget
             moved = False
+            pending: list[Record] = []  # this chunk's records, for the audience topics
             for item in poller.poll(position, budget):
                 if isinstance(item, Record):
                     if item.op == SCHEMA_OP:
@@ -162,16 +169,31 @@ def _publish_function(options: JobOptions) -> Any:
                         counts[item.op] += 1
                         self.metrics.published(table, item.op, time.time() - item.commit_ts_ms / 1000)
                     yield Row(item.topic, item.key, item.value)
+                    if self.policy is not None and item.op != SCHEMA_OP:
+                        pending.append(item)
                     continue
+                yield from self._audience_rows(table, poller, pending)  # before the position moves
                 if item.snapshot_id is None and item.after is not None and item.after != position.after:
                     snap = poller.changelog.snapshot(item.after)  # a snapshot was published completely
                     self.metrics.snapshot_done(table, item.after, snap.timestamp_ms)
                     self.last[table] = item.after
                 position, moved = item, True
                 self.position_state.update(position.to_json())
+            yield from self._audience_rows(table, poller, pending)
             self.busy_s[table] = self.busy_s.get(table, 0.0) + time.perf_counter() - began
             if moved or self.opts.once:
                 self._write_summary(table, position)
+
+        def _audience_rows(self, table: str, poller: TablePoller, pending: list[Record]) -> Iterator[Any]:
+            """The chunk's events filtered and masked per audience: one DuckDB batch per chunk."""
+            if self.policy is None or not pending:
+                return
+            from streaming.audiences import records
+
+            for record in records(self.policy, table, self.opts.settings.cdc.topic_prefix,
+                                  poller.changelog.key_fields, pending):
+                yield Row(record.topic, record.key, record.value)
+            pending.clear()
 
         def _write_summary(self, table: str, position: Position) -> None:
             folder = Path(self.opts.run_dir) / "summary"
@@ -279,6 +301,10 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     rows = t_env.from_data_stream(records)
     statements = t_env.create_statement_set()
     topics = [topic_for(settings.cdc.topic_prefix, *table.split(".", 1)) for table in tables]
+    if options.policy_file is not None:
+        from streaming.audiences import audience_topics, load_compiled
+
+        topics += audience_topics(load_compiled(options.policy_file, settings), settings.cdc.topic_prefix, tables)
     for index, topic in enumerate([*topics, schema_topic(settings.cdc.topic_prefix)]):
         sink = f"{SINK_TABLE}_{index}"
         t_env.execute_sql(sink_ddl(settings, bootstrap, sink, topic, Path(options.run_dir).name))
