@@ -4,6 +4,12 @@ Why one transaction: the sink, not Kafka, is the source of truth for what has be
 `apply()` writes the rows AND the last applied Kafka offset per (topic, partition) atomically, so a
 crash at any moment leaves either both or neither; on restart the consumer seeks to stored + 1 and
 `apply()` also drops anything at or below the stored offset (a re-delivery after a rebalance).
+
+Offsets alone are not enough: an at-least-once producer (the Flink job restored from a checkpoint)
+re-publishes events at NEW offsets. Every event carries its position in its table's total order
+(snapshot sequence number, ordinal), and one table's events reach one partition in that order, so
+the sink also stores the last applied event position per (topic, partition) and drops any event at
+or below it (counted as `replayed`). Without that, a keyless table would get the row twice.
 That is the exactly-once *effect* of DESIGN.md over an at-least-once transport.
 
 Within a batch the events of one keyed table collapse to their net effect per key (last image wins,
@@ -25,6 +31,7 @@ from icetide.errors import EventError, IcetideError
 from icetide.events import ChangeEvent
 
 TopicPartition = tuple[str, int]
+EventPosition = tuple[int, int]  # (snapshot sequence number, ordinal): `Source.position`
 TableRef = tuple[str, str]  # (namespace, table) as in the event's source block
 POSITIONS_TABLE = "_icetide_positions"
 
@@ -44,12 +51,21 @@ class Change:
         return (self.event.source.db, self.event.source.table)
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What a sink stores per (topic, partition): the last offset consumed and the last event applied."""
+
+    offset: int
+    event: EventPosition | None = None
+
+
 @dataclass
 class ApplyResult:
     """What one `apply()` did: events applied per (table, op), duplicates skipped, last snapshots."""
 
     applied: Counter[tuple[str, str]] = field(default_factory=Counter)
-    skipped: int = 0
+    skipped: int = 0  # every duplicate: at or below the stored offset, or a replayed event
+    replayed: int = 0  # of which re-published at a new offset (event position already applied)
     last_snapshot: dict[str, int] = field(default_factory=dict)
     applied_changes: list[Change] = field(default_factory=list)
 
@@ -130,10 +146,10 @@ class Sink(abc.ABC):
     def _rollback(self) -> None: ...
 
     @abc.abstractmethod
-    def _load_positions(self, lock: bool) -> dict[TopicPartition, int]: ...
+    def _load_positions(self, lock: bool) -> dict[TopicPartition, Applied]: ...
 
     @abc.abstractmethod
-    def _save_positions(self, positions: Mapping[TopicPartition, int]) -> None: ...
+    def _save_positions(self, positions: Mapping[TopicPartition, Applied]) -> None: ...
 
     @abc.abstractmethod
     def _table_columns(self, table: TableRef) -> list[str] | None:
@@ -168,7 +184,7 @@ class Sink(abc.ABC):
     def positions(self) -> dict[TopicPartition, int]:
         """The last applied offset per (topic, partition), as committed in the sink."""
         try:
-            return self._load_positions(lock=False)
+            return {tp: applied.offset for tp, applied in self._load_positions(lock=False).items()}
         except IcetideError:
             raise
         except Exception as exc:
@@ -184,8 +200,7 @@ class Sink(abc.ABC):
         try:
             self._begin()
             stored = self._load_positions(lock=True)
-            fresh = [c for c in changes if c.offset > stored.get((c.topic, c.partition), -1)]
-            result.skipped = len(changes) - len(fresh)
+            fresh, last = self._fresh(changes, stored, result)
             by_table: dict[TableRef, list[Change]] = defaultdict(list)
             for change in fresh:
                 by_table[change.table].append(change)
@@ -195,7 +210,8 @@ class Sink(abc.ABC):
                 result.applied.update((name, c.event.op) for c in items)
                 result.last_snapshot[name] = items[-1].event.source.snapshot_id
             result.applied_changes = fresh
-            advanced = {tp: off for tp, off in positions.items() if off > stored.get(tp, -1)}
+            advanced = {tp: Applied(off, last.get(tp)) for tp, off in positions.items()
+                        if tp not in stored or off > stored[tp].offset}
             if advanced:
                 self._save_positions(advanced)
             self._commit()
@@ -208,6 +224,28 @@ class Sink(abc.ABC):
                 raise
             raise self.classify(exc) from exc
         return result
+
+    @staticmethod
+    def _fresh(changes: Sequence[Change], stored: Mapping[TopicPartition, Applied],
+               result: ApplyResult) -> tuple[list[Change], dict[TopicPartition, EventPosition | None]]:
+        """The changes not applied yet, and the last event position per partition after them."""
+        last = {tp: applied.event for tp, applied in stored.items()}
+        fresh = []
+        for change in changes:
+            tp = (change.topic, change.partition)
+            done = stored.get(tp)
+            if done is not None and change.offset <= done.offset:
+                result.skipped += 1
+                continue
+            position = change.event.source.position
+            seen = last.get(tp)
+            if seen is not None and position <= seen:
+                result.skipped += 1
+                result.replayed += 1
+                continue
+            last[tp] = position
+            fresh.append(change)
+        return fresh, last
 
     def _apply_table(self, table: TableRef, items: Sequence[Change]) -> None:
         key_fields = list(items[0].key_fields)

@@ -50,6 +50,7 @@ class ConsumeOptions:
 class Summary:
     applied: int = 0
     skipped: int = 0
+    replayed: int = 0  # of the skipped: events re-published at new offsets (at-least-once producer)
     dead_letters: int = 0
     batches: int = 0
     by_table_op: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -78,7 +79,8 @@ class Summary:
         for (table, op), n in sorted(self.by_table_op.items()):
             tables.setdefault(table, {})[op] = n
         return {
-            "applied": self.applied, "skipped": self.skipped, "dead_letters": self.dead_letters,
+            "applied": self.applied, "skipped": self.skipped, "replayed": self.replayed,
+            "dead_letters": self.dead_letters,
             "batches": self.batches, "tables": tables, "topics": self.topics, "caught_up": self.caught_up,
             "seconds": round(self.seconds, 3),
             "events_per_s": round(self.applied / self.seconds, 1) if self.seconds else None,
@@ -308,6 +310,7 @@ class ChangeConsumer:
             m.last_snapshot.labels(table=table).set(snapshot)
         s.applied += result.total
         s.skipped += result.skipped
+        s.replayed += result.replayed
         s.by_table_op.update(result.applied)
         s.batches += 1
         m.batches.inc()

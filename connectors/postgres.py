@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from icetide.errors import EventError, IcetideError, TransientError
 
-from connectors.base import POSITIONS_TABLE, Sink, TableRef, TopicPartition
+from connectors.base import POSITIONS_TABLE, Applied, Sink, TableRef, TopicPartition
 
 if TYPE_CHECKING:
     import psycopg
@@ -80,7 +80,12 @@ class PostgresSink(Sink):
             raise TransientError(f"postgres: cannot connect: {str(exc).strip().splitlines()[0]}") from None
         self._conn.execute(sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (topic text NOT NULL, kafka_partition integer NOT NULL, "
-            "applied_offset bigint NOT NULL, PRIMARY KEY (topic, kafka_partition))"
+            "applied_offset bigint NOT NULL, event_sequence bigint, event_ordinal bigint, "
+            "PRIMARY KEY (topic, kafka_partition))"
+        ).format(sql.Identifier(POSITIONS_TABLE)))
+        self._conn.execute(sql.SQL(  # positions tables of icetide < 0.2
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS event_sequence bigint, "
+            "ADD COLUMN IF NOT EXISTS event_ordinal bigint"
         ).format(sql.Identifier(POSITIONS_TABLE)))
 
     def close(self) -> None:
@@ -99,24 +104,29 @@ class PostgresSink(Sink):
         if self._conn is not None and not self._conn.closed:
             self._conn.execute("ROLLBACK")
 
-    def _load_positions(self, lock: bool) -> dict[TopicPartition, int]:
+    def _load_positions(self, lock: bool) -> dict[TopicPartition, Applied]:
         from psycopg import sql
 
         if lock:
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
-        rows = self.conn.execute(sql.SQL("SELECT topic, kafka_partition, applied_offset FROM {}").format(
-            sql.Identifier(POSITIONS_TABLE))).fetchall()
-        return {(topic, int(part)): int(off) for topic, part, off in rows}
+        rows = self.conn.execute(sql.SQL(
+            "SELECT topic, kafka_partition, applied_offset, event_sequence, event_ordinal FROM {}"
+        ).format(sql.Identifier(POSITIONS_TABLE))).fetchall()
+        return {(topic, int(part)): Applied(int(off), None if seq is None else (int(seq), int(ordinal)))
+                for topic, part, off, seq, ordinal in rows}
 
-    def _save_positions(self, positions: Mapping[TopicPartition, int]) -> None:
+    def _save_positions(self, positions: Mapping[TopicPartition, Applied]) -> None:
         from psycopg import sql
 
         query = sql.SQL(
-            "INSERT INTO {} (topic, kafka_partition, applied_offset) VALUES (%s, %s, %s) "
-            "ON CONFLICT (topic, kafka_partition) DO UPDATE SET applied_offset = excluded.applied_offset"
+            "INSERT INTO {} (topic, kafka_partition, applied_offset, event_sequence, event_ordinal) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (topic, kafka_partition) DO UPDATE SET "
+            "applied_offset = excluded.applied_offset, event_sequence = excluded.event_sequence, "
+            "event_ordinal = excluded.event_ordinal"
         ).format(sql.Identifier(POSITIONS_TABLE))
         with self.conn.cursor() as cur:
-            cur.executemany(query, [(topic, part, off) for (topic, part), off in positions.items()])
+            cur.executemany(query, [(topic, part, a.offset, *(a.event or (None, None)))
+                                    for (topic, part), a in positions.items()])
 
     # -- tables ------------------------------------------------------------------------------
     @staticmethod

@@ -8,13 +8,12 @@ to the dead-letter topic with headers saying why and where it came from
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from icetide.errors import EventError, TransientError
-from icetide.events import ChangeEvent, Source, encode_row, from_json
+from icetide.events import ChangeEvent, Source, encode_row, from_json, loads
 
 from connectors.base import Change
 
@@ -26,8 +25,8 @@ def key_fields_of(raw_key: bytes | None) -> tuple[str, ...]:
     if raw_key is None or raw_key in (b"", b"null"):
         return ()
     try:
-        key = json.loads(raw_key.decode())  # str: skips json's per-call encoding detection
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        key = loads(raw_key)
+    except EventError:
         raise EventError("record key is not JSON") from None
     if key is None:
         return ()

@@ -17,7 +17,7 @@ from typing import Any
 from icetide.errors import EventError, IcetideError, TransientError
 from sqlglot import exp
 
-from connectors.base import POSITIONS_TABLE, Sink, TableRef, TopicPartition, sql_value
+from connectors.base import POSITIONS_TABLE, Applied, Sink, TableRef, TopicPartition, sql_value
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,12 @@ class SqliteSink(Sink):
         self._conn.execute(
             f"CREATE TABLE IF NOT EXISTS {ident(POSITIONS_TABLE)} (topic TEXT NOT NULL, "
             "kafka_partition INTEGER NOT NULL, applied_offset INTEGER NOT NULL, "
-            "PRIMARY KEY (topic, kafka_partition))"
+            "event_sequence INTEGER, event_ordinal INTEGER, PRIMARY KEY (topic, kafka_partition))"
         )
+        have = {str(row[1]) for row in self._conn.execute(f"PRAGMA table_info({ident(POSITIONS_TABLE)})")}
+        for column in ("event_sequence", "event_ordinal"):  # positions tables of icetide < 0.2
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE {ident(POSITIONS_TABLE)} ADD COLUMN {column} INTEGER")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -91,17 +95,21 @@ class SqliteSink(Sink):
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
-    def _load_positions(self, lock: bool) -> dict[TopicPartition, int]:
+    def _load_positions(self, lock: bool) -> dict[TopicPartition, Applied]:
         rows = self.conn.execute(
-            f"SELECT topic, kafka_partition, applied_offset FROM {ident(POSITIONS_TABLE)}"
+            "SELECT topic, kafka_partition, applied_offset, event_sequence, event_ordinal "
+            f"FROM {ident(POSITIONS_TABLE)}"
         ).fetchall()
-        return {(topic, int(part)): int(off) for topic, part, off in rows}
+        return {(topic, int(part)): Applied(int(off), None if seq is None else (int(seq), int(ordinal)))
+                for topic, part, off, seq, ordinal in rows}
 
-    def _save_positions(self, positions: Mapping[TopicPartition, int]) -> None:
+    def _save_positions(self, positions: Mapping[TopicPartition, Applied]) -> None:
         self.conn.executemany(
-            f"INSERT INTO {ident(POSITIONS_TABLE)} (topic, kafka_partition, applied_offset) VALUES (?, ?, ?) "
-            "ON CONFLICT (topic, kafka_partition) DO UPDATE SET applied_offset = excluded.applied_offset",
-            [(topic, part, off) for (topic, part), off in positions.items()],
+            f"INSERT INTO {ident(POSITIONS_TABLE)} (topic, kafka_partition, applied_offset, event_sequence, "
+            "event_ordinal) VALUES (?, ?, ?, ?, ?) ON CONFLICT (topic, kafka_partition) DO UPDATE SET "
+            "applied_offset = excluded.applied_offset, event_sequence = excluded.event_sequence, "
+            "event_ordinal = excluded.event_ordinal",
+            [(topic, part, a.offset, *(a.event or (None, None))) for (topic, part), a in positions.items()],
         )
 
     # -- tables ------------------------------------------------------------------------------

@@ -165,6 +165,8 @@ def _coerce(avro: Any, value: Any) -> Any:
     if isinstance(avro, str):
         if avro == "bytes" and isinstance(value, str):
             return base64.b64decode(value)
+        if avro in ("float", "double") and isinstance(value, str):
+            return float(value)  # "NaN" / "Infinity" / "-Infinity" of a JSON image
         return value
     logical = avro.get("logicalType")
     kind = avro["type"]
