@@ -83,10 +83,15 @@ def _hashable(value: Any) -> Any:
 
 
 def key_of(image: Mapping[str, Any], key_fields: Sequence[str]) -> tuple[Any, ...]:
-    missing = [name for name in key_fields if name not in image]
-    if missing:
-        raise EventError(f"row image lacks key field(s) {missing}")
-    return tuple(_hashable(image[name]) for name in key_fields)
+    try:
+        values = tuple([image[name] for name in key_fields])
+    except KeyError:
+        missing = [name for name in key_fields if name not in image]
+        raise EventError(f"row image lacks key field(s) {missing}") from None
+    for value in values:
+        if isinstance(value, dict | list):  # rare: a nested key column, made hashable
+            return tuple(_hashable(v) for v in values)
+    return values
 
 
 def net_effect(changes: Sequence[Change], key_fields: Sequence[str]) -> dict[tuple[Any, ...], dict[str, Any] | None]:
@@ -104,11 +109,29 @@ def net_effect(changes: Sequence[Change], key_fields: Sequence[str]) -> dict[tup
 
 
 def ordered_columns(images: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every column of `images`, in order of first appearance (consecutive images of one schema
+    share their key set, so each distinct shape is walked once)."""
     seen: dict[str, None] = {}
+    last: Any = None
     for image in images:
-        for name in image:
-            seen.setdefault(name, None)
+        keys = image.keys()
+        if keys != last:
+            seen.update(dict.fromkeys(keys))
+            last = keys
     return list(seen)
+
+
+def first_values(images: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """The first non-NULL value of each of `names` in `images` (None when every one is NULL)."""
+    found: dict[str, Any] = {}
+    wanted = set(names)
+    for image in images:
+        for name in [n for n in wanted if image.get(n) is not None]:
+            found[name] = image[name]
+            wanted.discard(name)
+        if not wanted:
+            break
+    return {name: found.get(name) for name in names}
 
 
 class Sink(abc.ABC):
@@ -271,32 +294,30 @@ class Sink(abc.ABC):
     def _ensure_columns(self, table: TableRef, images: Sequence[Mapping[str, Any]], key_fields: Sequence[str]) -> None:
         """Create the table on first sight; add columns the table lacks (schema evolution)."""
         wanted = ordered_columns(images)
-        samples: dict[str, Any] = {}
-        for image in images:
-            for name, value in image.items():
-                if samples.get(name) is None:
-                    samples[name] = value
         existing = self._columns.get(table)
         if existing is None:
             existing = self._table_columns(table)
         if existing is None:
-            missing_keys = [k for k in key_fields if k not in samples]
+            missing_keys = [k for k in key_fields if k not in wanted]
             if missing_keys:
                 raise EventError(f"key field(s) {missing_keys} not in the rows of {display_name(table)}")
-            self._create_table(table, {name: samples.get(name) for name in wanted}, key_fields)
+            self._create_table(table, first_values(images, wanted), key_fields)
             existing = list(wanted)
         else:
-            for name in wanted:
-                if name not in existing:
-                    self._add_column(table, name, samples.get(name))
-                    existing = [*existing, name]
+            known = set(existing)
+            new = [name for name in wanted if name not in known]
+            for name, sample in first_values(images, new).items():
+                self._add_column(table, name, sample)
+                existing = [*existing, name]
         self._columns[table] = existing
         untyped = self._untyped.get(table)
         if untyped is None:
             untyped = self._untyped[table] = self._untyped_columns(table)
-        for name in [n for n in untyped if samples.get(n) is not None]:
-            self._type_column(table, name, samples[name])
-            untyped.discard(name)
+        if untyped:
+            for name, sample in first_values(images, sorted(untyped)).items():
+                if sample is not None:
+                    self._type_column(table, name, sample)
+                    untyped.discard(name)
 
     # -- typed sinks: a column first seen only as NULL gets its type from its first value ------
     def _untyped_columns(self, table: TableRef) -> set[str]:
