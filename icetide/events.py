@@ -170,29 +170,62 @@ class ChangeEvent:
 
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_AS_IS: frozenset[type] = frozenset({str, int, bool, type(None)})
+
+
+def _float(value: float) -> Any:
+    return value if math.isfinite(value) else _NON_FINITE[str(value)]
+
+
+def _datetime(value: dt.datetime) -> str:
+    if value.tzinfo is not None:
+        utc = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return utc.isoformat(sep=" ", timespec="microseconds") + "Z"
+    return value.isoformat(sep=" ", timespec="microseconds")
+
+
+def _bytes(value: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(bytes(value)).decode("ascii")
+
+
+_ENCODERS: dict[type, Any] = {  # exact types → encoder (the hot path of the job: one call per value)
+    float: _float,
+    Decimal: str,  # exact; Debezium's decimal.handling.mode=string, read by Flink's JSON format
+    dt.datetime: _datetime,
+    dt.date: dt.date.isoformat,
+    dt.time: lambda v: v.isoformat(timespec="microseconds"),
+    bytes: _bytes,
+    uuid.UUID: str,
+}
 
 
 def encode_value(value: Any) -> Any:
     """A Python/Arrow value → its JSON representation (see module docstring)."""
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    encoder = _ENCODERS.get(kind)
+    if encoder is not None:
+        return encoder(value)
+    return _encode_other(value)
+
+
+def _encode_other(value: Any) -> Any:
+    """Subclasses of the types above, and containers."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else _NON_FINITE[str(value)]
-    if isinstance(value, Decimal):
-        return str(value)  # exact; Debezium's decimal.handling.mode=string, read by Flink's JSON format
+        return _float(value)
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
     if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            utc = value.astimezone(dt.UTC).replace(tzinfo=None)
-            return utc.isoformat(sep=" ", timespec="microseconds") + "Z"
-        return value.isoformat(sep=" ", timespec="microseconds")
+        return _datetime(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, dt.time):
         return value.isoformat(timespec="microseconds")
     if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, uuid.UUID):
-        return str(value)
+        return _bytes(value)
     if isinstance(value, dict):
         return {str(k): encode_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -201,7 +234,8 @@ def encode_value(value: Any) -> Any:
 
 
 def encode_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {name: encode_value(value) for name, value in row.items()}
+    as_is = _AS_IS
+    return {name: value if type(value) in as_is else encode_value(value) for name, value in row.items()}
 
 
 def to_json(event: ChangeEvent) -> bytes:
