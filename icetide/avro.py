@@ -129,7 +129,12 @@ def value_schema(schema: Schema, namespace: str, table: str) -> dict[str, Any]:
 
 
 def key_schema(schema: Schema, key_fields: list[str], namespace: str, table: str) -> dict[str, Any]:
-    fields = [schema.find_field(name) for name in key_fields]
+    """The key record (`<ns>.<table>.Key`): the key fields, or every column when there are none
+    (a keyless table is keyed by its whole row, as its JSON events are)."""
+    try:
+        fields = [schema.find_field(name) for name in key_fields] if key_fields else list(schema.fields)
+    except ValueError:
+        raise EventError(f"key columns {key_fields} are not all columns of {namespace}.{table}") from None
     record = _record("Key", fields)
     record["namespace"] = f"io.icetide.{_avro_name(namespace)}.{_avro_name(table)}"
     return record

@@ -52,6 +52,10 @@ class SchemaRegistryClient:
         self._schemas[schema_id] = schema
         return schema_id
 
+    def subjects(self) -> list[str]:
+        """Every registered subject (also a cheap check that the registry answers)."""
+        return [str(name) for name in self._call("GET", "/subjects")]
+
     def schema(self, schema_id: int) -> dict[str, Any]:
         """The Avro schema registered under `schema_id`."""
         if schema_id not in self._schemas:

@@ -131,3 +131,16 @@ def test_uuid_objects_are_accepted() -> None:
     row = {"id": 1, "u": u, "price": Decimal("1.50")}
     out = codec.decode_value(codec.encode_value(ChangeEvent(op="c", before=None, after=row, source=SOURCE)))
     assert out.row["u"] == u and out.row["price"] == Decimal("1.50")
+
+
+def test_keyless_key_is_the_whole_row_and_unknown_key_columns_are_named() -> None:
+    whole = key_schema(SCHEMA, [], "sales", "vendas")
+    assert [f["name"] for f in whole["fields"]] == [f.name for f in SCHEMA.fields]
+    assert whole["name"] == "Key" and whole["namespace"] == "io.icetide.sales.vendas"
+    codec = AvroCodec(whole, value_schema(SCHEMA, "sales", "vendas"), 3, 4)
+    row = {"id": 1, "s": "a", "price": "1.50", "tags": ["x", None]}
+    decoded = codec.decode_key(codec.encode_key(row))
+    assert (decoded["id"], decoded["s"], str(decoded["price"]), decoded["tags"], decoded["n"]) == (
+        1, "a", "1.50", ["x", None], None)
+    with pytest.raises(EventError, match=r"key columns \['nope'\]"):
+        key_schema(SCHEMA, ["nope"], "sales", "vendas")
