@@ -30,6 +30,13 @@ which is how a visible before/after pair is found again.
 The record key of an audience event is taken from its *masked* image (an unmasked key would leak
 what the mask hides). A key column masked with null or redact therefore makes keys collide on
 that audience's topic: classify key columns `public` or hash them.
+
+Audience topics are always JSON, also when the table topics are Avro (`cdc.format: avro`): a mask
+may change a column's type (a hash or redaction of a number is a string, a null mask drops the
+value's type), so an audience's Avro schema would have to be derived from each audience's masked
+SELECT and registered per audience topic — not done. The consumer detects the encoding per record,
+so one `cdc apply --schema-registry URL` reads both. With `cdc.tombstones`, an audience's deletes
+(rows leaving its view) are followed by tombstones too, keyed tables only.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from policies.local import coerce
 from policies.stream import SOURCE, arrow_type, connect
 from sqlglot import exp
 
-from streaming.poller import SCHEMA_OP, Record, to_record
+from streaming.poller import SCHEMA_OP, TOMBSTONE_OP, Record, to_record, with_tombstones
 
 if TYPE_CHECKING:
     import duckdb
@@ -112,18 +119,23 @@ def derive(compiled: CompiledPolicy, table: str, events: Sequence[ChangeEvent],
 
 
 def records(compiled: CompiledPolicy, table: str, prefix: str, key_fields: list[str],
-            batch: Sequence[Record], con: duckdb.DuckDBPyConnection | None = None) -> list[Record]:
-    """The audience records for a batch of the job's records of `table` (schema records are skipped).
+            batch: Sequence[Record], con: duckdb.DuckDBPyConnection | None = None,
+            tombstones: bool = False) -> list[Record]:
+    """The audience records for a batch of the job's records of `table` (schema records and
+    tombstones are skipped).
 
-    Values are decoded from the event JSON (typed again by the policy's schema), derived, and
-    encoded back with the base topic's conventions; output is grouped by audience, input order kept
-    within each (one key's events stay in order on its topic).
+    Each record's event (decoded from its JSON value when the record does not carry it) is
+    derived (images typed again by the policy's schema) and encoded as JSON with the base topic's
+    conventions; output is grouped by audience, input order kept within each (one key's events
+    stay in order on its topic). `tombstones`: a tombstone after each delete of a keyed table.
     """
-    events = [from_json(r.value) for r in batch if r.op != SCHEMA_OP]
+    events = [r.event if r.event is not None else from_json(r.value) for r in batch
+              if r.op not in (SCHEMA_OP, TOMBSTONE_OP)]
     out: list[Record] = []
     for user, derived in derive(compiled, table, events, con).items():
         topic = audience_topic(prefix, user, table)
-        out += [to_record(e, topic, key_fields) for e in derived]
+        encoded = [to_record(e, topic, key_fields) for e in derived]
+        out += with_tombstones(encoded, key_fields) if tombstones else encoded
     return out
 
 

@@ -7,7 +7,11 @@ Shape (DataStream + a Table API sink)::
       → Row(topic, k, v) → Kafka table sink (key/value formats `raw`, writable `topic` metadata)
 
 Each tick of a table polls its snapshots and emits the events after the stored position, at most
-`budget` per tick so checkpoints fall between chunks of a large snapshot. The record key is the
+`budget` per tick so checkpoints fall between chunks of a large snapshot. Values are encoded as
+`cdc.format` says (JSON, or Avro registered by the worker in `cdc.schema_registry_url`; see
+`poller.py`); with `cdc.tombstones` a null-value record follows each delete of a keyed table (the
+`raw` value format writes a null BYTES field as a Kafka null value). Schema-change records and
+audience topics stay JSON. The record key is the
 row key, and the sink uses Kafka's key partitioner, so one key's events stay in order in one
 partition. Delivery is at-least-once (Flink flushes on checkpoints) or exactly-once (Kafka
 transactions committed with each checkpoint).
@@ -34,7 +38,16 @@ from typing import TYPE_CHECKING, Any
 from icetide import jvm
 from icetide.events import topic_for
 
-from streaming.poller import SCHEMA_OP, Position, Record, TablePoller, schema_topic, start_position
+from streaming.poller import (
+    SCHEMA_OP,
+    TOMBSTONE_OP,
+    Position,
+    Record,
+    TablePoller,
+    make_encoder,
+    schema_topic,
+    start_position,
+)
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -108,6 +121,8 @@ def _publish_function(options: JobOptions) -> Any:
             self.last: dict[str, int] = {}
             self.busy_s: dict[str, float] = {}
             self.schema_changes: dict[str, int] = {}
+            self.tombstones: dict[str, int] = {}
+            self.encoder = make_encoder(self.opts.settings.cdc)  # Avro: schemas registered on first use
             self.server = None
             self.policy = None
             if self.opts.policy_file is not None:
@@ -140,7 +155,9 @@ def _publish_function(options: JobOptions) -> Any:
                     return None  # not created yet: try again on the next tick
                 changelog = Changelog(loaded, self.opts.settings.catalog.name,
                                       self.opts.key_fields.get(table), self.opts.settings.cdc.topic_prefix)
-                poller = self.pollers[table] = TablePoller(changelog, self.opts.settings.cdc.topic_prefix)
+                cdc = self.opts.settings.cdc
+                poller = self.pollers[table] = TablePoller(changelog, cdc.topic_prefix, encoder=self.encoder,
+                                                           tombstones=cdc.tombstones)
             return poller
 
         def process_element(self, table: str, ctx: Any) -> Iterator[Any]:
@@ -165,12 +182,14 @@ def _publish_function(options: JobOptions) -> Any:
                 if isinstance(item, Record):
                     if item.op == SCHEMA_OP:
                         self.schema_changes[table] = self.schema_changes.get(table, 0) + 1
+                    elif item.op == TOMBSTONE_OP:
+                        self.tombstones[table] = self.tombstones.get(table, 0) + 1
                     else:
                         counts[item.op] += 1
                         self.metrics.published(table, item.op, time.time() - item.commit_ts_ms / 1000)
-                    yield Row(item.topic, item.key, item.value)
-                    if self.policy is not None and item.op != SCHEMA_OP:
-                        pending.append(item)
+                        if self.policy is not None:
+                            pending.append(item)
+                    yield Row(item.topic, item.key, item.value)  # value None: a Kafka null (tombstone)
                     continue
                 yield from self._audience_rows(table, poller, pending)  # before the position moves
                 if item.snapshot_id is None and item.after is not None and item.after != position.after:
@@ -191,7 +210,7 @@ def _publish_function(options: JobOptions) -> Any:
             from streaming.audiences import records
 
             for record in records(self.policy, table, self.opts.settings.cdc.topic_prefix,
-                                  poller.changelog.key_fields, pending):
+                                  poller.changelog.key_fields, pending, tombstones=self.opts.settings.cdc.tombstones):
                 yield Row(record.topic, record.key, record.value)
             pending.clear()
 
@@ -201,7 +220,8 @@ def _publish_function(options: JobOptions) -> Any:
             body = {"table": table, "events": dict(self.counts.get(table, {})),
                     "last_snapshot": self.last.get(table, position.after), "position": position.to_json(),
                     "busy_s": round(self.busy_s.get(table, 0.0), 3),
-                    "schema_changes": self.schema_changes.get(table, 0)}
+                    "schema_changes": self.schema_changes.get(table, 0),
+                    "tombstones": self.tombstones.get(table, 0)}
             tmp = folder / f".{table}.tmp"
             tmp.write_text(json.dumps(body))
             tmp.replace(folder / f"{table}.json")
@@ -210,7 +230,7 @@ def _publish_function(options: JobOptions) -> Any:
 
 
 def sink_ddl(settings: Settings, bootstrap: str, name: str, topic: str, run_name: str) -> str:
-    """A Kafka sink table for one topic: key `k` and value `v` as raw bytes.
+    """A Kafka sink table for one topic: key `k` and value `v` as raw bytes (a null `v` → a null value).
 
     One sink per topic (fed by a filter on the records' topic): the connector's writable `topic`
     metadata column is not offered for a single configured topic.
@@ -355,7 +375,7 @@ def collect_summary(options: JobOptions, submit_s: float, duration_s: float,
             positions[table] = body["position"]
         tables[table] = {"events": sum(body["events"].values()), "by_op": body["events"],
                          "last_snapshot": body["last_snapshot"], "busy_s": body.get("busy_s"),
-                         "schema_changes": body.get("schema_changes", 0)}
+                         "schema_changes": body.get("schema_changes", 0), "tombstones": body.get("tombstones", 0)}
     if options.once and positions:
         write_positions(options.settings, positions)
     total = sum(t["events"] for t in tables.values())
@@ -367,4 +387,5 @@ def collect_summary(options: JobOptions, submit_s: float, duration_s: float,
         "events_per_s": round(total / duration_s, 1) if duration_s > 0 else None,
         "restored_from": str(restored) if restored else None,
         "delivery": options.settings.cdc.delivery,
+        "format": options.settings.cdc.format,
     }

@@ -8,6 +8,15 @@ checkpointed state stands: the events of a partly published snapshot are re-deri
 deterministically and the first `emitted` ones skipped.
 A poll emits at most `budget` events and returns, so checkpoints (which wait for the current
 element) are taken between chunks of a large snapshot.
+
+Encoding (`cdc.format`): `JsonEncoder` writes the Debezium JSON envelope (`icetide.events`);
+`AvroEncoder` writes Avro in the Confluent wire format, registering the key and value schemas of
+each (topic, Iceberg schema id) under `<topic>-key` / `<topic>-value` the first time an event in
+that schema is encoded (a schema change thus registers a new version). Schema-change records stay
+JSON on `<prefix>.schema-changes`. With `tombstones`, each delete of a keyed table is followed by a
+record with the same key bytes and a null value, so log compaction can drop the key; keyless
+tables get none: their key is the whole row, and identical rows share it, so a tombstone would
+let compaction drop the live duplicates of a deleted row.
 """
 
 from __future__ import annotations
@@ -15,16 +24,22 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
 
+from icetide.errors import ConfigError
 from icetide.events import ChangeEvent, key_to_json, to_json, topic_for
+from icetide.schema_registry import SchemaRegistryClient
 
 if TYPE_CHECKING:
+    from icetide.avro import AvroCodec
+    from icetide.settings import CdcSettings
+
     from streaming.changelog import Changelog
 
 
 SCHEMA_OP = "schema"  # Record.op of a schema-change record
+TOMBSTONE_OP = "tombstone"  # Record.op of a tombstone (null value after a delete)
 
 
 @dataclass(frozen=True)
@@ -47,14 +62,17 @@ class Position:
 
 @dataclass(frozen=True)
 class Record:
-    """One Kafka record: topic, key and value bytes, plus what metrics need."""
+    """One Kafka record: topic, key and value bytes (None: a tombstone), plus what metrics need.
+
+    `event` is the change event a change record encodes (audience topics derive from it)."""
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
     op: str
     commit_ts_ms: int
     snapshot_id: int
+    event: ChangeEvent | None = field(default=None, compare=False, repr=False)
 
 
 def schema_topic(prefix: str) -> str:
@@ -86,16 +104,93 @@ def to_record(event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
     """Key = the row's key fields (the whole row when the table has none: identical rows share a key)."""
     key = event.key(key_fields) if key_fields else event.row
     return Record(topic, key_to_json(key), to_json(event), event.op, event.source.commit_ts_ms,
-                  event.source.snapshot_id)
+                  event.source.snapshot_id, event)
+
+
+def tombstone(record: Record) -> Record:
+    """The tombstone that follows a delete record: the same topic and key bytes, a null value."""
+    return Record(record.topic, record.key, None, TOMBSTONE_OP, record.commit_ts_ms, record.snapshot_id)
+
+
+def with_tombstones(records: list[Record], key_fields: list[str]) -> list[Record]:
+    """`records` with a tombstone after each delete; unchanged for keyless tables (module docstring)."""
+    if not key_fields:
+        return records
+    return [out for r in records for out in ((r, tombstone(r)) if r.op == "d" else (r,))]
+
+
+class Encoder(Protocol):
+    """Turns one change event of a table into its Kafka record (`cdc.format`)."""
+
+    format: str
+
+    def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record: ...
+
+
+class JsonEncoder:
+    """The Debezium JSON envelope; key = the JSON of the key fields (`to_record`)."""
+
+    format = "json"
+
+    def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
+        return to_record(event, topic, key_fields)
+
+
+class AvroEncoder:
+    """Avro in the Confluent wire format (magic 0 + 4-byte schema id), schemas registered on first use.
+
+    Key schema: the key fields, or the whole row for a keyless table (as in JSON). A codec is cached
+    per (topic, Iceberg schema id, key fields); registering is idempotent, so a restarted worker gets
+    the same ids back, and a new Iceberg schema registers a new version of `<topic>-value` (and of
+    `<topic>-key` only if the key record changed: a keyed table's key bytes stay the same).
+    """
+
+    format = "avro"
+
+    def __init__(self, registry: SchemaRegistryClient) -> None:
+        self.registry = registry
+        self._codecs: dict[tuple[str, int, tuple[str, ...]], AvroCodec] = {}
+
+    def codec(self, changelog: Changelog, schema_id: int, topic: str, key_fields: list[str]) -> AvroCodec:
+        cache_key = (topic, schema_id, tuple(key_fields))
+        codec = self._codecs.get(cache_key)
+        if codec is None:
+            from icetide.avro import AvroCodec, key_schema, value_schema
+
+            schema = changelog.schema_by_id(schema_id)
+            key = key_schema(schema, key_fields, changelog.namespace, changelog.name)
+            value = value_schema(schema, changelog.namespace, changelog.name)
+            codec = AvroCodec(key, value, self.registry.register(f"{topic}-key", key),
+                              self.registry.register(f"{topic}-value", value))
+            self._codecs[cache_key] = codec
+        return codec
+
+    def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
+        codec = self.codec(changelog, event.source.schema_id, topic, key_fields)
+        key = codec.encode_key(event.key(key_fields) if key_fields else event.row)
+        return Record(topic, key, codec.encode_value(event), event.op, event.source.commit_ts_ms,
+                      event.source.snapshot_id, event)
+
+
+def make_encoder(cdc: CdcSettings) -> Encoder:
+    """The encoder of `cdc.format` (Avro needs `cdc.schema_registry_url`, checked by the CLI)."""
+    if cdc.format == "avro":
+        if not cdc.schema_registry_url:
+            raise ConfigError("setting 'cdc.schema_registry_url' is required when cdc.format is avro")
+        return AvroEncoder(SchemaRegistryClient(cdc.schema_registry_url))
+    return JsonEncoder()
 
 
 class TablePoller:
     """Derives the records of one table from its position (see module docstring)."""
 
-    def __init__(self, changelog: Changelog, topic_prefix: str, schema_changes: bool = True) -> None:
+    def __init__(self, changelog: Changelog, topic_prefix: str, schema_changes: bool = True,
+                 encoder: Encoder | None = None, tombstones: bool = False) -> None:
         self.changelog = changelog
         self.topic = topic_for(topic_prefix, changelog.namespace, changelog.name)
         self.schema_topic = schema_topic(topic_prefix) if schema_changes else None
+        self.encoder: Encoder = encoder or JsonEncoder()
+        self.tombstones = tombstones
         # a live iterator over the snapshot in progress, so chunked polls do not re-read it
         self._open: tuple[Position, Iterator[ChangeEvent]] | None = None
 
@@ -104,7 +199,8 @@ class TablePoller:
 
         The caller stores the last Position it saw. Stops after `budget` change records (None: no
         limit) or when the current snapshot is reached. A schema-change record precedes the first
-        change record read with a schema other than the last one published.
+        change record read with a schema other than the last one published; with `tombstones`, a
+        tombstone follows each delete of a keyed table (not counted in the budget or the position).
         """
         self.changelog.refresh()
         keys = self.changelog.key_fields
@@ -122,7 +218,10 @@ class TablePoller:
                 if self.schema_topic is not None and event.source.schema_id != position.schema_id:
                     yield schema_change(self.changelog, event, position.schema_id, self.schema_topic)
                     position = replace(position, schema_id=event.source.schema_id)
-                yield to_record(event, self.topic, keys)
+                record = self.encoder.record(self.changelog, event, self.topic, keys)
+                yield record
+                if self.tombstones and keys and record.op == "d":
+                    yield tombstone(record)
                 position = replace(position, emitted=position.emitted + 1)
                 count += 1
                 if budget is not None and count >= budget:

@@ -188,3 +188,18 @@ def test_columns_unknown_to_the_policy_are_null() -> None:
         derive(COMPILED, VENDAS, [ChangeEvent("c", None, {**ROW, SLOT: 1}, source(0))])
     with pytest.raises(EventError):
         derive(COMPILED, VENDAS, [ChangeEvent("c", None, {**ROW, "price": "not a number"}, source(0))])
+
+
+def test_audience_deletes_are_followed_by_tombstones_when_asked() -> None:
+    base = topic_for(PREFIX, "sales", "vendas")
+    src = source(0)
+    batch = [to_record(ChangeEvent("c", None, ROW, src), base, KEY),
+             to_record(ChangeEvent("d", ROW, None, source(1)), base, KEY)]
+    plain = records(COMPILED, VENDAS, PREFIX, KEY, batch)
+    with_dead = records(COMPILED, VENDAS, PREFIX, KEY, batch, tombstones=True)
+    assert [r.op for r in with_dead if r.op != "tombstone"] == [r.op for r in plain]
+    deletes = [i for i, r in enumerate(with_dead) if r.op == "d"]
+    assert deletes and all(with_dead[i + 1].op == "tombstone" for i in deletes)
+    assert all((with_dead[i + 1].topic, with_dead[i + 1].key, with_dead[i + 1].value)
+               == (with_dead[i].topic, with_dead[i].key, None) for i in deletes)
+    assert records(COMPILED, VENDAS, PREFIX, [], batch, tombstones=True) == records(COMPILED, VENDAS, PREFIX, [], batch)

@@ -1,4 +1,6 @@
-"""The publishing loop without Flink: positions, budgets (chunks of a large snapshot), resumes."""
+"""The publishing loop without Flink: positions, budgets (chunks of a large snapshot), resumes, tombstones.
+
+The Avro encoder is tested against the real schema registry in tests/integration/test_streaming_avro.py."""
 
 from __future__ import annotations
 
@@ -11,9 +13,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from icetide.errors import ConfigError
 from icetide.events import ChangeEvent, Source, from_json
+from icetide.settings import CdcSettings
 from streaming.metrics import CdcMetrics
-from streaming.poller import SCHEMA_OP, Position, Record, TablePoller
+from streaming.poller import (
+    SCHEMA_OP,
+    TOMBSTONE_OP,
+    AvroEncoder,
+    JsonEncoder,
+    Position,
+    Record,
+    TablePoller,
+    make_encoder,
+    with_tombstones,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -157,3 +171,71 @@ def test_metrics_keep_one_last_snapshot_series_per_table() -> None:
     assert text("icetide_cdc_last_published_snapshot", {"table": "sales.vendas", "snapshot_id": "2"}) == 1
     assert text("icetide_cdc_last_published_snapshot", {"table": "sales.vendas", "snapshot_id": "1"}) is None
     assert text("icetide_cdc_last_published_commit_timestamp_seconds", {"table": "sales.vendas"}) == 2
+
+
+class DeletingChangelog(FakeChangelog):
+    """Like FakeChangelog, but every odd ordinal of a snapshot deletes the row the ordinal before inserted."""
+
+    def __init__(self, sizes: list[int], key_fields: list[str]) -> None:
+        super().__init__(sizes)
+        self.key_fields = key_fields
+
+    def snapshot_events(self, snap: Snap, skip: int = 0) -> Iterator[ChangeEvent]:
+        for ordinal in range(skip, snap.size):
+            source = Source("lake", "sales", "vendas", snap.snapshot_id, snap.snapshot_id, 1000, ordinal)
+            row = {"id": snap.snapshot_id * 100 + ordinal // 2, "v": f"r{ordinal // 2}"}
+            yield (ChangeEvent("d", row, None, source) if ordinal % 2 else ChangeEvent("c", None, row, source))
+
+
+@given(st.lists(st.integers(0, 7), max_size=4), st.integers(1, 4), st.integers(0, 2))
+def test_a_tombstone_follows_each_delete_with_the_same_key(sizes: list[int], budget: int, restarts: int) -> None:
+    """With tombstones, each delete record is directly followed by a record with identical topic and key
+    bytes and a null value, also across chunked polls and restarts; tombstones take no place in the
+    positions (the same events are published as without them)."""
+    changelog: Any = DeletingChangelog(sizes, ["id"])
+    plain, _ = drain(TablePoller(changelog, "icetide", schema_changes=False), Position(None), None)
+    poller = TablePoller(changelog, "icetide", schema_changes=False, tombstones=True)
+    position, got = Position(None), []
+    for step in range(100):
+        if step < restarts:
+            poller = TablePoller(changelog, "icetide", schema_changes=False, tombstones=True)
+        records, position = drain(poller, position, budget)
+        got += records
+        if not records:
+            break
+    events = [r for r in got if r.op != TOMBSTONE_OP]
+    assert [(r.op, r.key) for r in events] == [(r.op, r.key) for r in plain]
+    assert positions_of(events) == positions_of(plain)
+    deletes = [i for i, r in enumerate(got) if r.op == "d"]
+    assert [i for i, r in enumerate(got) if r.op == TOMBSTONE_OP] == [i + 1 for i in deletes]
+    for i in deletes:
+        delete, dead = got[i], got[i + 1]
+        assert (dead.topic, dead.key, dead.value) == (delete.topic, delete.key, None)
+        before = from_json(delete.value).before
+        assert before is not None and dead.key == f'{{"id":{before["id"]}}}'.encode()
+    assert position.after == changelog.current_snapshot_id
+
+
+def test_no_tombstones_for_keyless_tables_or_when_disabled() -> None:
+    keyless: Any = DeletingChangelog([4], [])
+    records, _ = drain(TablePoller(keyless, "p", schema_changes=False, tombstones=True), Position(None), None)
+    assert [r.op for r in records] == ["c", "d", "c", "d"]
+    assert records[1].key == b'{"id":100,"v":"r0"}'  # the whole row
+    keyed: Any = DeletingChangelog([4], ["id"])
+    records, _ = drain(TablePoller(keyed, "p", schema_changes=False), Position(None), None)
+    assert [r.op for r in records] == ["c", "d", "c", "d"]
+    records, _ = drain(TablePoller(keyed, "p", schema_changes=False, tombstones=True), Position(None), None)
+    assert [r.op for r in records] == ["c", "d", TOMBSTONE_OP, "c", "d", TOMBSTONE_OP]
+
+
+def test_tombstones_helper_and_encoder_choice() -> None:
+    changelog: Any = DeletingChangelog([2], ["id"])
+    records, _ = drain(TablePoller(changelog, "p", schema_changes=False), Position(None), None)
+    assert [r.op for r in with_tombstones(records, ["id"])] == ["c", "d", TOMBSTONE_OP]
+    assert with_tombstones(records, []) == records
+    assert records[1].event is not None and records[1].event.op == "d"  # audiences derive from it
+    assert isinstance(make_encoder(CdcSettings()), JsonEncoder)
+    avro = make_encoder(CdcSettings(format="avro", schema_registry_url="http://127.0.0.1:1"))
+    assert isinstance(avro, AvroEncoder) and avro.registry.url == "http://127.0.0.1:1"
+    with pytest.raises(ConfigError, match=r"cdc\.schema_registry_url"):
+        make_encoder(CdcSettings(format="avro"))
