@@ -53,7 +53,8 @@ dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN (default: 
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus /metrics on this port (0 = a free one; default: setting metrics.port).")
 @click.option("--schema-registry", "registry", default=None,
-              help="Confluent-compatible schema registry URL, for Avro-encoded events.")
+              help="Confluent-compatible schema registry URL, for Avro-encoded events "
+                   "(default: setting cdc.schema_registry_url).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: str | None, pattern: str | None,
@@ -70,7 +71,7 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
     bootstrap = kafka_bootstrap(settings)
     options = ConsumeOptions(topics=[t.strip() for t in topics.split(",") if t.strip()] if topics else None,
                              pattern=pattern, once=once, idle_timeout_s=idle_timeout, batch_size=batch_size,
-                             schema_registry_url=registry)
+                             schema_registry_url=registry or settings.cdc.schema_registry_url)
     metrics = ConsumerMetrics()
     port = metrics_port if metrics_port is not None else (settings.metrics.port or None)
     if port is not None:

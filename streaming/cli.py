@@ -9,6 +9,7 @@ from typing import Any
 import click
 from icetide.cli import App, emit
 from icetide.errors import ConfigError
+from icetide.settings import Settings
 
 
 def _parse_keys(values: tuple[str, ...]) -> dict[str, list[str]]:
@@ -31,6 +32,19 @@ def _check_start(start: str) -> str:
     raise ConfigError(f"--start {start!r}: expected earliest, latest, initial, snapshot:<id> or timestamp:<ms>")
 
 
+def _with_overrides(settings: Settings, fmt: str | None, tombstones: bool | None, delivery: str | None,
+                    registry: str | None) -> Settings:
+    """Settings with the command-line overrides; `cdc.format: avro` without a registry is a ConfigError."""
+    updates = {k: v for k, v in (("format", fmt), ("tombstones", tombstones), ("delivery", delivery),
+                                 ("schema_registry_url", registry)) if v is not None}
+    cdc = settings.cdc.model_copy(update=updates)
+    if cdc.format == "avro" and not cdc.schema_registry_url:
+        origin = f"{settings.source}: " if settings.source != "<defaults>" else ""
+        raise ConfigError(f"{origin}setting 'cdc.schema_registry_url' is required when cdc.format is avro "
+                          "(or pass --schema-registry URL)")
+    return settings.model_copy(update={"cdc": cdc})
+
+
 @click.command()
 @click.option("--tables", default=None, help="Comma-separated tables (namespace.table). Default: cdc.tables.")
 @click.option("--start", default=None,
@@ -42,6 +56,15 @@ def _check_start(start: str) -> str:
               help="Key columns of a table without identifier fields (repeatable).")
 @click.option("--delivery", type=click.Choice(["at-least-once", "exactly-once"]), default=None,
               help="Kafka delivery guarantee. Default: cdc.delivery.")
+@click.option("--format", "fmt", type=click.Choice(["json", "avro"]), default=None,
+              help="Event encoding of the table topics: Debezium JSON, or Avro in the Confluent wire format "
+                   "(schemas registered as <topic>-key / <topic>-value). Schema-change and audience topics "
+                   "stay JSON. Default: cdc.format.")
+@click.option("--tombstones/--no-tombstones", default=None,
+              help="Follow each delete of a keyed table with a null-value record (for log compaction; "
+                   "keyless tables get none). Default: cdc.tombstones.")
+@click.option("--schema-registry", "registry", default=None, metavar="URL",
+              help="Confluent-compatible schema registry for --format avro. Default: cdc.schema_registry_url.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus /metrics from the job's worker on this port (0: a free port).")
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -49,15 +72,14 @@ def _check_start(start: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool, keys: tuple[str, ...],
-        delivery: str | None, metrics_port: int | None, policy_file: str | None, as_json: bool) -> None:
+        delivery: str | None, fmt: str | None, tombstones: bool | None, registry: str | None,
+        metrics_port: int | None, policy_file: str | None, as_json: bool) -> None:
     """Run the Flink job: Iceberg changelogs → Kafka change events (keyed by row key)."""
     from icetide.stack import kafka_bootstrap
 
     from streaming.job import JobOptions, build_and_run, cdc_dir, read_positions
 
-    settings = app.settings
-    if delivery is not None:
-        settings = settings.model_copy(update={"cdc": settings.cdc.model_copy(update={"delivery": delivery})})
+    settings = _with_overrides(app.settings, fmt, tombstones, delivery, registry)
     chosen = [t.strip() for t in tables.split(",")] if tables else list(settings.cdc.tables)
     chosen = [t for t in chosen if t]
     if not chosen or any(t.count(".") != 1 for t in chosen):
@@ -67,6 +89,10 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
         from streaming.audiences import load_compiled
 
         load_compiled(policy_file, settings)
+    if settings.cdc.format == "avro" and settings.cdc.schema_registry_url:  # fail fast: unreachable registry
+        from icetide.schema_registry import SchemaRegistryClient
+
+        SchemaRegistryClient(settings.cdc.schema_registry_url).subjects()
     run_dir = cdc_dir(settings) / "runs" / time.strftime("%Y%m%dT%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     if reset:

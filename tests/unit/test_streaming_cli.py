@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
-from icetide.cli import root
+from icetide.cli import main, root
 from icetide.errors import ConfigError
-from streaming.cli import _check_start, _parse_keys
+from icetide.settings import load_settings
+from streaming.cli import _check_start, _parse_keys, _with_overrides
 from streaming.job import flink_config, latest_checkpoint, sink_ddl
 
 pytestmark = pytest.mark.unit
@@ -30,8 +33,32 @@ def test_key_option() -> None:
 def test_help_lists_the_options() -> None:
     result = CliRunner().invoke(root, ["cdc", "run", "--help"])
     assert result.exit_code == 0
-    for option in ("--tables", "--start", "--once", "--metrics-port", "--json", "--delivery", "--reset"):
+    for option in ("--tables", "--start", "--once", "--metrics-port", "--json", "--delivery", "--reset",
+                   "--format", "--tombstones / --no-tombstones", "--schema-registry"):
         assert option in result.output
+    assert "stay JSON" in result.output
+
+
+def test_format_flags_override_settings_and_avro_needs_a_registry(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "icetide.yaml"
+    config.write_text("cdc:\n  format: avro\n  tombstones: true\n")
+    from_file = load_settings(config, environ={})
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{config}: setting 'cdc.schema_registry_url' is required")):
+        _with_overrides(from_file, None, None, None, None)
+    with pytest.raises(ConfigError, match=r"^setting 'cdc\.schema_registry_url' is required"):  # no file to name
+        _with_overrides(load_settings(None, environ={}), "avro", None, None, None)
+    chosen = _with_overrides(from_file, None, False, "exactly-once", "http://r:8081").cdc
+    assert (chosen.format, chosen.tombstones, chosen.delivery, chosen.schema_registry_url) == (
+        "avro", False, "exactly-once", "http://r:8081")
+    assert _with_overrides(from_file, "json", None, None, None).cdc.format == "json"  # JSON needs no registry
+
+
+def test_avro_without_registry_is_one_error_line_before_flink(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("ICETIDE__STACK__STATE_DIR", str(tmp_path))
+    assert main(["cdc", "run", "--once", "--format", "avro"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: setting 'cdc.schema_registry_url' is required") and err.count("\n") == 1
+    assert not (tmp_path / "cdc").exists()  # nothing started, no run folder
 
 
 def test_sink_ddl_quotes_values_and_sets_transactions(base_settings) -> None:  # type: ignore[no-untyped-def]
