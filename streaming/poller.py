@@ -213,6 +213,7 @@ class TablePoller:
                     return
                 position = replace(position, snapshot_id=pending[0].snapshot_id, emitted=0, initial=False)
             events = self._events(position)
+            emitted = position.emitted  # a plain int in the loop; the Position is rebuilt after it
             exhausted = True
             for event in events:
                 if self.schema_topic is not None and event.source.schema_id != position.schema_id:
@@ -222,11 +223,12 @@ class TablePoller:
                 yield record
                 if self.tombstones and keys and record.op == "d":
                     yield tombstone(record)
-                position = replace(position, emitted=position.emitted + 1)
+                emitted += 1
                 count += 1
                 if budget is not None and count >= budget:
                     exhausted = False
                     break
+            position = replace(position, emitted=emitted)
             if not exhausted:
                 self._open = (position, events)
                 yield position
