@@ -88,6 +88,7 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
     data = {"sink": sink.kind, **summary.to_dict(positions)}
     p50 = data["commit_to_apply_p50_s"]
     text = (f"applied {data['applied']} events ({data['skipped']} duplicates skipped, "
+            f"{data['replayed']} of them re-published by the producer, "
             f"{data['dead_letters']} dead-lettered) in {data['seconds']} s"
             + (f"; commit→apply p50 {p50} s" if p50 is not None else ""))
     emit(data, as_json, text)
