@@ -58,6 +58,8 @@ class Summary:
     seen_latencies: int = 0
     topics: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    first_record_at: float | None = None  # monotonic time the first record arrived
+    last_batch_at: float | None = None  # monotonic time the last batch was committed downstream
     caught_up: bool = True  # --once: reached every end offset that existed at start
 
     def observe(self, latency: float) -> None:
@@ -68,6 +70,13 @@ class Summary:
             slot = random.randrange(self.seen_latencies)
             if slot < RESERVOIR:
                 self.latencies[slot] = latency
+
+    @property
+    def active_seconds(self) -> float:
+        """From the first record received to the last batch committed (no start-up, no idling)."""
+        if self.first_record_at is None or self.last_batch_at is None:
+            return 0.0
+        return self.last_batch_at - self.first_record_at
 
     def to_dict(self, positions: dict[TopicPartition, int]) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -84,6 +93,8 @@ class Summary:
             "batches": self.batches, "tables": tables, "topics": self.topics, "caught_up": self.caught_up,
             "seconds": round(self.seconds, 3),
             "events_per_s": round(self.applied / self.seconds, 1) if self.seconds else None,
+            "active_seconds": round(self.active_seconds, 3),
+            "active_events_per_s": round(self.applied / self.active_seconds, 1) if self.active_seconds else None,
             "commit_to_apply_p50_s": q(0.5), "commit_to_apply_p99_s": q(0.99),
             "commit_to_apply_max_s": round(lat[-1], 4) if lat else None,
             "positions": {f"{t}/{p}": off for (t, p), off in sorted(positions.items())},
@@ -214,7 +225,10 @@ class ChangeConsumer:
             msgs = self._consumer.consume(batch_size, self.options.poll_timeout_s) if topics else []
             now = time.monotonic()
             if msgs:
+                if self.summary.first_record_at is None:
+                    self.summary.first_record_at = now
                 self._handle(msgs)
+                self.summary.last_batch_at = time.monotonic()
                 last_record = now
             elif self.options.once and self._gave_up(now, started, last_record):
                 self.summary.caught_up = False
