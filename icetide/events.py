@@ -238,17 +238,19 @@ def encode_row(row: dict[str, Any]) -> dict[str, Any]:
     return {name: value if type(value) in as_is else encode_value(value) for name, value in row.items()}
 
 
-def to_json(event: ChangeEvent) -> bytes:
-    """The envelope as compact UTF-8 JSON bytes; row values are encoded here (idempotent)."""
+def to_json(event: ChangeEvent, ready: bool = False) -> bytes:
+    """The envelope as compact UTF-8 JSON bytes. Row values are encoded here (idempotent) unless
+    `ready` says the images already went through `encode_row` (the changelog's do)."""
     record = event.to_dict()
-    for image in ("before", "after"):
-        if record[image] is not None:
-            record[image] = encode_row(record[image])
+    if not ready:
+        for image in ("before", "after"):
+            if record[image] is not None:
+                record[image] = encode_row(record[image])
     return _dumps(record, 0)
 
 
-def key_to_json(key: dict[str, Any]) -> bytes:
-    return _dumps(encode_row(key), orjson.OPT_SORT_KEYS)
+def key_to_json(key: dict[str, Any], ready: bool = False) -> bytes:
+    return _dumps(key if ready else encode_row(key), orjson.OPT_SORT_KEYS)
 
 
 def _dumps(value: Any, option: int) -> bytes:

@@ -100,10 +100,11 @@ def schema_change(changelog: Changelog, event: ChangeEvent, previous: int | None
                   event.source.commit_ts_ms, event.source.snapshot_id)
 
 
-def to_record(event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
-    """Key = the row's key fields (the whole row when the table has none: identical rows share a key)."""
+def to_record(event: ChangeEvent, topic: str, key_fields: list[str], ready: bool = False) -> Record:
+    """Key = the row's key fields (the whole row when the table has none: identical rows share a key).
+    `ready`: the images are JSON-ready already (the changelog's are: `encode_row`), not encoded again."""
     key = event.key(key_fields) if key_fields else event.row
-    return Record(topic, key_to_json(key), to_json(event), event.op, event.source.commit_ts_ms,
+    return Record(topic, key_to_json(key, ready), to_json(event, ready), event.op, event.source.commit_ts_ms,
                   event.source.snapshot_id, event)
 
 
@@ -133,7 +134,7 @@ class JsonEncoder:
     format = "json"
 
     def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
-        return to_record(event, topic, key_fields)
+        return to_record(event, topic, key_fields, ready=True)  # changelog images are JSON-ready
 
 
 class AvroEncoder:
