@@ -152,9 +152,28 @@ class ChangeConsumer:
             "logger": logging.getLogger("icetide.kafka.consumer"),
         })
 
-    def _topics(self) -> list[str]:
-        meta = self._consumer.list_topics(timeout=10)
+    def _topics(self) -> list[str] | None:
+        """The topics to read; None while the cluster does not answer (a broker restarting)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            meta = self._consumer.list_topics(timeout=10)
+        except KafkaException as exc:
+            log.warning("cannot list topics (%s); trying again", exc)
+            return None
         return select_topics(list(meta.topics), self.settings, self.options)
+
+    def _first_topics(self) -> list[str]:
+        """Wait until the cluster answers (--once: at most assign_timeout_s, then TransientError)."""
+        started = time.monotonic()
+        while (topics := self._topics()) is None:
+            if self.stop.is_set():
+                return []
+            if self.options.once and time.monotonic() - started > self.options.assign_timeout_s:
+                raise TransientError(f"Kafka at {self.bootstrap} did not answer within "
+                                     f"{self.options.assign_timeout_s:.0f}s")
+            time.sleep(1.0)
+        return topics
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         from confluent_kafka import OFFSET_BEGINNING
@@ -211,7 +230,7 @@ class ChangeConsumer:
         return self.summary
 
     def _loop(self) -> None:
-        topics = self._topics()
+        topics = self._first_topics()
         if self.options.once:
             self._ends = self._end_offsets(topics)
         self.summary.topics = topics
@@ -239,8 +258,8 @@ class ChangeConsumer:
                 self._update_lag()
                 last_lag = now
             if not self.options.once and now - last_refresh > TOPIC_REFRESH_S:
-                fresh = self._topics()
-                if fresh != topics and fresh:
+                fresh = self._topics()  # None while the broker is away: keep reading what we have
+                if fresh and fresh != topics:
                     topics = fresh
                     self.summary.topics = topics
                     self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)

@@ -266,9 +266,12 @@ def test_broker_kill_9_and_restart_while_consuming(tmp_path: Path, postgres_db: 
             os.killpg(status.pid, signal.SIGKILL)
             while stack.status().pid is not None:
                 time.sleep(0.2)
+            time.sleep(6)  # down across a topic refresh (every 5 s) of the consumer
             status = stack.up()
             assert status.bootstrap == bootstrap, "the restarted broker keeps its port"
         _produce(bootstrap, topic, gen.events(500))
+        time.sleep(6)  # past a topic refresh with the broker back: the consumer must still be running
+        assert proc.poll() is None, "the continuous consumer died while the broker was away"
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
         final = subprocess.run([ICETIDE, "cdc", "apply", "--sink", "postgres", "--topics", topic, "--once", "--json"],
