@@ -196,7 +196,9 @@ class PostgresSink(Sink):
         columns = list(zip(*keys, strict=True))
         if all(_uniform_scalars(col) for col in columns):
             targets = sql.SQL(", ").join(map(sql.Identifier, key_fields))
-            arrays = sql.SQL(", ").join(sql.Placeholder() for _ in key_fields)
+            # typed arrays: a bare list of str reaches PostgreSQL as unknown[] (unnest is then ambiguous)
+            arrays = sql.SQL(", ").join(sql.SQL("%s::text[]" if isinstance(col[0], str) else "%s::bigint[]")
+                                        for col in columns)
             query = sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))").format(
                 self._name(table), targets, arrays)
             self.conn.execute(query, [list(col) for col in columns])

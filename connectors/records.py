@@ -79,7 +79,12 @@ def is_avro(payload: bytes | None) -> bool:
 
 
 def decode(msg: Any, avro: AvroDecoder | None = None) -> Change | None:
-    """A record as a Change; None for a tombstone (nothing to apply); EventError if malformed."""
+    """A record as a Change; None for a tombstone (nothing to apply); EventError if malformed.
+
+    A keyless table's records are keyed by the whole row (so one row's events share a partition),
+    and a key naming every column of the row means exactly that: the change is applied as keyless
+    (delete one equal row, insert one), never as an upsert that would fold identical rows into one.
+    For a table whose identifier fields are all of its columns both readings give the same result."""
     value, key = msg.value(), msg.key()
     if value is None:
         return None
@@ -90,6 +95,8 @@ def decode(msg: Any, avro: AvroDecoder | None = None) -> Change | None:
         fields = avro.key_fields(key) if is_avro(key) else key_fields_of(key)
     else:
         event, fields = from_json(value), key_fields_of(key)
+    if fields and len(fields) == len(event.row) and set(fields) == event.row.keys():
+        fields = ()  # keyed by the whole row: a keyless table (see below)
     return Change(msg.topic(), msg.partition(), msg.offset(), event, fields)
 
 

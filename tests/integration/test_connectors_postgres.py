@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from connectors.base import Change
 from connectors.postgres import PostgresConfig, PostgresSink
 from icetide.errors import EventError
+from icetide.events import ChangeEvent, Source
 from tests.fixtures.postgres import create_database
 from tests.unit.test_connectors_sqlite import TABLE, TOPIC, _changes, _event, _normalise, steps
 
@@ -69,3 +70,22 @@ def test_column_first_seen_null_gets_the_type_of_its_first_value(postgres_db: st
     assert types == {"id": "bigint", "n": "bigint", "j": "jsonb", "f": "double precision"}
     assert rows[-1] == {"id": 4, "n": 9, "j": {"a": [1]}, "f": 2.5}
     assert rows[1] == {"id": 2, "n": 7, "j": None, "f": None}
+
+
+def test_text_keys_and_keyless_rows_with_nulls(postgres_db: str) -> None:
+    """Delete-by-key binds typed arrays (a list of str alone is `unknown[]` to PostgreSQL), and a
+    keyless table keeps identical rows and deletes a row holding a NULL."""
+    code = [Change(TOPIC, 0, i, _event(op, before, after, i), ("code",)) for i, (op, before, after) in enumerate([
+        ("c", None, {"code": "A-1", "n": 1}), ("c", None, {"code": "B-2", "n": 2}),
+        ("u", {"code": "A-1", "n": 1}, {"code": "A-1", "n": 10}), ("d", {"code": "B-2", "n": 2}, None)])]
+    twin, holey = {"a": "x", "n": 1}, {"a": "y", "n": None}
+    keyless = [Change("icetide.sales.log", 0, i, ChangeEvent(op, before, after, Source(  # type: ignore[arg-type]
+        catalog="lake", db="sales", table="log", snapshot_id=9, sequence_number=1, commit_ts_ms=1, ordinal=i)), ())
+        for i, (op, before, after) in enumerate([("c", None, twin), ("c", None, twin), ("c", None, holey),
+                                                  ("d", twin, None), ("d", holey, None)])]
+    with PostgresSink(PostgresConfig(postgres_db)) as sink:
+        sink.apply(code[:2], {(TOPIC, 0): 1})
+        sink.apply(code[2:], {(TOPIC, 0): 3})
+        sink.apply(keyless, {("icetide.sales.log", 0): 4})
+        assert sink.read_rows(TABLE) == [{"code": "A-1", "n": 10}]
+        assert sink.read_rows(("sales", "log")) == [twin]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -44,12 +45,22 @@ SOURCE = Source(catalog="lake", db="sales", table="t", snapshot_id=7, sequence_n
 
 
 def test_decode_reads_envelope_key_fields_and_position() -> None:
-    event = ChangeEvent("c", None, {"b": 1, "a": "x"}, SOURCE)
+    event = ChangeEvent("c", None, {"b": 1, "a": "x", "v": None}, SOURCE)
     change = decode(FakeMessage(to_json(event), key_to_json({"b": 1, "a": "x"})))
     assert change is not None
     assert (change.topic, change.partition, change.offset) == ("icetide.sales.t", 2, 41)
     assert change.key_fields == ("a", "b") and change.table == ("sales", "t")
-    assert change.event.after == {"b": 1, "a": "x"}
+    assert change.event.after == {"b": 1, "a": "x", "v": None}
+
+
+@pytest.mark.parametrize("op,before,after", [("c", None, {"a": "x", "n": None}), ("d", {"a": "x", "n": None}, None),
+                                             ("u", {"a": "x", "n": 1}, {"a": "y", "n": 1})])
+def test_a_key_naming_the_whole_row_means_a_keyless_table(op: str, before: dict | None, after: dict | None) -> None:
+    """The job keys a keyless table's records by the whole row; applying them as keyed would fold
+    identical rows into one (and never match a NULL)."""
+    event = ChangeEvent(op, before, after, SOURCE)  # type: ignore[arg-type]
+    change = decode(FakeMessage(to_json(event), key_to_json(event.row)))
+    assert change is not None and change.key_fields == ()
 
 
 def test_tombstones_are_skipped_and_keyless_records_have_no_key_fields() -> None:
@@ -134,3 +145,20 @@ def test_avro_records_decode_to_the_same_images_as_json() -> None:
     assert change.event.after == via_json.event.after == {
         "id": 5, "name": "ana", "day": "2025-01-02", "price": "12.30", "at": "2025-01-02 03:04:05.600000"}
     assert change.event.source == SOURCE
+
+
+def test_keyless_records_keep_identical_rows_and_delete_rows_with_nulls(tmp_path: Any) -> None:
+    from connectors.sqlite import SqliteConfig, SqliteSink
+
+    twin, holey = {"a": "x", "n": 1}, {"a": "y", "n": None}
+    plan = [("c", None, twin), ("c", None, twin), ("c", None, holey), ("d", twin, None), ("d", holey, None)]
+    changes = []
+    for ordinal, (op, before, after) in enumerate(plan):
+        event = ChangeEvent(op, before, after, Source(catalog="lake", db="sales", table="t", snapshot_id=7,  # type: ignore[arg-type]
+                                                      sequence_number=3, commit_ts_ms=1, ordinal=ordinal))
+        change = decode(FakeMessage(to_json(event), key_to_json(event.row)))  # keyed by the whole row, as the job does
+        assert change is not None
+        changes.append(Change(change.topic, change.partition, ordinal, change.event, change.key_fields))
+    with SqliteSink(SqliteConfig(tmp_path / "d.db")) as sink:
+        sink.apply(changes, {("icetide.sales.t", 2): len(changes) - 1})
+        assert sink.read_rows(("sales", "t")) == [twin]  # one of the twins is left; the NULL row is gone
