@@ -3,7 +3,8 @@
 The script starts its own broker, writer (Spark), CDC job (Flink) and consumer in a temp state dir,
 SIGKILLs the job, the consumer and the broker once each while changes flow, restarts them, and
 checks that every event reached Kafka, that no change was applied twice downstream, and that
-`cdc verify` finds both tables equal. SQLite downstream: the lighter sink keeps this test short.
+`cdc verify` finds both tables equal. SQLite downstream: the lighter sink keeps this test short (and the
+PostgreSQL sink cannot apply the keyless table yet: docs/results/chaos.md, bug 2).
 """
 
 from __future__ import annotations
