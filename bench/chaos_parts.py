@@ -185,9 +185,9 @@ def setup_audit(kind: str, target: str) -> None:
 
     sink = SqliteSink(SqliteConfig(Path(target)))
     sink.open()
-    try:  # the sink's own DDL, with the key fields its records carry (keyless: the whole row)
+    try:  # the sink's own DDL, with the key fields the consumer applies them with (keyless: none)
         sink._create_table((NAMESPACE, "keyed"), {"id": 0, "ver": 0, "v": ""}, ["id"])
-        sink._create_table((NAMESPACE, "log"), {"id": 0, "ver": 0, "v": ""}, ["id", "v", "ver"])
+        sink._create_table((NAMESPACE, "log"), {"id": 0, "ver": 0, "v": ""}, [])
     finally:
         sink.close()
     with contextlib.closing(sqlite3.connect(target)) as conn:
