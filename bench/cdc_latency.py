@@ -60,27 +60,28 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
             proc.wait()
 
 
-def downstream_count(dsn: str) -> int:
+def downstream_state(dsn: str) -> tuple[int, int]:
+    """(rows, sum of qty) downstream: equal to the writer's once every insert AND update is applied."""
     import psycopg
 
     try:
         with psycopg.connect(dsn) as conn:
-            row = conn.execute('SELECT count(*) FROM "bench"."latency"').fetchone()
-        return int(row[0]) if row else 0
+            row = conn.execute('SELECT count(*), coalesce(sum(qty), 0) FROM "bench"."latency"').fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
     except psycopg.errors.UndefinedTable:
-        return 0
+        return (0, 0)
 
 
-def wait_rows(dsn: str, expected: int, procs: list[subprocess.Popen[bytes]], timeout: float) -> float:
+def wait_rows(dsn: str, expected: tuple[int, int], procs: list[subprocess.Popen[bytes]], timeout: float) -> float:
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         for proc in procs:
             if proc.poll() is not None:
                 raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        if downstream_count(dsn) >= expected:
+        if downstream_state(dsn) == expected:
             return time.monotonic() - began
         time.sleep(0.5)
-    raise RuntimeError(f"downstream has {downstream_count(dsn)} of {expected} rows after {timeout:.0f}s")
+    raise RuntimeError(f"downstream has {downstream_state(dsn)}, expected {expected} after {timeout:.0f}s")
 
 
 class Writer:
@@ -89,15 +90,18 @@ class Writer:
     def __init__(self, spark: Any) -> None:
         self.spark = spark
         self.next_id = 0
+        self.qty_sum = 0  # sum of qty over the table, as the writer made it
         self.commits: list[float] = []
 
     def insert(self, n: int) -> None:
         first, self.next_id = self.next_id, self.next_id + n
+        self.qty_sum += sum(i % 1000 for i in range(first, first + n))
         self.spark.sql(f"INSERT INTO {TABLE} SELECT id, id % 1000, 'p' || (id % 97), current_timestamp() "
                        f"FROM range({first}, {first + n})")
 
     def update(self, n: int) -> None:
         low = max(0, self.next_id - 3 * n)
+        self.qty_sum += min(n, self.next_id - low)
         self.spark.sql(f"UPDATE {TABLE} SET qty = qty + 1 WHERE id >= {low} AND id < {low + n}")
 
     def run(self, rate: int, seconds: float, interval: float) -> dict[str, Any]:
@@ -187,7 +191,7 @@ def main() -> None:
         writer.insert(100)  # warm-up: the pipeline is up once these rows are downstream
         job = start([ICETIDE, "cdc", "run", "--tables", TABLE], env, logs / "job.log")
         consumer = start(apply_argv, env, logs / "apply-warmup.log")
-        startup_s = wait_rows(dsn, 100, [job, consumer], 600)
+        startup_s = wait_rows(dsn, (writer.next_id, writer.qty_sum), [job, consumer], 600)
         stop(consumer)
         runs = []
         for rate in [int(r) for r in args.rates.split(",")]:
@@ -199,7 +203,7 @@ def main() -> None:
             load_before = os.getloadavg()[0]
             written = writer.run(rate, args.seconds, args.commit_interval)
             load_during = os.getloadavg()[0]
-            drain_s = wait_rows(dsn, writer.next_id, [job, consumer], 1800)
+            drain_s = wait_rows(dsn, (writer.next_id, writer.qty_sum), [job, consumer], 1800)
             stop(consumer)
             summary = json.loads(out.read_text())
             topic = topic_for(settings.cdc.topic_prefix, *TABLE.split("."))
