@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report import emit
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 ICETIDE = str(Path(sys.executable).with_name("icetide"))
@@ -227,11 +229,7 @@ def main() -> None:
                 stop(proc)
         stack.down()
         server.stop()
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

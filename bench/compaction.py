@@ -10,13 +10,14 @@ binpack compaction runs, and the queries run again. Prints one JSON document (`-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from report import emit
 
 
 def measure(rows: int, tasks: int, runs: int, workdir: Path) -> dict[str, Any]:
@@ -62,11 +63,7 @@ def main() -> None:
         payload = {"benchmark": "compaction", **measure(args.rows, args.tasks, args.runs, workdir)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    text = json.dumps(payload, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(payload, args.out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from report import emit
+
 
 def measure(rows: int, seed: int, workdir: Path) -> dict[str, Any]:
     import pyarrow.dataset as ds
@@ -106,11 +108,7 @@ def main() -> None:
         "goal": {"rows_per_s": 500_000, "max_ratio_vs_plain_parquet": 1.5},
         "runs": runs,
     }
-    text = json.dumps(payload, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(payload, args.out)
 
 
 if __name__ == "__main__":
