@@ -29,6 +29,7 @@ from typing import Any
 
 from icetide.errors import EventError, IcetideError
 from icetide.events import ChangeEvent
+from icetide.rowschema import RowSchema
 
 TopicPartition = tuple[str, int]
 EventPosition = tuple[int, int]  # (snapshot sequence number, ordinal): `Source.position`
@@ -45,6 +46,7 @@ class Change:
     offset: int
     event: ChangeEvent
     key_fields: tuple[str, ...] = ()  # from the record key; () → the table has no key
+    schema: RowSchema | None = None  # the row images' columns and types, when the encoding tells them
 
     @property
     def table(self) -> TableRef:
