@@ -7,8 +7,13 @@ BIN     := $(VENV)/bin
 CACHE   := .cache
 JAR_GROUPS := spark flink kafka
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
-# Apicurio Registry (Confluent-compatible API), built by Quarkus from Maven Central artifacts
+# Maven's own local repository, outside the clone: a fresh clone on the same machine reuses it
+M2      ?= $(HOME)/.m2/repository
+# Apicurio Registry (Confluent-compatible API), built by Quarkus from Maven Central artifacts; the build
+# is kept outside the clone too, under a key of its sources, so a fresh clone copies it instead of rebuilding
 REGISTRY_JAR := $(CACHE)/registry/build/apicurio-registry-runner.jar
+REGISTRY_KEY  = $(shell cat jars/registry/pom.xml jars/registry/src/main/java/io/icetide/registry/*.java | sha256sum | cut -c1-16)
+REGISTRY_STORE = $(HOME)/.cache/icetide/registry-$(REGISTRY_KEY)
 PYTEST_ARGS ?=
 
 .PHONY: help setup test test-unit demo bench lint typecheck clean distclean
@@ -35,12 +40,19 @@ $(BIN)/.stamp: pyproject.toml requirements.lock
 $(CACHE)/jars/%/.stamp: jars/%/pom.xml
 	@mkdir -p $(CACHE)/jars/$*
 	rm -f $(CACHE)/jars/$*/*.jar
-	mvn -q -B -f jars/$*/pom.xml -Dmaven.repo.local=$(abspath $(CACHE))/m2 \
+	mvn -q -B -f jars/$*/pom.xml -Dmaven.repo.local=$(M2) \
 	    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(CACHE))/jars/$*
 	@touch $@
 
 $(REGISTRY_JAR): jars/registry/pom.xml $(wildcard jars/registry/src/main/java/io/icetide/registry/*.java)
-	mvn -q -B -f jars/registry/pom.xml -Dmaven.repo.local=$(abspath $(CACHE))/m2 clean package
+	@if [ -f $(REGISTRY_STORE)/apicurio-registry-runner.jar ]; then \
+	    echo "registry: reusing the build in $(REGISTRY_STORE)"; mkdir -p $(@D); \
+	    cp -a $(REGISTRY_STORE)/apicurio-registry-runner.jar $(REGISTRY_STORE)/lib $(@D)/; \
+	else \
+	    mvn -q -B -f jars/registry/pom.xml -Dmaven.repo.local=$(M2) clean package && \
+	    mkdir -p $(REGISTRY_STORE).tmp && cp -a $@ $(@D)/lib $(REGISTRY_STORE).tmp/ && \
+	    rm -rf $(REGISTRY_STORE) && mv $(REGISTRY_STORE).tmp $(REGISTRY_STORE); \
+	fi
 	@touch $@
 
 test: setup  ## run every test tier (unit, integration, e2e)
