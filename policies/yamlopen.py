@@ -44,8 +44,12 @@ def _where(mark: Any) -> str:
     return f"{mark.line + 1}:{mark.column + 1}"
 
 
-def _opening(text: str, mark: Any, end: int, problem: str) -> Opening:
-    return Opening(text[mark.index], mark.index, mark.line + 1, mark.column + 1, end, problem)
+def _opening(kind: str, mark: Any, end: int, problem: str) -> Opening:
+    return Opening(kind, mark.index, mark.line + 1, mark.column + 1, end, problem)
+
+
+def _kind(token: Any) -> str:
+    return "[" if isinstance(token, yaml.FlowSequenceStartToken | yaml.FlowSequenceEndToken) else "{"
 
 
 def _runaway(text: str, token: Any) -> Opening | None:
@@ -63,7 +67,7 @@ def _runaway(text: str, token: Any) -> Opening | None:
     else:
         problem = (f"ends at {close} and text follows that quote: is a closing quote missing, or a quote inside "
                    "it not escaped?")
-    return _opening(text, token.start_mark, end, problem)
+    return _opening(token.style, token.start_mark, end, problem)
 
 
 def _tokens(text: str, loader: type) -> Iterator[Any]:
@@ -90,16 +94,16 @@ def _scan(text: str, loader: type) -> list[Opening]:
     stack: list[Any] = []  # opening tokens of the flow collections open at this point
     for token in _tokens(text, loader):
         if isinstance(token, yaml.MarkedYAMLError):  # the scanner gives up: what is open here stays open
-            if token.context == "while scanning a quoted scalar" and "end of stream" in str(token.problem):
-                found.append(_opening(text, token.context_mark, _NEVER,
-                                      "is never closed (the file ends inside it)"))
+            quote = text[token.context_mark.index:token.context_mark.index + 1] if token.context_mark else ""
+            if quote in ("'", '"') and "end of stream" in str(token.problem):
+                found.append(_opening(quote, token.context_mark, _NEVER, "is never closed (the file ends inside it)"))
         elif isinstance(token, yaml.FlowSequenceStartToken | yaml.FlowMappingStartToken):
             stack.append(token)
         elif isinstance(token, yaml.FlowSequenceEndToken | yaml.FlowMappingEndToken) and stack:
             opener = stack.pop()
-            kind, closer = text[opener.start_mark.index], text[token.start_mark.index]
+            kind, closer = _kind(opener), NAMES[_kind(token)][1]
             if NAMES[kind][1] != closer:
-                found.append(_opening(text, opener.start_mark, token.start_mark.index,
+                found.append(_opening(kind, opener.start_mark, token.start_mark.index,
                                       f"is closed by '{closer}' at {_where(token.start_mark)}: "
                                       f"a '{NAMES[kind][1]}' is missing before it"))
                 return sorted(found, key=lambda o: o.index)  # what follows is read out of step
@@ -108,11 +112,10 @@ def _scan(text: str, loader: type) -> list[Opening]:
             if runaway is not None:
                 found.append(runaway)
     for depth, opener in enumerate(stack):
-        around = [f"the {NAMES[text[o.start_mark.index]][0]} '{text[o.start_mark.index]}' at {_where(o.start_mark)}"
-                  for o in stack[:depth]]
-        kind = text[opener.start_mark.index]
+        around = [f"the {NAMES[_kind(o)][0]} '{_kind(o)}' at {_where(o.start_mark)}" for o in stack[:depth]]
+        kind = _kind(opener)
         nor = f" (nor is {', '.join(around)} around it)" if around else ""
-        found.append(_opening(text, opener.start_mark, _NEVER,
+        found.append(_opening(kind, opener.start_mark, _NEVER,
                               f"is never closed{nor}: no '{NAMES[kind][1]}' matches it"))
     return sorted(found, key=lambda o: o.index)
 

@@ -126,6 +126,7 @@ def _convert(file: str, node: yaml.Node, seen_nodes: set[int], depth: int = 0) -
 
 def load_positioned(text: str, file: str) -> YNode:
     """Compose `text` and return its positioned tree; malformed YAML raises PolicyError."""
+    text = text.removeprefix("\ufeff")  # libyaml's marks skip a byte-order mark, PyYAML's count it
     try:
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as exc:

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from icetide.errors import PolicyError
+from policies import yamlpos
 from policies.loader import parse_policy
 from policies.yamlpos import load_positioned
 from tests.unit.policy_engine.support import EXAMPLE
@@ -51,6 +52,13 @@ def test_left_open_is_reported_at_the_opening(text: str, line: int, col: int, sa
     error = error_of(text)
     assert (error.file, error.line, error.col) == ("p.yaml", line, col), str(error)
     assert says in str(error)
+
+
+def test_a_byte_order_mark_does_not_shift_the_opening() -> None:
+    error = error_of("\ufeff" + HEAD + "tags: [a, b\n" + TAIL)
+    assert (error.line, error.col) == (3, 7) and "list '['" in str(error)
+    error = error_of('\ufeffdescription: ["x", "y"]\ntags: [c\n' + TAIL)
+    assert (error.line, error.col) == (2, 7) and "list '['" in str(error)
 
 
 def test_other_yaml_errors_keep_the_parsers_position() -> None:
@@ -112,6 +120,36 @@ def test_the_example_has_openings_of_every_kind() -> None:
 @pytest.mark.parametrize("opening", EXAMPLE_OPENINGS, ids=[f"{o.line}:{o.col}{o.kind}" for o in EXAMPLE_OPENINGS])
 def test_example_with_one_closing_mark_removed(opening: Opening) -> None:
     check_reported_at_opening(EXAMPLE.read_text(), opening)
+
+
+def test_the_pure_python_parser_points_at_the_same_openings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without libyaml (PyYAML's own scanner, whose marks count a byte-order mark) the answers are the same."""
+    monkeypatch.setattr(yamlpos, "_LOADER", yaml.SafeLoader)
+    for opening in EXAMPLE_OPENINGS:
+        check_reported_at_opening("\ufeff" + EXAMPLE.read_text(), shifted(opening))
+
+
+def shifted(opening: Opening) -> Opening:
+    return Opening(opening.line, opening.col, opening.close + 1, opening.kind, opening.around)
+
+
+EDITS = st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["", "[", "]", "{", "}", "'", '"', "\n", ": ",
+                                                                    ", ", "#", "- ", "\\", "\t"])),
+                 min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(EDITS)
+def test_any_edit_of_the_example_is_read_or_rejected_with_a_position(edits: list[tuple[int, str]]) -> None:
+    """Each edit replaces one character (or deletes it): the loader never fails any other way."""
+    text = EXAMPLE.read_text()
+    for at, new in edits:
+        at %= len(text)
+        text = text[:at] + new + text[at + 1:]
+    try:
+        parse_policy(text, "p.yaml")
+    except PolicyError as error:
+        assert error.line >= 1 and error.col >= 1 and str(error).startswith(f"p.yaml:{error.line}:{error.col}: ")
 
 
 WORD = st.text("abcdefghij", min_size=1, max_size=6)
