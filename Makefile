@@ -14,6 +14,11 @@ M2      ?= $(HOME)/.m2/repository
 REGISTRY_JAR := $(CACHE)/registry/build/apicurio-registry-runner.jar
 REGISTRY_KEY  = $(shell cat jars/registry/pom.xml jars/registry/src/main/java/io/icetide/registry/*.java | sha256sum | cut -c1-16)
 REGISTRY_STORE = $(HOME)/.cache/icetide/registry-$(REGISTRY_KEY)
+# kustomize (tests/unit/test_deploy_k8s.py builds k8s/ with it), a Go module built with the machine's Go;
+# Go's module and build caches live outside the clone, so a fresh clone only re-links it (seconds)
+KUSTOMIZE_VERSION := v5.7.1
+KUSTOMIZE := $(CACHE)/bin/.kustomize-$(KUSTOMIZE_VERSION)
+GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
 PYTEST_ARGS ?=
 
 .PHONY: help setup test test-unit demo bench lint typecheck clean distclean
@@ -21,7 +26,7 @@ PYTEST_ARGS ?=
 help:  ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS) $(REGISTRY_JAR)  ## venv + pinned deps, JVM jars (Maven), Debian packages; a no-op when done
+setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS) $(REGISTRY_JAR) $(KUSTOMIZE)  ## venv + pinned deps, JVM jars (Maven), Debian packages, kustomize (Go); a no-op when done
 
 $(CACHE)/system.stamp: scripts/setup-system.sh
 	@mkdir -p $(CACHE)
@@ -53,6 +58,12 @@ $(REGISTRY_JAR): jars/registry/pom.xml $(wildcard jars/registry/src/main/java/io
 	    mkdir -p $(REGISTRY_STORE).tmp && cp -a $@ $(@D)/lib $(REGISTRY_STORE).tmp/ && \
 	    rm -rf $(REGISTRY_STORE) && mv $(REGISTRY_STORE).tmp $(REGISTRY_STORE); \
 	fi
+	@touch $@
+
+$(KUSTOMIZE):
+	@test -x $(GO) || { echo "error: go not found (kustomize is built from the Go module proxy with go install)"; exit 1; }
+	@mkdir -p $(CACHE)/bin
+	GOBIN=$(abspath $(CACHE))/bin GOFLAGS=-modcacherw $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	@touch $@
 
 test: setup  ## run every test tier (unit, integration, e2e)

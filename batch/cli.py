@@ -5,6 +5,7 @@ Each command starts the Spark session only when it runs (never for --help).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,8 @@ def snapshots(app: Any, table_name: str, as_json: bool) -> None:
     """List the table's snapshots (oldest first) with operation and record counts."""
     from batch.timetravel import snapshots as list_snapshots
 
-    table = table_ref(app.settings, table_name)
-    with spark_errors("listing snapshots"):
-        rows = list_snapshots(spark_for(app.settings), table)
-    columns = ["committed_at", "snapshot_id", "operation", "total_records", "added_records",
-               "current_ancestor"]
-    emit(rows, as_json, format_table(columns, [[r[c] for c in columns] for r in rows]))
+    _emit_rows(app, table_name, as_json, list_snapshots, "listing snapshots",
+               ["committed_at", "snapshot_id", "operation", "total_records", "added_records", "current_ancestor"])
 
 
 @batch.command()
@@ -66,10 +63,16 @@ def history(app: Any, table_name: str, as_json: bool) -> None:
     """Show when each snapshot became the table's current state."""
     from batch.timetravel import history as table_history
 
+    _emit_rows(app, table_name, as_json, table_history, "reading history",
+               ["made_current_at", "snapshot_id", "parent_id", "is_current_ancestor"])
+
+
+def _emit_rows(app: Any, table_name: str, as_json: bool, read: Callable[[Any, Any], list[dict[str, Any]]],
+               doing: str, columns: list[str]) -> None:
+    """Read rows about a table with Spark and print them as JSON or as a table of `columns`."""
     table = table_ref(app.settings, table_name)
-    with spark_errors("reading history"):
-        rows = table_history(spark_for(app.settings), table)
-    columns = ["made_current_at", "snapshot_id", "parent_id", "is_current_ancestor"]
+    with spark_errors(doing):
+        rows = read(spark_for(app.settings), table)
     emit(rows, as_json, format_table(columns, [[r[c] for c in columns] for r in rows]))
 
 

@@ -2,8 +2,10 @@
 
 `yaml.compose` keeps the start mark of each node; we turn the composed graph into plain
 `YNode`s (mapping / sequence / scalar) so that every later error can say `file:line:col`.
-Only the YAML core schema is accepted: explicit tags (`!!python/...`, custom `!tags`) and
-duplicate keys are errors, because a policy file must mean exactly what it looks like.
+A malformed file is reported where its problem starts (`policies.yamlopen`: a list, mapping or
+quoted string left open), else where the parser gave up. Only the YAML core schema is accepted:
+explicit tags (`!!python/...`, custom `!tags`) and duplicate keys are errors, because a policy file
+must mean exactly what it looks like.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 
 import yaml
 from icetide.errors import PolicyError
+
+from policies.yamlopen import describe, left_open
 
 Scalar = str | int | float | bool | None
 
@@ -122,9 +126,15 @@ def _convert(file: str, node: yaml.Node, seen_nodes: set[int], depth: int = 0) -
 
 def load_positioned(text: str, file: str) -> YNode:
     """Compose `text` and return its positioned tree; malformed YAML raises PolicyError."""
+    text = text.removeprefix("\ufeff")  # libyaml's marks skip a byte-order mark, PyYAML's count it
     try:
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as exc:
+        failed = exc.problem_mark or exc.context_mark
+        opening = left_open(text, failed.index, _LOADER) if failed is not None else None
+        if opening is not None:  # point where the problem starts, not where the parser gave up
+            raise PolicyError(f"malformed YAML: {describe(opening)}", file=file, line=opening.line,
+                              col=opening.col) from None
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise PolicyError(f"malformed YAML: {exc.problem or exc.context}", file=file, line=line, col=col) from None

