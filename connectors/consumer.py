@@ -53,6 +53,7 @@ class ConsumeOptions:
     poll_timeout_s: float = 0.5
     batch_size: int | None = None  # default: settings.sink.batch_size
     schema_registry_url: str | None = None  # needed for Avro (Confluent wire format) records
+    retry_max_delay_s: float = 30.0  # cap of the back-off while the sink is unavailable (retried without end)
 
 
 @dataclass
@@ -131,7 +132,7 @@ class ChangeConsumer:
         self._ends: dict[TopicPartition, int] = {}
         self._consumer: Any = None
         self._assigned_at: float | None = None
-        self.health = SinkHealth(self.metrics, sink.kind)
+        self.health = SinkHealth(self.metrics, sink.kind, options.retry_max_delay_s)
         self._pending: list[Any] | None = None  # assigned while the sink was away: positions not loaded yet
         self._pending_retry_at = 0.0
         self.dead = DeadLetters(bootstrap, settings.dead_letter_topic)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from icetide.errors import ConfigError, EventError, IcetideError
+from icetide.errors import EventError, IcetideError
 
 from connectors.base import POSITIONS_TABLE, Applied, Sink, TableRef, TopicPartition
 from connectors.retry import SinkUnavailable, snake
@@ -84,12 +84,9 @@ class PostgresSink(Sink):
             self._conn = psycopg.connect(self.config.dsn, autocommit=True,
                                          application_name=self.config.application_name)
         except psycopg.OperationalError as exc:
-            state = exc.sqlstate  # None: no answer (refused, unreachable); else the server's refusal
-            if state is None or state[:2] in TRANSIENT_CLASSES:
-                raise SinkUnavailable(f"postgres: cannot connect: {_first_line(exc)}",
-                                      _kind(exc, "cannot_connect")) from None
-            raise ConfigError(f"postgres: cannot connect: {_first_line(exc)} (SQLSTATE {state}); "
-                              "check sink.postgres_dsn / --dsn") from None
+            # libpq gives no SQLSTATE for a refused connection (too many connections, starting up, a
+            # wrong password alike): all are retried, the first failure's message is logged once.
+            raise SinkUnavailable(f"postgres: cannot connect: {_first_line(exc)}", "cannot_connect") from None
         try:
             self._create_positions_table()
         except psycopg.Error as exc:

@@ -75,10 +75,10 @@ class Backoff:
 class SinkHealth:
     """Healthy or retrying; logs and sets the gauge on each change of state, never per attempt."""
 
-    def __init__(self, metrics: ConsumerMetrics, sink_kind: str) -> None:
+    def __init__(self, metrics: ConsumerMetrics, sink_kind: str, max_delay_s: float = MAX_DELAY_S) -> None:
         self.metrics = metrics
         self.sink_kind = sink_kind
-        self.backoff = Backoff()
+        self.backoff = Backoff(cap=max_delay_s)
         self.retrying = False
         self.since = 0.0
         self.attempts = 0
