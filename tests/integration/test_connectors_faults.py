@@ -265,6 +265,8 @@ def test_postgres_stopped_before_assignment_and_while_assigned(kafka_bootstrap: 
         try:
             run.wait("failures in the rebalance callback", lambda: run.errors() >= 3)
             assert run.consumer.summary.applied == 0
+            # the partitions are the consumer's but not fetched (not from Kafka's offsets either)
+            assert run.consumer._pending and run.consumer._consumer.assignment() == []
             server.resume()
             run.wait("the first batch", lambda: run.consumer.summary.applied == len(batches[0]))
 

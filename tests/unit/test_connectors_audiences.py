@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from connectors.base import Change
 from connectors.consumer import ConsumeOptions, select_topics
-from connectors.topics import AudienceMismatch, checked, event_audience, topic_audience
+from connectors.topics import AudienceMismatch, check_user, checked, event_audience, topic_audience
 from icetide.errors import ConfigError
 from icetide.events import ChangeEvent, Source, topic_for
 from icetide.settings import load_settings
@@ -89,3 +89,9 @@ def test_explicit_topics_of_another_audience_are_refused_with_the_fix() -> None:
         select_topics([], settings, ConsumeOptions(topics=["icetide.sales.vendas"], audience="ana"))
     assert select_topics([], settings, ConsumeOptions(topics=["icetide.sec_ana.sales.vendas"], audience="ana")) \
         == ["icetide.sec_ana.sales.vendas"]
+
+
+@pytest.mark.parametrize("user", ["Ana", "1a", "a.b", "a-b", ""])
+def test_audience_must_be_a_policy_user_name(user: str) -> None:
+    with pytest.raises(ConfigError, match="--audience"):
+        check_user(user)
