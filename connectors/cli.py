@@ -46,10 +46,15 @@ dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN (default: 
 @dsn_option
 @click.option("--once", is_flag=True, help="Apply what exists now (end offsets at start), then exit.")
 @click.option("--topics", default=None, help="Comma-separated topics (default: all matching --pattern).")
-@click.option("--pattern", default=None, help=r"Topic regex (default: ^<cdc.topic_prefix>\.).")
+@click.option("--pattern", default=None,
+              help=r"Topic regex (default: ^<cdc.topic_prefix>\.). Audience topics never match without --audience.")
+@click.option("--audience", default=None, metavar="USER",
+              help="Apply policy user USER's audience topics (<prefix>.sec_USER.<ns>.<table>, published by "
+                   "`cdc run --policy`) into tables of namespace sec_USER__<ns>, never into the base tables.")
 @click.option("--batch-size", type=int, default=None, help="Records per poll (default: setting sink.batch_size).")
 @click.option("--idle-timeout", type=float, default=30.0, show_default=True,
-              help="--once: give up (exit 1) after this many seconds without records.")
+              help="--once: give up (exit 1) after this many seconds without records "
+                   "(time spent waiting for an unavailable sink does not count).")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus /metrics on this port (0 = a free one; default: setting metrics.port).")
 @click.option("--schema-registry", "registry", default=None,
@@ -58,19 +63,24 @@ dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN (default: 
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: str | None, pattern: str | None,
-          batch_size: int | None, idle_timeout: float, metrics_port: int | None, registry: str | None,
-          as_json: bool) -> None:
-    """Consume change events and apply them downstream, exactly once in effect."""
+          audience: str | None, batch_size: int | None, idle_timeout: float, metrics_port: int | None,
+          registry: str | None, as_json: bool) -> None:
+    """Consume change events and apply them downstream, exactly once in effect.
+
+    A database that is full, away or out of connections is waited for (back-off, retried without
+    end, gauge icetide_cdc_sink_retrying), never a reason to dead-letter or exit."""
     from icetide.metrics import serve
 
     from connectors.consumer import ChangeConsumer, ConsumeOptions, run_consumer
     from connectors.metrics import ConsumerMetrics
+    from connectors.topics import check_user
 
     settings = app.settings
     sink = make_sink(settings, sink_kind, dsn)
     bootstrap = kafka_bootstrap(settings)
     options = ConsumeOptions(topics=[t.strip() for t in topics.split(",") if t.strip()] if topics else None,
-                             pattern=pattern, once=once, idle_timeout_s=idle_timeout, batch_size=batch_size,
+                             pattern=pattern, audience=check_user(audience) if audience is not None else None,
+                             once=once, idle_timeout_s=idle_timeout, batch_size=batch_size,
                              schema_registry_url=registry or settings.cdc.schema_registry_url)
     metrics = ConsumerMetrics()
     port = metrics_port if metrics_port is not None else (settings.metrics.port or None)

@@ -6,13 +6,18 @@ transaction. If the batch fails with a terminal error, it is retried event by ev
 the culprit goes to the dead-letter topic. Positions come from the sink: on assignment the
 consumer seeks to stored + 1, never to Kafka's committed offsets (those are written too, for
 outside lag tools only). `--once` stops when the end offsets that existed at start are reached.
+
+A transient sink error (the database is full, away, out of connections: `connectors/retry.py`) is
+never a reason to dead-letter or to exit: opening the sink, loading positions on assignment and
+applying a batch are retried with back-off until they succeed (or the consumer is stopped). Topic
+selection and the audience rule (an audience's events never reach a base table) are in
+`connectors/topics.py`.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -26,24 +31,29 @@ from icetide.settings import Settings
 from connectors.base import Change, Sink, TopicPartition
 from connectors.metrics import ConsumerMetrics
 from connectors.records import AvroDecoder, DeadLetters, decode
+from connectors.retry import SinkHealth, Stopped, call_until_ok
+from connectors.topics import checked
+from connectors.topics import default_pattern as default_pattern
+from connectors.topics import select_topics as _select_topics
 
 log = logging.getLogger(__name__)
 RESERVOIR = 100_000
 TOPIC_REFRESH_S = 5.0
 LAG_REFRESH_S = 2.0
-MAX_TRANSIENT_RETRIES = 10
 
 
 @dataclass
 class ConsumeOptions:
     topics: list[str] | None = None  # explicit topics, else `pattern`
-    pattern: str | None = None  # default: ^<prefix>\. (dead-letter and schema-change topics excluded)
+    pattern: str | None = None  # default: ^<prefix>\. (audience, dead-letter, schema-change topics excluded)
+    audience: str | None = None  # apply this policy user's audience topics (into sec_<user>__<ns> tables)
     once: bool = False
     idle_timeout_s: float = 30.0  # --once: give up after this long without records (once assigned)
     assign_timeout_s: float = 120.0  # --once: give up if no partition is assigned within this time
     poll_timeout_s: float = 0.5
     batch_size: int | None = None  # default: settings.sink.batch_size
     schema_registry_url: str | None = None  # needed for Avro (Confluent wire format) records
+    retry_max_delay_s: float = 30.0  # cap of the back-off while the sink is unavailable (retried without end)
 
 
 @dataclass
@@ -101,17 +111,9 @@ class Summary:
         }
 
 
-def default_pattern(settings: Settings) -> str:
-    return "^" + re.escape(settings.cdc.topic_prefix) + r"\."
-
-
 def select_topics(available: list[str], settings: Settings, options: ConsumeOptions) -> list[str]:
-    """Explicit topics as given; else the ones matching the pattern, minus dead-letter/schema topics."""
-    if options.topics:
-        return list(options.topics)
-    regex = re.compile(options.pattern or default_pattern(settings))
-    excluded = {settings.dead_letter_topic, f"{settings.cdc.topic_prefix}.schema-changes"}
-    return sorted(t for t in available if regex.search(t) and t not in excluded and not t.startswith("__"))
+    """The change topics of `options.audience` (None: base tables); see connectors/topics.py."""
+    return _select_topics(available, settings, options.topics, options.pattern, options.audience)
 
 
 class ChangeConsumer:
@@ -130,6 +132,9 @@ class ChangeConsumer:
         self._ends: dict[TopicPartition, int] = {}
         self._consumer: Any = None
         self._assigned_at: float | None = None
+        self.health = SinkHealth(self.metrics, sink.kind, options.retry_max_delay_s)
+        self._pending: list[Any] | None = None  # assigned while the sink was away: positions not loaded yet
+        self._pending_retry_at = 0.0
         self.dead = DeadLetters(bootstrap, settings.dead_letter_topic)
         self.avro: AvroDecoder | None = None
         if options.schema_registry_url:
@@ -176,9 +181,20 @@ class ChangeConsumer:
         return topics
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        """Seek each partition to its stored position + 1. If the sink cannot tell (transient), assign
+        nothing for now (nothing is fetched) and let the loop try again (`_assign_pending`): an error
+        raised here would end the consumer."""
         from confluent_kafka import OFFSET_BEGINNING
 
-        stored = self.sink.positions()
+        try:
+            stored = self.sink.positions()
+        except TransientError as exc:
+            consumer.assign([])  # an assignment is made, so the client does not assign from Kafka's offsets
+            self._pending = list(partitions)
+            self._pending_retry_at = time.monotonic() + self.health.failed(exc)
+            return
+        self._pending = None
+        self.health.ok()
         for tp in partitions:
             done = stored.get((tp.topic, tp.partition))
             tp.offset = done + 1 if done is not None else OFFSET_BEGINNING
@@ -189,7 +205,21 @@ class ChangeConsumer:
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         for tp in partitions:
             self._next.pop((tp.topic, tp.partition), None)
+        if self._pending is not None:
+            gone = {(tp.topic, tp.partition) for tp in partitions}
+            self._pending = [tp for tp in self._pending if (tp.topic, tp.partition) not in gone] or None
         consumer.unassign()
+
+    def _assign_pending(self) -> None:
+        """Partitions assigned while the sink was away: reopen it and load their positions again."""
+        if self._pending is None or time.monotonic() < self._pending_retry_at:
+            return
+        try:
+            self._reopen()
+        except TransientError as exc:
+            self._pending_retry_at = time.monotonic() + self.health.failed(exc)
+            return
+        self._on_assign(self._consumer, self._pending)
 
     def _end_offsets(self, topics: list[str]) -> dict[TopicPartition, int]:
         from confluent_kafka import TopicPartition as KafkaTP
@@ -205,7 +235,7 @@ class ChangeConsumer:
         """--once: every partition read up to the end offset it had at start."""
         from confluent_kafka import TopicPartition as KafkaTP
 
-        stored = self.sink.positions()
+        stored = call_until_ok(self.health, self.stop, self.sink.positions, self._reopen)
         pending = []
         for tp, end in self._ends.items():
             if end == 0 or stored.get(tp, -1) + 1 >= end or self._next.get(tp, 0) >= end:
@@ -223,6 +253,8 @@ class ChangeConsumer:
         self._consumer = self._make_consumer()
         try:
             self._loop()
+        except Stopped:
+            log.info("stopped while waiting for the sink; positions stay where the last batch left them")
         finally:
             self.summary.seconds = time.monotonic() - started
             self._consumer.close()
@@ -239,6 +271,7 @@ class ChangeConsumer:
         batch_size = self.options.batch_size or self.settings.sink.batch_size
         started = last_record = last_refresh = last_lag = time.monotonic()
         while not self.stop.is_set():
+            self._assign_pending()
             if self.options.once and (not topics or self._caught_up()):
                 return
             msgs = self._consumer.consume(batch_size, self.options.poll_timeout_s) if topics else []
@@ -247,8 +280,7 @@ class ChangeConsumer:
                 if self.summary.first_record_at is None:
                     self.summary.first_record_at = now
                 self._handle(msgs)
-                self.summary.last_batch_at = time.monotonic()
-                last_record = now
+                self.summary.last_batch_at = last_record = time.monotonic()  # after any wait for the sink
             elif self.options.once and self._gave_up(now, started, last_record):
                 self.summary.caught_up = False
                 return
@@ -266,7 +298,10 @@ class ChangeConsumer:
                 last_refresh = now
 
     def _gave_up(self, now: float, started: float, last_record: float) -> bool:
-        """--once without progress: no assignment (another member holds the partitions?) or idle."""
+        """--once without progress: no assignment (another member holds the partitions?) or idle.
+        Never while the sink is retrying: that wait has no bound (see the module docstring)."""
+        if self._pending is not None or self.health.retrying:
+            return False
         if self._assigned_at is None:
             if now - started > self.options.assign_timeout_s:
                 log.warning("--once: no partitions assigned within %.0fs (group %s busy?)",
@@ -295,6 +330,7 @@ class ChangeConsumer:
                 self._dead_letter(msg, "decode", str(exc))
                 continue
             if change is not None:
+                change = checked(change, self.options.audience, self.settings.cdc.topic_prefix)
                 changes.append(change)
                 by_position[(change.topic, change.partition, change.offset)] = msg
         if not positions:
@@ -319,18 +355,8 @@ class ChangeConsumer:
         self._commit_kafka(positions)
 
     def _apply(self, changes: list[Change], positions: dict[TopicPartition, int]) -> None:
-        """sink.apply with retries on transient errors (reconnecting the sink between tries)."""
-        for attempt in range(MAX_TRANSIENT_RETRIES + 1):
-            try:
-                result = self.sink.apply(changes, positions)
-                break
-            except TransientError as exc:
-                if attempt == MAX_TRANSIENT_RETRIES:
-                    raise
-                delay = min(5.0, 0.2 * 2**attempt)
-                log.warning("transient sink error (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                self._reopen()
+        """sink.apply, retried without end on transient errors (reopening the sink between tries)."""
+        result = call_until_ok(self.health, self.stop, lambda: self.sink.apply(changes, positions), self._reopen)
         now_ms = time.time() * 1000
         m, s = self.metrics, self.summary
         for (table, op), n in result.applied.items():
@@ -349,14 +375,12 @@ class ChangeConsumer:
         m.batches.inc()
 
     def _reopen(self) -> None:
+        """Close the (broken) sink and open it again; TransientError if it cannot be opened yet."""
         try:
             self.sink.close()
         except Exception:  # the connection is already broken; opening anew is the point
             log.debug("closing a broken sink failed", exc_info=True)
-        try:
-            self.sink.open()
-        except TransientError as exc:
-            log.warning("reopening the sink failed: %s", exc)
+        self.sink.open()
 
     def _dead_letter(self, msg: Any, reason: str, error: str) -> None:
         log.warning("dead-lettering %s[%s]@%s (%s): %s", msg.topic(), msg.partition(), msg.offset(), reason, error)
@@ -390,12 +414,16 @@ class ChangeConsumer:
 def run_consumer(settings: Settings, sink: Sink, bootstrap: str, options: ConsumeOptions,
                  metrics: ConsumerMetrics | None = None,
                  on_start: Callable[[ChangeConsumer], None] | None = None) -> Summary:
-    """Open the sink, consume, close; returns the run's summary."""
-    sink.open()
+    """Open the sink (retried until it opens or the consumer is stopped), consume, close; returns the
+    run's summary. `on_start` runs first (e.g. to install signal handlers that set `consumer.stop`)."""
+    consumer = ChangeConsumer(settings, sink, bootstrap, options, metrics)
+    if on_start is not None:
+        on_start(consumer)
     try:
-        consumer = ChangeConsumer(settings, sink, bootstrap, options, metrics)
-        if on_start is not None:
-            on_start(consumer)
+        call_until_ok(consumer.health, consumer.stop, sink.open)
+    except Stopped:
+        return consumer.summary
+    try:
         return consumer.run()
     finally:
         sink.close()

@@ -30,3 +30,9 @@ class ConsumerMetrics:
         self.dead_letters = Counter("icetide_cdc_dead_letters", "Events sent to the dead-letter topic.",
                                     ["reason"], registry=r)
         self.batches = Counter("icetide_cdc_batches", "Batches committed downstream.", registry=r)
+        self.sink_retrying = Gauge("icetide_cdc_sink_retrying",
+                                   "1 while the sink is unavailable and the consumer backs off and retries.",
+                                   registry=r)
+        self.transient_errors = Counter("icetide_cdc_sink_transient_errors",
+                                        "Failed sink attempts that will be retried (never dead-lettered), "
+                                        "by kind of fault.", ["kind"], registry=r)

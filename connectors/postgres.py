@@ -12,15 +12,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from icetide.errors import EventError, IcetideError, TransientError
+from icetide.errors import EventError, IcetideError
 
 from connectors.base import POSITIONS_TABLE, Applied, Sink, TableRef, TopicPartition
+from connectors.retry import SinkUnavailable, snake
 
 if TYPE_CHECKING:
     import psycopg
 
 LOCK_ID = zlib.crc32(b"icetide-apply")
 UNTYPED = "icetide:untyped"  # column comment: created while only NULLs were seen, typed on first value
+# SQLSTATE classes (and codes) of the server's condition, not the row's: retried, never dead-lettered.
+# 08 connection, 40 transaction rollback (serialization, deadlock), 53 insufficient resources (disk
+# full, out of memory, too many connections), 57 operator intervention (query cancelled, admin or
+# crash shutdown, cannot connect now), 58 system error (I/O); 55P03 lock not available, 55006 object
+# in use, 42501 insufficient privilege (a revoked grant is fixed by an operator, not by the event).
+TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+TRANSIENT_CODES = ("55P03", "55006", "42501")
 
 
 @dataclass(frozen=True)
@@ -71,27 +79,38 @@ class PostgresSink(Sink):
 
     def open(self) -> None:
         import psycopg
-        from psycopg import sql
 
         try:
             self._conn = psycopg.connect(self.config.dsn, autocommit=True,
                                          application_name=self.config.application_name)
         except psycopg.OperationalError as exc:
-            raise TransientError(f"postgres: cannot connect: {str(exc).strip().splitlines()[0]}") from None
-        self._conn.execute(sql.SQL(
+            # libpq gives no SQLSTATE for a refused connection (too many connections, starting up, a
+            # wrong password alike): all are retried, the first failure's message is logged once.
+            raise SinkUnavailable(f"postgres: cannot connect: {_first_line(exc)}", "cannot_connect") from None
+        try:
+            self._create_positions_table()
+        except psycopg.Error as exc:
+            error = self.classify(exc)
+            self.close()
+            raise error from exc
+
+    def _create_positions_table(self) -> None:
+        from psycopg import sql
+
+        self.conn.execute(sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (topic text NOT NULL, kafka_partition integer NOT NULL, "
             "applied_offset bigint NOT NULL, event_sequence bigint, event_ordinal bigint, "
             "PRIMARY KEY (topic, kafka_partition))"
         ).format(sql.Identifier(POSITIONS_TABLE)))
-        self._conn.execute(sql.SQL(  # positions tables of icetide < 0.2
+        self.conn.execute(sql.SQL(  # positions tables of icetide < 0.2
             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS event_sequence bigint, "
             "ADD COLUMN IF NOT EXISTS event_ordinal bigint"
         ).format(sql.Identifier(POSITIONS_TABLE)))
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            conn.close()
 
     # -- transaction and positions -----------------------------------------------------------
     def _begin(self) -> None:
@@ -245,16 +264,21 @@ class PostgresSink(Sink):
         self.conn.execute(query, [_param(v) for v in image.values()])
 
     def classify(self, exc: Exception) -> IcetideError:
+        """By SQLSTATE: the server's condition (TRANSIENT_CLASSES/CODES) → SinkUnavailable, retried;
+        the row's (22 data exception, 23 integrity constraint, …) → EventError, dead-lettered. Without a
+        SQLSTATE (client side): a lost or closed connection is transient, anything else the row's."""
         import psycopg
-        from psycopg import errors
 
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        transient = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable,
-                     errors.AdminShutdown, errors.CannotConnectNow)
-        if isinstance(exc, transient) or (isinstance(exc, psycopg.OperationalError) and self.conn.closed):
-            return TransientError(f"postgres: {first}")
-        if isinstance(exc, psycopg.InterfaceError):
-            return TransientError(f"postgres: {first}")
+        first = _first_line(exc)
+        state = getattr(exc, "sqlstate", None)
+        if state is not None:
+            if state[:2] in TRANSIENT_CLASSES or state in TRANSIENT_CODES:
+                return SinkUnavailable(f"postgres: {first} (SQLSTATE {state})", _kind(exc, state))
+            return EventError(f"postgres: {type(exc).__name__}: {first}")
+        if self._conn is None or self._conn.closed:
+            return SinkUnavailable(f"postgres: {first}", "connection_lost")
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            return SinkUnavailable(f"postgres: {first}", _kind(exc, "connection_lost"))
         return EventError(f"postgres: {type(exc).__name__}: {first}")
 
     def read_rows(self, table: TableRef) -> list[dict[str, Any]]:
@@ -265,3 +289,14 @@ class PostgresSink(Sink):
             return []
         with self.conn.cursor(row_factory=dict_row) as cur:
             return list(cur.execute(sql.SQL("SELECT * FROM {}").format(self._name(table))).fetchall())
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _kind(exc: Exception, fallback: str) -> str:
+    """The condition's name for the metrics: `too_many_connections`, `disk_full`, `admin_shutdown`."""
+    name = type(exc).__name__
+    return fallback if name in ("OperationalError", "InterfaceError", "DatabaseError", "Error") else snake(name)

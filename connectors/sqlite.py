@@ -14,10 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from icetide.errors import EventError, IcetideError, TransientError
+from icetide.errors import EventError, IcetideError
 from sqlglot import exp
 
 from connectors.base import POSITIONS_TABLE, Applied, Sink, TableRef, TopicPartition, sql_value
+from connectors.retry import SinkUnavailable, snake
+
+# Primary result codes of the database's condition, not the row's: retried, never dead-lettered.
+# BUSY/LOCKED another writer; NOMEM; READONLY (file or filesystem made read-only); INTERRUPT; IOERR
+# (disk I/O error); CORRUPT/NOTADB (an operator must repair the file: events are kept meanwhile);
+# FULL (database or disk is full); CANTOPEN; PROTOCOL (WAL lock race). Others (CONSTRAINT, MISMATCH,
+# TOOBIG, RANGE, ERROR: SQL the row's values or shape make invalid) are the event's: EventError.
+TRANSIENT_CODES = {
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_INTERRUPT, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_NOTADB,
+}
 
 
 @dataclass(frozen=True)
@@ -67,22 +79,30 @@ class SqliteSink(Sink):
 
     def open(self) -> None:
         self.config.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.config.path, isolation_level=None, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
+        try:
+            self._conn = sqlite3.connect(self.config.path, isolation_level=None, timeout=30)
+            self._create_positions_table()
+        except sqlite3.Error as exc:
+            error = self.classify(exc)
+            self.close()
+            raise error from exc
+
+    def _create_positions_table(self) -> None:
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(
             f"CREATE TABLE IF NOT EXISTS {ident(POSITIONS_TABLE)} (topic TEXT NOT NULL, "
             "kafka_partition INTEGER NOT NULL, applied_offset INTEGER NOT NULL, "
             "event_sequence INTEGER, event_ordinal INTEGER, PRIMARY KEY (topic, kafka_partition))"
         )
-        have = {str(row[1]) for row in self._conn.execute(f"PRAGMA table_info({ident(POSITIONS_TABLE)})")}
+        have = {str(row[1]) for row in self.conn.execute(f"PRAGMA table_info({ident(POSITIONS_TABLE)})")}
         for column in ("event_sequence", "event_ordinal"):  # positions tables of icetide < 0.2
             if column not in have:
-                self._conn.execute(f"ALTER TABLE {ident(POSITIONS_TABLE)} ADD COLUMN {column} INTEGER")
+                self.conn.execute(f"ALTER TABLE {ident(POSITIONS_TABLE)} ADD COLUMN {column} INTEGER")
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            conn, self._conn = self._conn, None
+            conn.close()
 
     # -- transaction and positions -----------------------------------------------------------
     def _begin(self) -> None:
@@ -92,7 +112,7 @@ class SqliteSink(Sink):
         self.conn.execute("COMMIT")
 
     def _rollback(self) -> None:
-        if self.conn.in_transaction:
+        if self._conn is not None and self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
     def _load_positions(self, lock: bool) -> dict[TopicPartition, Applied]:
@@ -149,9 +169,15 @@ class SqliteSink(Sink):
                           tuple(sql_value(v) for v in image.values()))
 
     def classify(self, exc: Exception) -> IcetideError:
+        """By SQLite result code (TRANSIENT_CODES → SinkUnavailable, retried; others → EventError);
+        a closed or missing connection is transient too."""
         text = str(exc)
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
-            return TransientError(f"sqlite: {text}")
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in TRANSIENT_CODES:
+            name = getattr(exc, "sqlite_errorname", None) or f"SQLITE_{code}"
+            return SinkUnavailable(f"sqlite: {text} ({name})", snake(name))
+        if self._conn is None or (isinstance(exc, sqlite3.ProgrammingError) and "closed" in text):
+            return SinkUnavailable(f"sqlite: {text}", "connection_lost")
         return EventError(f"sqlite: {type(exc).__name__}: {text}")
 
     def read_rows(self, table: TableRef) -> list[dict[str, Any]]:

@@ -60,6 +60,7 @@ class PgServer:
     bindir: Path
     runas: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
+    options: str = ""  # the postgres command-line options it was started with
 
     @property
     def data(self) -> Path:
@@ -81,6 +82,17 @@ class PgServer:
     def stop(self) -> None:
         self._ctl("-m", "fast", "-w", "stop")
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server but keep its cluster (a fault for tests: `resume()` starts it again)."""
+        self._ctl("-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the (halted) server again, same port and options; StackError if it does not start."""
+        started = self._ctl("-l", str(self.log_file), "-o", self.options, "-w", "-t", str(START_TIMEOUT_S), "start")
+        if started.returncode != 0:
+            tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else started.stderr
+            raise StackError(f"PostgreSQL did not start:\n{tail}")
 
 
 def _env() -> dict[str, str]:
@@ -106,13 +118,13 @@ def start(base: Path | None = None, port: int = 0) -> PgServer:
     if made.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)
         raise StackError(f"initdb failed in {base}:\n{(made.stderr or made.stdout)[-2000:]}")
-    options = (f"-p {server.port} -k {base} -c listen_addresses={server.host} -c fsync=off "
-               "-c full_page_writes=off -c shared_buffers=64MB -c max_connections=50")
-    started = server._ctl("-l", str(server.log_file), "-o", options, "-w", "-t", str(START_TIMEOUT_S), "start")
-    if started.returncode != 0:
-        tail = server.log_file.read_text(errors="replace")[-2000:] if server.log_file.exists() else started.stderr
+    server.options = (f"-p {server.port} -k {base} -c listen_addresses={server.host} -c fsync=off "
+                      "-c full_page_writes=off -c shared_buffers=64MB -c max_connections=50")
+    try:
+        server.resume()
+    except StackError:
         shutil.rmtree(base, ignore_errors=True)
-        raise StackError(f"PostgreSQL did not start:\n{tail}")
+        raise
     return server
 
 
