@@ -30,3 +30,5 @@ class ConsumerMetrics:
         self.dead_letters = Counter("icetide_cdc_dead_letters", "Events sent to the dead-letter topic.",
                                     ["reason"], registry=r)
         self.batches = Counter("icetide_cdc_batches", "Batches committed downstream.", registry=r)
+        self.held = Gauge("icetide_cdc_held_events",
+                          "Events held back until their snapshot is whole (--snapshot-consistent).", registry=r)
