@@ -49,7 +49,7 @@ from icetide.events import loads, topic_for, transaction_topic
 from connectors.base import Applied, Change, TopicPartition
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_HELD = 1_000_000
+DEFAULT_MAX_HELD = 500_000  # about 1.5 GB: ~3 KB per held 8-column update, Kafka message included
 
 
 @dataclass

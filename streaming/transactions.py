@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+from icetide.errors import StackError
 from icetide.events import key_to_json, transaction_id
 
 TRANSACTION_OP = "transaction"  # Record.op of a BEGIN/END record
@@ -65,7 +66,10 @@ def ensure_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": logging.getLogger("icetide.kafka.admin")})
-    meta = admin.list_topics(timeout=timeout_s)
+    try:
+        meta = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise StackError(f"Kafka at {bootstrap} did not answer (creating {topic}): {exc}") from None
     if topic in meta.topics:
         partitions = len(meta.topics[topic].partitions)
         if partitions > 1:
@@ -77,4 +81,4 @@ def ensure_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> None:
         futures[topic].result(timeout=timeout_s)
     except KafkaException as exc:
         if "TOPIC_ALREADY_EXISTS" not in str(exc):  # created meanwhile by another job: fine
-            raise
+            raise StackError(f"cannot create {topic} at {bootstrap}: {exc}") from None

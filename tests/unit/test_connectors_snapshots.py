@@ -227,3 +227,11 @@ def test_the_transaction_topic_is_added_only_when_it_exists() -> None:
     assert with_transaction_topic(gate, ["icetide.a.b"], {"icetide.a.b"}) == ["icetide.a.b"]
     assert with_transaction_topic(gate, ["icetide.a.b"], {"icetide.a.b", TXN}) == ["icetide.a.b", TXN]
     assert with_transaction_topic(None, ["icetide.a.b"], {TXN}) == ["icetide.a.b"]
+
+
+def test_the_default_selection_leaves_the_transaction_topic_to_the_gate() -> None:
+    from connectors.consumer import ConsumeOptions, select_topics
+    from icetide.settings import load_settings
+
+    settings = load_settings(None, environ={})
+    assert select_topics(["icetide.sales.a", TXN], settings, ConsumeOptions()) == ["icetide.sales.a"]
