@@ -323,7 +323,8 @@ class ChangeConsumer:
         except EventError as exc:
             log.warning("batch failed (%s); applying it event by event to isolate the culprit", exc)
             for change in changes:
-                one = {(change.topic, change.partition): change.offset}
+                tp = (change.topic, change.partition)
+                one = {tp: min(change.offset, positions[tp])}  # never past what the gate still holds
                 try:
                     self._apply([change], one)
                 except EventError as err:
