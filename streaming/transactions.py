@@ -25,7 +25,10 @@ stood before the first event, its BEGIN. Consumers must take duplicates: `cdc ap
 
 Order: the BEGIN/END of one table must stay in publish order, so the topic is created with one
 partition if it does not exist (`ensure_topic`), and the job writes it with Flink's `fixed`
-partitioner (each sink subtask to one partition; one table's records all come from one subtask).
+partitioner (each sink subtask to one partition; one table's records all come from one subtask:
+the sink is chained to the publishing operator, same parallelism, no shuffle in between). A
+consumer that read one table's END of a later snapshot before that of an earlier one could apply
+them out of order; `cdc apply --snapshot-consistent` relies on this order.
 """
 
 from __future__ import annotations
