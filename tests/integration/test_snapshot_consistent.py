@@ -165,3 +165,21 @@ def test_a_reader_sees_only_source_states_with_snapshot_consistent(spark: Any, b
     assert [s for s in seen if s not in states] == [], f"intermediate states seen in {reads} reads"
     print(f"with --snapshot-consistent: {len(seen)} states in {reads} reads, each a snapshot of the source "
           f"(of {len(states)}, the empty table included)")
+
+    # the command line: the flag reaches the consumer, the summary says nothing is held back
+    cli_env = {**os.environ, **env, "ICETIDE__SINK__GROUP_ID": f"g-{uuid.uuid4().hex[:8]}",
+               "ICETIDE__SINK__SQLITE_PATH": str(tmp_path / "cli.db")}
+    proc = subprocess.run([sys.executable, "-m", "icetide.cli", "cdc", "apply", "--once", "--json",
+                           "--snapshot-consistent", "--max-held-events", "20000"],
+                          env=cli_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert (out["applied"], out["held"]) == (first["events"], 0)
+    assert transaction_topic(prefix) in out["topics"]
+    proc = subprocess.run([sys.executable, "-m", "icetide.cli", "cdc", "apply", "--once", "--snapshot-consistent",
+                           "--max-held-events", "100"], env={**cli_env, "ICETIDE__SINK__SQLITE_PATH":
+                                                              str(tmp_path / "small.db")},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "more than --max-held-events 100" in proc.stderr, proc.stderr[-2000:]
+    with SqliteSink(SqliteConfig(tmp_path / "small.db")) as small:
+        assert small.read_rows(ref) == []  # nothing of the first snapshot (3000 rows) was committed
