@@ -215,6 +215,15 @@ class Sink(abc.ABC):
         except Exception as exc:
             raise self.classify(exc) from exc
 
+    def applied(self) -> dict[TopicPartition, Applied]:
+        """The last applied offset and event position per (topic, partition), as committed."""
+        try:
+            return self._load_positions(lock=False)
+        except IcetideError:
+            raise
+        except Exception as exc:
+            raise self.classify(exc) from exc
+
     def apply(self, changes: Sequence[Change], positions: Mapping[TopicPartition, int]) -> ApplyResult:
         """Apply `changes` and store `positions` in one transaction; skip what is already applied.
 

@@ -13,6 +13,7 @@ from icetide.settings import Settings
 from icetide.stack import kafka_bootstrap
 
 from connectors.base import Sink, TableRef
+from connectors.snapshots import DEFAULT_MAX_HELD
 
 SINKS = ("sqlite", "postgres")
 
@@ -60,15 +61,22 @@ dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN (default: 
 @click.option("--schema-registry", "registry", default=None,
               help="Confluent-compatible schema registry URL, for Avro-encoded events "
                    "(default: setting cdc.schema_registry_url).")
+@click.option("--snapshot-consistent", is_flag=True,
+              help="Commit each Iceberg snapshot of a table in one downstream transaction, never part of one "
+                   "(needs cdc.transaction_metadata on the job; events wait in memory for their snapshot's END).")
+@click.option("--max-held-events", type=click.IntRange(min=1), default=DEFAULT_MAX_HELD, show_default=True,
+              help="--snapshot-consistent: most events held in memory; a larger snapshot stops the consumer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: str | None, pattern: str | None,
           audience: str | None, batch_size: int | None, idle_timeout: float, metrics_port: int | None,
-          registry: str | None, as_json: bool) -> None:
+          registry: str | None, snapshot_consistent: bool, max_held_events: int, as_json: bool) -> None:
     """Consume change events and apply them downstream, exactly once in effect.
 
     A database that is full, away or out of connections is waited for (back-off, retried without
-    end, gauge icetide_cdc_sink_retrying), never a reason to dead-letter or exit."""
+    end, gauge icetide_cdc_sink_retrying), never a reason to dead-letter or exit. With
+    --snapshot-consistent, readers of the downstream database only ever see states the source
+    table had: whole snapshots, each committed in one transaction."""
     from icetide.metrics import serve
 
     from connectors.consumer import ChangeConsumer, ConsumeOptions, run_consumer
@@ -81,7 +89,8 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
     options = ConsumeOptions(topics=[t.strip() for t in topics.split(",") if t.strip()] if topics else None,
                              pattern=pattern, audience=check_user(audience) if audience is not None else None,
                              once=once, idle_timeout_s=idle_timeout, batch_size=batch_size,
-                             schema_registry_url=registry or settings.cdc.schema_registry_url)
+                             schema_registry_url=registry or settings.cdc.schema_registry_url,
+                             snapshot_consistent=snapshot_consistent, max_held_events=max_held_events)
     metrics = ConsumerMetrics()
     port = metrics_port if metrics_port is not None else (settings.metrics.port or None)
     if port is not None:
@@ -100,6 +109,7 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
     text = (f"applied {data['applied']} events ({data['skipped']} duplicates skipped, "
             f"{data['replayed']} of them re-published by the producer, "
             f"{data['dead_letters']} dead-lettered) in {data['seconds']} s"
+            + (f"; {data['held']} held back (snapshot not whole yet)" if data["held"] else "")
             + (f"; commit→apply p50 {p50} s" if p50 is not None else ""))
     emit(data, as_json, text)
     if once and not summary.caught_up:

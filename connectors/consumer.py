@@ -32,6 +32,7 @@ from connectors.base import Change, Sink, TopicPartition
 from connectors.metrics import ConsumerMetrics
 from connectors.records import AvroDecoder, DeadLetters, decode
 from connectors.retry import SinkHealth, Stopped, call_until_ok
+from connectors.snapshots import DEFAULT_MAX_HELD, SnapshotGate, with_transaction_topic
 from connectors.topics import checked
 from connectors.topics import default_pattern as default_pattern
 from connectors.topics import select_topics as _select_topics
@@ -54,6 +55,8 @@ class ConsumeOptions:
     batch_size: int | None = None  # default: settings.sink.batch_size
     schema_registry_url: str | None = None  # needed for Avro (Confluent wire format) records
     retry_max_delay_s: float = 30.0  # cap of the back-off while the sink is unavailable (retried without end)
+    snapshot_consistent: bool = False  # commit whole snapshots only (connectors/snapshots.py)
+    max_held_events: int = DEFAULT_MAX_HELD  # --snapshot-consistent: events held in memory at most
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Summary:
     first_record_at: float | None = None  # monotonic time the first record arrived
     last_batch_at: float | None = None  # monotonic time the last batch was committed downstream
     caught_up: bool = True  # --once: reached every end offset that existed at start
+    held: int = 0  # --snapshot-consistent: events still held back at the end (snapshot incomplete)
 
     def observe(self, latency: float) -> None:
         self.seen_latencies += 1
@@ -99,7 +103,7 @@ class Summary:
             tables.setdefault(table, {})[op] = n
         return {
             "applied": self.applied, "skipped": self.skipped, "replayed": self.replayed,
-            "dead_letters": self.dead_letters,
+            "dead_letters": self.dead_letters, "held": self.held,
             "batches": self.batches, "tables": tables, "topics": self.topics, "caught_up": self.caught_up,
             "seconds": round(self.seconds, 3),
             "events_per_s": round(self.applied / self.seconds, 1) if self.seconds else None,
@@ -141,6 +145,8 @@ class ChangeConsumer:
             from icetide.schema_registry import SchemaRegistryClient
 
             self.avro = AvroDecoder(SchemaRegistryClient(options.schema_registry_url).schema)
+        self.gate = SnapshotGate(settings.cdc.topic_prefix, options.max_held_events) \
+            if options.snapshot_consistent else None
 
     # -- Kafka plumbing ------------------------------------------------------------------------
     def _make_consumer(self) -> Any:
@@ -166,7 +172,8 @@ class ChangeConsumer:
         except KafkaException as exc:
             log.warning("cannot list topics (%s); trying again", exc)
             return None
-        return select_topics(list(meta.topics), self.settings, self.options)
+        topics = select_topics(list(meta.topics), self.settings, self.options)
+        return with_transaction_topic(self.gate, topics, meta.topics)
 
     def _first_topics(self) -> list[str]:
         """Wait until the cluster answers (--once: at most assign_timeout_s, then TransientError)."""
@@ -195,6 +202,8 @@ class ChangeConsumer:
             return
         self._pending = None
         self.health.ok()
+        if self.gate is not None:  # held events are read again from the stored offsets
+            self.gate.reset(self.sink.applied(), [tp.topic for tp in partitions])
         for tp in partitions:
             done = stored.get((tp.topic, tp.partition))
             tp.offset = done + 1 if done is not None else OFFSET_BEGINNING
@@ -257,6 +266,7 @@ class ChangeConsumer:
             log.info("stopped while waiting for the sink; positions stay where the last batch left them")
         finally:
             self.summary.seconds = time.monotonic() - started
+            self.summary.held = self.gate.held if self.gate is not None else 0
             self._consumer.close()
             self.dead.flush()
         return self.summary
@@ -324,6 +334,8 @@ class ChangeConsumer:
                 continue
             tp = (msg.topic(), msg.partition())
             positions[tp] = max(positions.get(tp, -1), msg.offset())
+            if self.gate is not None and self.gate.take(tp, msg):
+                continue
             try:
                 change = decode(msg, self.avro)
             except EventError as exc:
@@ -335,13 +347,18 @@ class ChangeConsumer:
                 by_position[(change.topic, change.partition, change.offset)] = msg
         if not positions:
             return
+        if self.gate is not None:  # only whole snapshots go on; the offsets stop before what is held
+            released, positions = self.gate.admit([(c, by_position[(c.topic, c.partition, c.offset)]) for c in changes])
+            changes, by_position = [c for c, _ in released], {(c.topic, c.partition, c.offset): m for c, m in released}
+            self.metrics.held.set(self.gate.held)
         self.dead.flush()  # dead letters are safe before the positions that skip them are stored
         try:
             self._apply(changes, positions)
         except EventError as exc:
             log.warning("batch failed (%s); applying it event by event to isolate the culprit", exc)
             for change in changes:
-                one = {(change.topic, change.partition): change.offset}
+                tp = (change.topic, change.partition)
+                one = {tp: min(change.offset, positions[tp])}  # never past what the gate still holds
                 try:
                     self._apply([change], one)
                 except EventError as err:

@@ -36,3 +36,5 @@ class ConsumerMetrics:
         self.transient_errors = Counter("icetide_cdc_sink_transient_errors",
                                         "Failed sink attempts that will be retried (never dead-lettered), "
                                         "by kind of fault.", ["kind"], registry=r)
+        self.held = Gauge("icetide_cdc_held_events",
+                          "Events held back until their snapshot is whole (--snapshot-consistent).", registry=r)

@@ -11,6 +11,12 @@ Debezium JDBC sinks read it as is)::
 
 Key: a JSON object of the row's identifier fields. Topic: `<prefix>.<namespace>.<table>`.
 
+With `cdc.transaction_metadata` (Debezium's `provide.transaction.metadata`), each snapshot of a
+table is one transaction: BEGIN/END records on `<prefix>.transaction` (`streaming/transactions.py`)
+and, in JSON envelopes, a `transaction` block `{"id", "total_order", "data_collection_order"}`
+(`transaction_block`): the id is `<namespace>.<table>:<snapshot id>` (Iceberg snapshot ids are
+unique within a table only), the orders are the event's ordinal + 1 (one table per transaction).
+
 Row values are JSON-encoded the way Flink's JSON format reads them by default: dates
 `YYYY-MM-DD`, timestamps `YYYY-MM-DD HH:MM:SS.ffffff` (with a trailing `Z` when the column is
 timestamptz, in UTC), decimals as exact strings (Debezium's `decimal.handling.mode=string`), binary as base64,
@@ -45,6 +51,16 @@ CONNECTOR = "icetide"
 def topic_for(prefix: str, namespace: str, table: str) -> str:
     """`icetide.sales.vendas` for table `sales.vendas` under prefix `icetide`."""
     return f"{prefix}.{namespace}.{table}"
+
+
+def transaction_topic(prefix: str) -> str:
+    """`icetide.transaction`: the snapshot boundaries (Debezium's `<topic.prefix>.transaction`)."""
+    return f"{prefix}.transaction"
+
+
+def transaction_id(namespace: str, table: str, snapshot_id: int) -> str:
+    """The transaction id of one snapshot of one table: `sales.vendas:5093113421640152357`."""
+    return f"{namespace}.{table}:{snapshot_id}"
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,12 @@ class Source:
         """Total order of events of one table: (sequence number, ordinal)."""
         return (self.sequence_number, self.ordinal)
 
+    def transaction_block(self) -> dict[str, Any]:
+        """Debezium's `transaction` block of a change event (one snapshot = one transaction)."""
+        order = self.ordinal + 1
+        return {"id": transaction_id(self.db, self.table, self.snapshot_id), "total_order": order,
+                "data_collection_order": order}
+
 
 @dataclass(frozen=True)
 class ChangeEvent:
@@ -134,14 +156,18 @@ class ChangeEvent:
         image = self.row
         return {name: image.get(name) for name in key_fields}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, transaction: bool = False) -> dict[str, Any]:
+        """The envelope; with `transaction`, Debezium's transaction block too (`Source.transaction_block`)."""
+        envelope = {
             "before": self.before,
             "after": self.after,
             "op": self.op,
             "ts_ms": self.ts_ms,
             "source": self.source.to_dict(),
         }
+        if transaction:
+            envelope["transaction"] = self.source.transaction_block()
+        return envelope
 
     @classmethod
     def from_dict(cls, raw: Any) -> ChangeEvent:
@@ -238,10 +264,11 @@ def encode_row(row: dict[str, Any]) -> dict[str, Any]:
     return {name: value if type(value) in as_is else encode_value(value) for name, value in row.items()}
 
 
-def to_json(event: ChangeEvent, ready: bool = False) -> bytes:
+def to_json(event: ChangeEvent, ready: bool = False, transaction: bool = False) -> bytes:
     """The envelope as compact UTF-8 JSON bytes. Row values are encoded here (idempotent) unless
-    `ready` says the images already went through `encode_row` (the changelog's do)."""
-    record = event.to_dict()
+    `ready` says the images already went through `encode_row` (the changelog's do); `transaction`
+    adds the transaction block."""
+    record = event.to_dict(transaction)
     if not ready:
         for image in ("before", "after"):
             if record[image] is not None:

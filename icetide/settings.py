@@ -79,6 +79,7 @@ class CdcSettings(_Section):
     tombstones: bool = False  # a null-value record after each delete of a keyed table (log compaction)
     schema_registry_url: str | None = None  # Confluent-compatible registry (Avro); also `cdc apply`'s default
     delivery: Literal["exactly-once", "at-least-once"] = "at-least-once"
+    transaction_metadata: bool = True  # BEGIN/END per snapshot on <prefix>.transaction (+ JSON transaction block)
 
 
 class SinkSettings(_Section):

@@ -10,8 +10,9 @@ Each tick of a table polls its snapshots and emits the events after the stored p
 `budget` per tick so checkpoints fall between chunks of a large snapshot. Values are encoded as
 `cdc.format` says (JSON, or Avro registered by the worker in `cdc.schema_registry_url`; see
 `poller.py`); with `cdc.tombstones` a null-value record follows each delete of a keyed table (the
-`raw` value format writes a null BYTES field as a Kafka null value). Schema-change records and
-audience topics stay JSON. The record key is the
+`raw` value format writes a null BYTES field as a Kafka null value). Schema-change records,
+snapshot boundaries (`cdc.transaction_metadata`: BEGIN/END on `<prefix>.transaction`, see
+`transactions.py`) and audience topics stay JSON. The record key is the
 row key, and the sink uses Kafka's key partitioner, so one key's events stay in order in one
 partition. Delivery is at-least-once (Flink flushes on checkpoints) or exactly-once (Kafka
 transactions committed with each checkpoint).
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icetide import jvm
-from icetide.events import topic_for
+from icetide.events import topic_for, transaction_topic
 
 from streaming.poller import (
     SCHEMA_OP,
@@ -48,6 +49,7 @@ from streaming.poller import (
     schema_topic,
     start_position,
 )
+from streaming.transactions import TRANSACTION_OP, ensure_topic
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -157,7 +159,8 @@ def _publish_function(options: JobOptions) -> Any:
                                       self.opts.key_fields.get(table), self.opts.settings.cdc.topic_prefix)
                 cdc = self.opts.settings.cdc
                 poller = self.pollers[table] = TablePoller(changelog, cdc.topic_prefix, encoder=self.encoder,
-                                                           tombstones=cdc.tombstones)
+                                                           tombstones=cdc.tombstones,
+                                                           transactions=cdc.transaction_metadata)
             return poller
 
         def process_element(self, table: str, ctx: Any) -> Iterator[Any]:
@@ -184,7 +187,7 @@ def _publish_function(options: JobOptions) -> Any:
                         self.schema_changes[table] = self.schema_changes.get(table, 0) + 1
                     elif item.op == TOMBSTONE_OP:
                         self.tombstones[table] = self.tombstones.get(table, 0) + 1
-                    else:
+                    elif item.op != TRANSACTION_OP:
                         counts[item.op] += 1
                         self.metrics.published(table, item.op, time.time() - item.commit_ts_ms / 1000)
                         if self.policy is not None:
@@ -243,7 +246,7 @@ def sink_ddl(settings: Settings, bootstrap: str, name: str, topic: str, run_name
         "key.fields": "k",
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
-        "sink.partitioner": "default",
+        "sink.partitioner": "fixed" if topic == transaction_topic(settings.cdc.topic_prefix) else "default",
         "sink.delivery-guarantee": settings.cdc.delivery,
         "properties.linger.ms": "20",
         "properties.compression.type": "lz4",
@@ -325,7 +328,11 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
         from streaming.audiences import audience_topics, load_compiled
 
         topics += audience_topics(load_compiled(options.policy_file, settings), settings.cdc.topic_prefix, tables)
-    for index, topic in enumerate([*topics, schema_topic(settings.cdc.topic_prefix)]):
+    topics.append(schema_topic(settings.cdc.topic_prefix))
+    if settings.cdc.transaction_metadata:  # one partition, written with the `fixed` partitioner
+        topics.append(transaction_topic(settings.cdc.topic_prefix))
+        ensure_topic(bootstrap, topics[-1])
+    for index, topic in enumerate(topics):
         sink = f"{SINK_TABLE}_{index}"
         t_env.execute_sql(sink_ddl(settings, bootstrap, sink, topic, Path(options.run_dir).name))
         statements.add_insert(sink, rows.filter(col("topic") == lit(topic)).select(col("k"), col("v")))

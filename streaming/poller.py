@@ -17,6 +17,10 @@ JSON on `<prefix>.schema-changes`. With `tombstones`, each delete of a keyed tab
 record with the same key bytes and a null value, so log compaction can drop the key; keyless
 tables get none: their key is the whole row, and identical rows share it, so a tombstone would
 let compaction drop the live duplicates of a deleted row.
+
+With `transactions`, a BEGIN record precedes the first event of each snapshot (ordinal 0, so a
+resume inside a snapshot publishes none) and an END record with the event count follows its last,
+before the Position that marks the snapshot complete (`transactions.py`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from icetide.errors import ConfigError
-from icetide.events import ChangeEvent, key_to_json, to_json, topic_for
+from icetide.events import ChangeEvent, key_to_json, to_json, topic_for, transaction_topic
 from icetide.schema_registry import SchemaRegistryClient
+
+from streaming.transactions import TRANSACTION_OP, boundary
 
 if TYPE_CHECKING:
     from icetide.avro import AvroCodec
@@ -100,12 +106,14 @@ def schema_change(changelog: Changelog, event: ChangeEvent, previous: int | None
                   event.source.commit_ts_ms, event.source.snapshot_id)
 
 
-def to_record(event: ChangeEvent, topic: str, key_fields: list[str], ready: bool = False) -> Record:
+def to_record(event: ChangeEvent, topic: str, key_fields: list[str], ready: bool = False,
+              transaction: bool = False) -> Record:
     """Key = the row's key fields (the whole row when the table has none: identical rows share a key).
-    `ready`: the images are JSON-ready already (the changelog's are: `encode_row`), not encoded again."""
+    `ready`: the images are JSON-ready already (the changelog's are: `encode_row`), not encoded again;
+    `transaction`: the value carries Debezium's transaction block."""
     key = event.key(key_fields) if key_fields else event.row
-    return Record(topic, key_to_json(key, ready), to_json(event, ready), event.op, event.source.commit_ts_ms,
-                  event.source.snapshot_id, event)
+    return Record(topic, key_to_json(key, ready), to_json(event, ready, transaction), event.op,
+                  event.source.commit_ts_ms, event.source.snapshot_id, event)
 
 
 def tombstone(record: Record) -> Record:
@@ -129,12 +137,17 @@ class Encoder(Protocol):
 
 
 class JsonEncoder:
-    """The Debezium JSON envelope; key = the JSON of the key fields (`to_record`)."""
+    """The Debezium JSON envelope; key = the JSON of the key fields (`to_record`); with
+    `transaction_block`, Debezium's `transaction` block in each value (`cdc.transaction_metadata`)."""
 
     format = "json"
 
+    def __init__(self, transaction_block: bool = False) -> None:
+        self.transaction_block = transaction_block
+
     def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
-        return to_record(event, topic, key_fields, ready=True)  # changelog images are JSON-ready
+        return to_record(event, topic, key_fields, ready=True,  # changelog images are JSON-ready
+                         transaction=self.transaction_block)
 
 
 class AvroEncoder:
@@ -179,17 +192,18 @@ def make_encoder(cdc: CdcSettings) -> Encoder:
         if not cdc.schema_registry_url:
             raise ConfigError("setting 'cdc.schema_registry_url' is required when cdc.format is avro")
         return AvroEncoder(SchemaRegistryClient(cdc.schema_registry_url))
-    return JsonEncoder()
+    return JsonEncoder(transaction_block=cdc.transaction_metadata)
 
 
 class TablePoller:
     """Derives the records of one table from its position (see module docstring)."""
 
     def __init__(self, changelog: Changelog, topic_prefix: str, schema_changes: bool = True,
-                 encoder: Encoder | None = None, tombstones: bool = False) -> None:
+                 encoder: Encoder | None = None, tombstones: bool = False, transactions: bool = False) -> None:
         self.changelog = changelog
         self.topic = topic_for(topic_prefix, changelog.namespace, changelog.name)
         self.schema_topic = schema_topic(topic_prefix) if schema_changes else None
+        self.transaction_topic = transaction_topic(topic_prefix) if transactions else None
         self.encoder: Encoder = encoder or JsonEncoder()
         self.tombstones = tombstones
         # a live iterator over the snapshot in progress, so chunked polls do not re-read it
@@ -201,7 +215,8 @@ class TablePoller:
         The caller stores the last Position it saw. Stops after `budget` change records (None: no
         limit) or when the current snapshot is reached. A schema-change record precedes the first
         change record read with a schema other than the last one published; with `tombstones`, a
-        tombstone follows each delete of a keyed table (not counted in the budget or the position).
+        tombstone follows each delete of a keyed table (not counted in the budget or the position);
+        with `transactions`, BEGIN/END records frame each snapshot's events (module docstring).
         """
         self.changelog.refresh()
         keys = self.changelog.key_fields
@@ -217,6 +232,8 @@ class TablePoller:
             emitted = position.emitted  # a plain int in the loop; the Position is rebuilt after it
             exhausted = True
             for event in events:
+                if emitted == 0 and self.transaction_topic is not None:
+                    yield self._boundary(position, "BEGIN")
                 if self.schema_topic is not None and event.source.schema_id != position.schema_id:
                     yield schema_change(self.changelog, event, position.schema_id, self.schema_topic)
                     position = replace(position, schema_id=event.source.schema_id)
@@ -235,8 +252,17 @@ class TablePoller:
                 yield position
                 return
             self._open = None
+            if emitted and self.transaction_topic is not None:
+                yield self._boundary(position, "END", emitted)
             position = Position(position.snapshot_id, schema_id=position.schema_id)
             yield position
+
+    def _boundary(self, position: Position, status: Literal["BEGIN", "END"], count: int | None = None) -> Record:
+        assert position.snapshot_id is not None and self.transaction_topic is not None
+        snap = self.changelog.snapshot(position.snapshot_id)
+        key, value = boundary(self.changelog.namespace, self.changelog.name, snap.snapshot_id,
+                              int(snap.sequence_number or 0), snap.timestamp_ms, status, count)
+        return Record(self.transaction_topic, key, value, TRANSACTION_OP, snap.timestamp_ms, snap.snapshot_id)
 
     def _events(self, position: Position) -> Iterator[ChangeEvent]:
         if self._open is not None and self._open[0] == position:

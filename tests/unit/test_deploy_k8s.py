@@ -180,7 +180,9 @@ def test_kafka_is_kraft_and_declares_every_topic_the_code_uses() -> None:
     data = {topic_for(settings.cdc.topic_prefix, *t.split(".", 1)) for t in settings.cdc.tables}
     declared = {t["spec"]["topicName"] for t in topics}
     schema_changes = f"{settings.cdc.topic_prefix}.schema-changes"  # the job's schema-change records
-    assert declared == data | {settings.dead_letter_topic, schema_changes}
+    transactions = f"{settings.cdc.topic_prefix}.transaction"  # its snapshot boundaries (one partition)
+    assert declared == data | {settings.dead_letter_topic, schema_changes, transactions}
+    assert [t["spec"]["partitions"] for t in topics if t["spec"]["topicName"] == transactions] == [1]
     # ... of which `cdc apply` consumes exactly the tables' topics (connectors/consumer.py decides)
     assert set(select_topics(sorted(declared), settings, ConsumeOptions())) == data
 
