@@ -87,7 +87,9 @@ def test_restarts_from_older_positions_keep_the_boundaries_around_their_events(
         if kind == "BEGIN":
             assert stream[i + 1] == ("event", snap, 0)
         elif kind == "END":
-            assert n == sizes[snap - 1] and stream[i - 1] == ("event", snap, n - 1)
+            # after its last event, or right after the same END: a restore from a checkpoint taken
+            # between the last event and the END publishes that END again (the consumer ignores it)
+            assert n == sizes[snap - 1] and stream[i - 1] in (("event", snap, n - 1), ("END", snap, n))
     ends = Counter(snap for kind, snap, _ in stream if kind == "END")
     assert set(ends) == {s for s, n in enumerate(sizes, start=1) if n}
 
