@@ -26,6 +26,7 @@ from icetide.settings import Settings
 from connectors.base import Change, Sink, TopicPartition
 from connectors.metrics import ConsumerMetrics
 from connectors.records import AvroDecoder, DeadLetters, decode
+from connectors.schemas import SchemaBook
 
 log = logging.getLogger(__name__)
 RESERVOIR = 100_000
@@ -131,6 +132,8 @@ class ChangeConsumer:
         self._consumer: Any = None
         self._assigned_at: float | None = None
         self.dead = DeadLetters(bootstrap, settings.dead_letter_topic)
+        prefix = settings.cdc.topic_prefix
+        self.schemas = SchemaBook(bootstrap, f"{prefix}.schema-changes", prefix)  # types of plain JSON events
         self.avro: AvroDecoder | None = None
         if options.schema_registry_url:
             from icetide.schema_registry import SchemaRegistryClient
@@ -226,6 +229,7 @@ class ChangeConsumer:
         finally:
             self.summary.seconds = time.monotonic() - started
             self._consumer.close()
+            self.schemas.close()
             self.dead.flush()
         return self.summary
 
@@ -299,6 +303,7 @@ class ChangeConsumer:
                 by_position[(change.topic, change.partition, change.offset)] = msg
         if not positions:
             return
+        changes = self.schemas.attach(changes)
         self.dead.flush()  # dead letters are safe before the positions that skip them are stored
         try:
             self._apply(changes, positions)
