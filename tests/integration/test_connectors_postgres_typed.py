@@ -17,8 +17,19 @@ from icetide.errors import DownstreamError, EventError
 from icetide.events import encode_row
 from icetide.rowschema import Column, RowSchema
 from tests.fixtures.postgres import create_database
-from tests.unit.test_connectors_typed import OLD, SCHEMA, TABLE, TOPIC, V0, V1, V2, assert_rows_equal, event, inserts, \
-    row_values
+from tests.unit.test_connectors_typed import (
+    OLD,
+    SCHEMA,
+    TABLE,
+    TOPIC,
+    V0,
+    V1,
+    V2,
+    assert_rows_equal,
+    event,
+    inserts,
+    row_values,
+)
 
 pytestmark = pytest.mark.integration
 
