@@ -10,7 +10,6 @@ the column it lives in now. Each value is then converted by its column's Iceberg
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from icetide.errors import EventError
@@ -33,32 +32,58 @@ def renames(schema: RowSchema | None, meta: Meta) -> dict[str, str]:
             if c.field_id is not None and c.field_id in by_id and by_id[c.field_id] != c.name}
 
 
-def typed_image(image: Mapping[str, Any], names: Mapping[str, str], convert: Mapping[str, Convert]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in image.items():
-        name = names.get(name, name)
-        fn = convert.get(name)
-        if value is None or fn is None:
-            out[name] = value
-            continue
-        try:
-            out[name] = fn(value)
-        except EventError as exc:
-            raise EventError(f"column {name}: {exc}") from None
-    return out
+def _plan(keys: Any, names: Mapping[str, str], convert: Mapping[str, Convert]) -> list[tuple[str, Convert | None]]:
+    return [(names.get(k, k), convert.get(names.get(k, k))) for k in keys]
+
+
+def typed_image(image: Mapping[str, Any], names: Mapping[str, str], convert: Mapping[str, Convert],
+                plan: list[tuple[str, Convert | None]] | None = None) -> dict[str, Any]:
+    """One image with downstream names and typed values (`plan`: `_plan` of its keys, if known)."""
+    if plan is None:
+        plan = _plan(image.keys(), names, convert)
+    try:
+        return {name: value if value is None or fn is None else fn(value)
+                for (name, fn), value in zip(plan, image.values(), strict=True)}
+    except EventError:
+        for (name, fn), value in zip(plan, image.values(), strict=True):
+            if value is not None and fn is not None:
+                try:
+                    fn(value)
+                except EventError as exc:
+                    raise EventError(f"column {name}: {exc}") from None
+        raise
 
 
 def typed_changes(items: Sequence[Change], meta: Meta, convert: Mapping[str, Convert]) -> list[Change]:
     """`items` with images and key fields named and typed as the downstream table is."""
-    cache: dict[RowSchema | None, dict[str, str]] = {}
+    from icetide.events import ChangeEvent
+
+    from connectors.base import Change
+
+    names_of: dict[int, dict[str, str]] = {}  # id(schema) → renames (the items hold the schemas alive)
+    plans: dict[tuple[int, tuple[str, ...]], list[tuple[str, Convert | None]]] = {}
     out = []
+    last: tuple[int, tuple[str, ...] | None] = (0, None)  # (id of the schema, image keys) the plan below is for
+    last_plan: list[tuple[str, Convert | None]] = []
     for change in items:
-        names = cache.get(change.schema)
+        schema_id = id(change.schema)
+        names = names_of.get(schema_id)
         if names is None:
-            names = cache[change.schema] = renames(change.schema, meta)
+            names = names_of[schema_id] = renames(change.schema, meta)
+        images: list[dict[str, Any] | None] = []
+        for image in (change.event.before, change.event.after):
+            if image is None:
+                images.append(None)
+                continue
+            keys = tuple(image)  # in order: the plan pairs with image.values()
+            if schema_id != last[0] or keys != last[1]:  # consecutive images mostly share schema and keys
+                plan = plans.get((schema_id, keys))
+                if plan is None:
+                    plan = plans[(schema_id, keys)] = _plan(keys, names, convert)
+                last, last_plan = (schema_id, keys), plan
+            images.append(typed_image(image, names, convert, last_plan))
         event = change.event
-        before = None if event.before is None else typed_image(event.before, names, convert)
-        after = None if event.after is None else typed_image(event.after, names, convert)
-        keys = tuple(names.get(k, k) for k in change.key_fields)
-        out.append(replace(change, event=replace(event, before=before, after=after), key_fields=keys))
+        out.append(Change(change.topic, change.partition, change.offset,
+                          ChangeEvent(event.op, images[0], images[1], event.source, event.ts_ms),
+                          tuple(names.get(k, k) for k in change.key_fields), change.schema))
     return out
