@@ -202,7 +202,11 @@ class SqliteSink(Sink):
                 tuple(v if f is None or v is None else f(v) for f, v in zip(convert, row, strict=True))
                 for row in chunk])
         self.conn.execute(f"DROP TABLE {ident(name)}")
-        self.conn.execute(f"ALTER TABLE {spare} RENAME TO {ident(name)}")
+        self.conn.execute("PRAGMA legacy_alter_table = ON")  # views naming the table are checked only when used
+        try:
+            self.conn.execute(f"ALTER TABLE {spare} RENAME TO {ident(name)}")
+        finally:
+            self.conn.execute("PRAGMA legacy_alter_table = OFF")
         for statement in extras:
             self.conn.execute(statement)
 

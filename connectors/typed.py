@@ -23,27 +23,44 @@ if TYPE_CHECKING:
 Meta = Mapping[str, tuple[int | None, str]]
 
 
-def renames(schema: RowSchema | None, meta: Meta) -> dict[str, str]:
-    """Image column name → downstream column name, where they differ (same field id)."""
+def renames(schema: RowSchema | None, meta: Meta) -> dict[str, str | None]:
+    """Image column name → downstream column name where they differ (same field id), or None for a
+    field the downstream table never had and the newest schema no longer has (dropped before the
+    table learned of it: not written, as Iceberg no longer shows it)."""
     if schema is None:
         return {}
     by_id = {fid: name for name, (fid, _) in meta.items() if fid is not None}
-    return {c.name: by_id[c.field_id] for c in schema.columns
-            if c.field_id is not None and c.field_id in by_id and by_id[c.field_id] != c.name}
+    out: dict[str, str | None] = {}
+    for c in schema.columns:
+        if c.field_id is None:
+            continue
+        if c.field_id in by_id:
+            if by_id[c.field_id] != c.name:
+                out[c.name] = by_id[c.field_id]
+        elif c.name not in meta or meta[c.name][0] is not None:  # (a column matched by name has no id)
+            out[c.name] = None
+    return out
 
 
-def _plan(keys: Any, names: Mapping[str, str], convert: Mapping[str, Convert]) -> list[tuple[str, Convert | None]]:
-    return [(names.get(k, k), convert.get(names.get(k, k))) for k in keys]
+Plan = list[tuple[str | None, Convert | None]]
 
 
-def typed_image(image: Mapping[str, Any], names: Mapping[str, str], convert: Mapping[str, Convert],
-                plan: list[tuple[str, Convert | None]] | None = None) -> dict[str, Any]:
+def _plan(keys: Any, names: Mapping[str, str | None], convert: Mapping[str, Convert]) -> Plan:
+    out: Plan = []
+    for key in keys:
+        name = names.get(key, key)
+        out.append((name, None if name is None else convert.get(name)))
+    return out
+
+
+def typed_image(image: Mapping[str, Any], names: Mapping[str, str | None], convert: Mapping[str, Convert],
+                plan: Plan | None = None) -> dict[str, Any]:
     """One image with downstream names and typed values (`plan`: `_plan` of its keys, if known)."""
     if plan is None:
         plan = _plan(image.keys(), names, convert)
     try:
         return {name: value if value is None or fn is None else fn(value)
-                for (name, fn), value in zip(plan, image.values(), strict=True)}
+                for (name, fn), value in zip(plan, image.values(), strict=True) if name is not None}
     except EventError:
         for (name, fn), value in zip(plan, image.values(), strict=True):
             if value is not None and fn is not None:
@@ -60,11 +77,11 @@ def typed_changes(items: Sequence[Change], meta: Meta, convert: Mapping[str, Con
 
     from connectors.base import Change
 
-    names_of: dict[int, dict[str, str]] = {}  # id(schema) → renames (the items hold the schemas alive)
-    plans: dict[tuple[int, tuple[str, ...]], list[tuple[str, Convert | None]]] = {}
+    names_of: dict[int, dict[str, str | None]] = {}  # id(schema) → renames (the items hold the schemas alive)
+    plans: dict[tuple[int, tuple[str, ...]], Plan] = {}
     out = []
     last: tuple[int, tuple[str, ...] | None] = (0, None)  # (id of the schema, image keys) the plan below is for
-    last_plan: list[tuple[str, Convert | None]] = []
+    last_plan: Plan = []
     for change in items:
         schema_id = id(change.schema)
         names = names_of.get(schema_id)
@@ -85,5 +102,5 @@ def typed_changes(items: Sequence[Change], meta: Meta, convert: Mapping[str, Con
         event = change.event
         out.append(Change(change.topic, change.partition, change.offset,
                           ChangeEvent(event.op, images[0], images[1], event.source, event.ts_ms),
-                          tuple(names.get(k, k) for k in change.key_fields), change.schema))
+                          tuple(names.get(k) or k for k in change.key_fields), change.schema))
     return out
