@@ -144,6 +144,7 @@ def source_ddl(plan: MirrorPlan, bootstrap: str, bounded: bool, group_id: str) -
         "properties.isolation.level": "read_committed",  # exactly-once runs publish in transactions
         "scan.startup.mode": "earliest-offset",
         "format": "debezium-json",
+        "debezium-json.timestamp-format.standard": "ISO-8601",  # icetide writes timestamps as Debezium does
     }
     if bounded:
         options["scan.bounded.mode"] = "latest-offset"
