@@ -306,18 +306,17 @@ class ConnectJsonDecoder:
         if not isinstance(payload, dict):
             raise EventError("connect-json payload is not an object")
         convert, rows = self._compiled(schema)
-        images = {}
         for image in ("before", "after"):
-            value = payload.get(image)
-            if value is not None and not isinstance(value, dict):
+            if payload.get(image) is not None and not isinstance(payload[image], dict):
                 raise EventError(f"'{image}' is not an object")
-            images[image] = convert(value) if convert is not None and value is not None else value
         if not isinstance(payload.get("source"), dict):
             raise EventError("'source' is not an object")
         try:
-            event = ChangeEvent(op=payload.get("op"), before=images["before"], after=images["after"],  # type: ignore[arg-type]
+            before, after = (convert(payload.get(image)) if convert is not None else payload.get(image)
+                             for image in ("before", "after"))
+            event = ChangeEvent(op=payload.get("op"), before=before, after=after,  # type: ignore[arg-type]
                                 source=Source.from_dict(payload["source"]), ts_ms=int(payload.get("ts_ms") or 0))
-        except (ValueError, TypeError, decimal.InvalidOperation) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, decimal.InvalidOperation) as exc:
             raise EventError(f"bad connect-json value: {exc!r}") from None
         if rows.schema_id != event.source.schema_id:
             rows = dataclasses.replace(rows, schema_id=event.source.schema_id)
