@@ -166,7 +166,10 @@ def _unscaled(text: Any, scale: int) -> bytes:
 
 def _decimal_text(payload: Any, scale: int) -> str:
     """Back to the JSON-ready text: `str()` of the Decimal with exponent -scale (as Arrow gives it)."""
-    n = int.from_bytes(base64.b64decode(payload), "big", signed=True)
+    raw = base64.b64decode(payload, validate=True)
+    if not raw:
+        raise ValueError("empty decimal bytes")
+    n = int.from_bytes(raw, "big", signed=True)
     return str(decimal.Decimal((1 if n < 0 else 0, tuple(int(c) for c in str(abs(n))), -scale)))
 
 
