@@ -92,3 +92,10 @@ def test_raw_and_encoded_images_serialise_identically() -> None:
     assert to_json(a) == to_json(b)
     assert json.loads(to_json(a))["after"] == {"d": "2024-01-02", "p": "1.10", "k": 3}
     assert key_to_json({"d": dt.date(2024, 1, 2)}) == b'{"d":"2024-01-02"}'
+
+
+def test_source_names_the_schema_and_reads_events_without_it() -> None:
+    raw = SOURCE.to_dict()
+    assert raw["schema"] == raw["db"] == SOURCE.db  # Debezium's ${source.schema}: the namespace
+    del raw["schema"]  # events written before source.schema existed
+    assert Source.from_dict(raw) == SOURCE
