@@ -97,7 +97,7 @@ def same(iceberg: str, want: Any, got: Any) -> bool:
         return want == got and math.copysign(1, want) == math.copysign(1, got)
     if iceberg == "timestamptz":
         return isinstance(got, dt.datetime) and got.tzinfo is not None and got == want
-    if iceberg.startswith(("struct", "list")):
+    if iceberg.startswith(("struct", "list", "map")):
         return bool(encode_value(want) == got)
     if isinstance(want, Decimal):
         return isinstance(got, Decimal) and got == want and got.as_tuple().exponent == want.as_tuple().exponent
