@@ -48,7 +48,7 @@ def test_typed_digest_tells_text_from_the_decimal_it_spells() -> None:
                         Column("at", "timestamptz"), Column("f", "float")))
     source = [{"id": 1, "price": Decimal("12.50"), "day": dt.date(2024, 1, 2),
                "at": dt.datetime(2024, 1, 1, 1, tzinfo=dt.UTC), "f": 0.10000000149011612}]
-    as_text = [{"id": 1, "price": "12.50", "day": "2024-01-02", "at": "2024-01-01 01:00:00.000000Z",
+    as_text = [{"id": 1, "price": "12.50", "day": "2024-01-02", "at": "2024-01-01T01:00:00.000000Z",
                 "f": 0.10000000149011612}]
     assert digest(source, ["id", "price", "day", "at", "f"]) == digest(as_text, ["id", "price", "day", "at", "f"])
     typed = digest(as_text, schema=schema)
