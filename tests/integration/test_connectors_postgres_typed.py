@@ -132,3 +132,28 @@ def test_an_old_column_that_does_not_convert_stops_with_what_to_do(postgres_db: 
         assert 'DROP TABLE "sales"."typed"' in message and f"topic = '{TOPIC}'" in message
         assert sink.positions() == {(TOPIC, 0): 0} and sink.read_rows(TABLE) == [{"id": 1, "price": "n/a"}]
         assert declared(sink) == {"id": "bigint", "price": "text"}
+
+
+def test_typed_composite_keys_delete_by_typed_arrays(postgres_db: str) -> None:
+    """Delete-by-key binds one array per key column, cast to the column's type (uuid[], numeric(p,s)[],
+    timestamp with time zone[], time(6) without time zone[], date[]); both timestamp spellings are one key."""
+    import uuid
+
+    schema = RowSchema((Column("at", "timestamptz", False, 1), Column("price", "decimal(6, 2)", False, 2),
+                        Column("u", "uuid", False, 3), Column("t", "time", False, 4), Column("day", "date", False, 5),
+                        Column("n", "int", True, 6)))
+    keys = ("at", "price", "u", "t", "day")
+    row = {"at": "2024-01-01 01:00:00.000000Z", "price": "-1.50", "u": str(uuid.UUID(int=1)),
+           "t": "12:00:00.000001", "day": "2024-02-29", "n": 1}
+    iso = {**row, "at": "2024-01-01T01:00:00Z"}
+    other = {**row, "u": str(uuid.UUID(int=2)), "n": 5}
+    changes = [Change(TOPIC, 0, 0, event("c", None, row, 0), keys, schema),
+               Change(TOPIC, 0, 1, event("c", None, other, 1), keys, schema)]
+    with PostgresSink(PostgresConfig(postgres_db)) as sink:
+        sink.apply(changes, {(TOPIC, 0): 1})
+        sink.apply([Change(TOPIC, 0, 2, event("u", iso, {**iso, "n": 2}, 2), keys, schema)], {(TOPIC, 0): 2})
+        assert sorted(r["n"] for r in sink.read_rows(TABLE)) == [2, 5]
+        sink.apply([Change(TOPIC, 0, 3, event("d", other, None, 3), keys, schema)], {(TOPIC, 0): 3})
+        rows = sink.read_rows(TABLE)
+    assert [r["n"] for r in rows] == [2]
+    assert rows[0]["at"] == dt.datetime(2024, 1, 1, 1, tzinfo=dt.UTC) and rows[0]["t"] == dt.time(12, 0, 0, 1)
