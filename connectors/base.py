@@ -15,6 +15,12 @@ That is the exactly-once *effect* of DESIGN.md over an at-least-once transport.
 Within a batch the events of one keyed table collapse to their net effect per key (last image wins,
 or gone), applied as delete-by-key + insert: the same result as replaying them one by one, in two
 bulk statements. Tables without key fields (no Kafka key) are replayed event by event.
+
+Column types come from the Iceberg schema the events carry (`Change.schema`): the sink creates,
+renames, widens and adds columns as `connectors.evolve` plans, remembers each column's field id and
+Iceberg type in `_icetide_columns`, and binds every value as its typed parameter (`connectors.types`).
+Without any schema (a foreign producer's plain JSON) a column's type is inferred from its first
+non-NULL value, as before: numbers, booleans and nested values typed, everything else text.
 """
 
 from __future__ import annotations
@@ -31,10 +37,15 @@ from icetide.errors import EventError, IcetideError
 from icetide.events import ChangeEvent
 from icetide.rowschema import RowSchema
 
+from connectors import evolve
+from connectors.typed import typed_changes
+from connectors.types import Convert
+
 TopicPartition = tuple[str, int]
 EventPosition = tuple[int, int]  # (snapshot sequence number, ordinal): `Source.position`
 TableRef = tuple[str, str]  # (namespace, table) as in the event's source block
 POSITIONS_TABLE = "_icetide_positions"
+COLUMNS_TABLE = "_icetide_columns"  # per downstream column: the Iceberg field id and type it was made for
 
 
 @dataclass(frozen=True)
@@ -144,6 +155,9 @@ class Sink(abc.ABC):
     def __init__(self) -> None:
         self._columns: dict[TableRef, list[str]] = {}
         self._untyped: dict[TableRef, set[str]] = {}
+        self._meta: dict[TableRef, evolve.Meta] = {}  # `_icetide_columns` of the table ({} : untyped)
+        self._reconciled: dict[TableRef, RowSchema] = {}  # the schema the table was last brought to
+        self._convert: dict[TableRef, dict[str, Convert]] = {}
 
     # -- lifecycle (subclasses) --------------------------------------------------------------
     @abc.abstractmethod
@@ -196,6 +210,39 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def _delete_one(self, table: TableRef, image: Mapping[str, Any]) -> None:
         """Delete ONE row equal to `image` (tables without key fields)."""
+
+    # -- typed tables (subclasses; `connectors.types` has the mapping) -------------------------
+    @abc.abstractmethod
+    def declared_type(self, iceberg: str) -> str:
+        """The column type this database declares for an Iceberg type."""
+
+    @abc.abstractmethod
+    def store(self, iceberg: str) -> Convert:
+        """JSON-ready value → the parameter this database stores for an Iceberg type."""
+
+    @abc.abstractmethod
+    def _declared_types(self, table: TableRef) -> dict[str, str] | None:
+        """Column → declared type, in table order; None if the table does not exist."""
+
+    @abc.abstractmethod
+    def _load_meta(self, table: TableRef) -> evolve.Meta: ...
+
+    @abc.abstractmethod
+    def _save_meta(self, table: TableRef, meta: evolve.Meta) -> None: ...
+
+    @abc.abstractmethod
+    def _create_typed(self, table: TableRef, columns: Sequence[tuple[str, str]], key_fields: Sequence[str]) -> None:
+        ...
+
+    @abc.abstractmethod
+    def _add_typed(self, table: TableRef, name: str, declared: str) -> None: ...
+
+    @abc.abstractmethod
+    def _rename_column(self, table: TableRef, old: str, new: str) -> None: ...
+
+    @abc.abstractmethod
+    def _retype(self, table: TableRef, retypes: Sequence[evolve.Retype], topic: str) -> None:
+        """Change column types, converting the values; DownstreamError (what to do) if some do not."""
 
     @abc.abstractmethod
     def classify(self, exc: Exception) -> IcetideError:
@@ -250,8 +297,8 @@ class Sink(abc.ABC):
                 self._save_positions(advanced)
             self._commit()
         except BaseException as exc:
-            self._columns.clear()  # DDL may have rolled back with the transaction
-            self._untyped.clear()
+            for cache in (self._columns, self._untyped, self._meta, self._reconciled, self._convert):
+                cache.clear()  # DDL may have rolled back with the transaction
             with contextlib.suppress(Exception):
                 self._rollback()
             if isinstance(exc, IcetideError) or not isinstance(exc, Exception):
@@ -282,6 +329,15 @@ class Sink(abc.ABC):
         return fresh, last
 
     def _apply_table(self, table: TableRef, items: Sequence[Change]) -> None:
+        target = next((c.schema for c in reversed(items) if c.schema is not None), None)
+        if target is not None and self._reconciled.get(table) != target:
+            self._reconcile(table, target, items)
+        meta = self._meta_of(table)
+        if meta:
+            convert = self._convert.get(table)
+            if convert is None:
+                convert = self._convert[table] = {name: self.store(kind) for name, (_, kind) in meta.items()}
+            items = typed_changes(items, meta, convert)
         key_fields = list(items[0].key_fields)
         for change in items:
             if list(change.key_fields) != key_fields:
@@ -323,14 +379,42 @@ class Sink(abc.ABC):
         self._columns[table] = existing
         untyped = self._untyped.get(table)
         if untyped is None:
-            untyped = self._untyped[table] = self._untyped_columns(table)
+            untyped = self._untyped[table] = self._untyped_columns(table) - set(self._meta_of(table))
         if untyped:
             for name, sample in first_values(images, sorted(untyped)).items():
                 if sample is not None:
                     self._type_column(table, name, sample)
                     untyped.discard(name)
 
-    # -- typed sinks: a column first seen only as NULL gets its type from its first value ------
+    def _meta_of(self, table: TableRef) -> evolve.Meta:
+        meta = self._meta.get(table)
+        if meta is None:
+            meta = self._meta[table] = self._load_meta(table)
+        return meta
+
+    def _reconcile(self, table: TableRef, target: RowSchema, items: Sequence[Change]) -> None:
+        """Bring the downstream table to `target` (create, rename, add, retype; `connectors.evolve`)."""
+        declared = self._declared_types(table)
+        meta = self._meta_of(table) if declared is not None else {}
+        plan = evolve.plan(target, declared, meta, self.declared_type)
+        if plan.create is not None:
+            key_fields = next(c for c in reversed(items) if c.schema is target).key_fields
+            if missing := [k for k in key_fields if target.column(k) is None]:
+                raise EventError(f"key field(s) {missing} not in the schema of {display_name(table)}")
+            self._create_typed(table, plan.create, key_fields)
+        for old, new in plan.renames:
+            self._rename_column(table, old, new)
+        for name, declared_type in plan.adds:
+            self._add_typed(table, name, declared_type)
+        if plan.retypes:
+            self._retype(table, plan.retypes, items[-1].topic)
+        if plan.meta != meta:
+            self._save_meta(table, plan.meta)
+        self._meta[table], self._reconciled[table] = plan.meta, target
+        for cache in (self._columns, self._untyped, self._convert):
+            cache.pop(table, None)
+
+    # -- untyped tables: a column first seen only as NULL gets its type from its first value ---
     def _untyped_columns(self, table: TableRef) -> set[str]:
         """Columns created before any non-NULL value was seen (typeless sinks: none)."""
         return set()

@@ -169,25 +169,37 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int],
 @click.option("--json", "as_json", is_flag=True, help="Print both digests as JSON.")
 @click.pass_obj
 def verify(app: App, table_name: str, sink_kind: str | None, dsn: str | None, as_json: bool) -> None:
-    """Compare the downstream copy with the Iceberg table: row count and content checksum."""
+    """Compare the downstream copy with the Iceberg table: row count and content checksum.
+
+    Values compare typed by the table's current schema: a downstream column of another type (text
+    where the source has a decimal, a date, ...) makes the copy DIFFERENT, and the output names it."""
+    import uuid
+
     from icetide.catalog import pyiceberg_catalog
     from icetide.digest import digest
+    from icetide.rowschema import RowSchema
 
     settings = app.settings
     namespace, _, name = table_name.rpartition(".")
     if not namespace:
         raise ConfigError(f"--table must be namespace.table, got {table_name!r}")
     table = pyiceberg_catalog(settings).load_table(table_name)
-    columns = [f.name for f in table.schema().fields]
+    schema = RowSchema.from_iceberg(table.schema())
     source_rows: list[dict[str, Any]] = table.scan().to_arrow().to_pylist()
+    for column in [c.name for c in schema.columns if c.type == "uuid"]:  # Arrow may read uuids as 16 bytes
+        for row in source_rows:
+            if isinstance(row.get(column), bytes):
+                row[column] = uuid.UUID(bytes=row[column])
     ref: TableRef = (namespace, name)
     with make_sink(settings, sink_kind, dsn) as sink:
         downstream_rows = sink.read_rows(ref)
-    src, dst = digest(source_rows, columns), digest(downstream_rows, columns)
+    src, dst = digest(source_rows, schema=schema), digest(downstream_rows, schema=schema)
     equal = src == dst
     data = {"table": table_name, "sink": sink.kind, "source": src.to_dict(), "downstream": dst.to_dict(),
             "equal": equal}
-    emit(data, as_json, f"source {src.rows} rows {src.checksum}\ndownstream {dst.rows} rows {dst.checksum}\n"
+    kinds = {c.name: c.type for c in schema.columns}
+    wrong = "".join(f"\ndownstream column {c}: {what} (source: {kinds[c]})" for c, what in dst.mismatches.items())
+    emit(data, as_json, f"source {src.rows} rows {src.checksum}\ndownstream {dst.rows} rows {dst.checksum}{wrong}\n"
                         f"{'EQUAL' if equal else 'DIFFERENT'}")
     if not equal:
         sys.exit(1)

@@ -32,6 +32,7 @@ from connectors.base import Change, Sink, TopicPartition
 from connectors.metrics import ConsumerMetrics
 from connectors.records import AvroDecoder, DeadLetters, decode
 from connectors.retry import SinkHealth, Stopped, call_until_ok
+from connectors.schemas import SchemaBook
 from connectors.snapshots import DEFAULT_MAX_HELD, SnapshotGate, with_transaction_topic
 from connectors.topics import checked
 from connectors.topics import default_pattern as default_pattern
@@ -140,6 +141,8 @@ class ChangeConsumer:
         self._pending: list[Any] | None = None  # assigned while the sink was away: positions not loaded yet
         self._pending_retry_at = 0.0
         self.dead = DeadLetters(bootstrap, settings.dead_letter_topic)
+        prefix = settings.cdc.topic_prefix
+        self.schemas = SchemaBook(bootstrap, f"{prefix}.schema-changes", prefix)  # types of plain JSON events
         self.avro: AvroDecoder | None = None
         if options.schema_registry_url:
             from icetide.schema_registry import SchemaRegistryClient
@@ -268,6 +271,7 @@ class ChangeConsumer:
             self.summary.seconds = time.monotonic() - started
             self.summary.held = self.gate.held if self.gate is not None else 0
             self._consumer.close()
+            self.schemas.close()
             self.dead.flush()
         return self.summary
 
@@ -347,6 +351,7 @@ class ChangeConsumer:
                 by_position[(change.topic, change.partition, change.offset)] = msg
         if not positions:
             return
+        changes = self.schemas.attach(changes)
         if self.gate is not None:  # only whole snapshots go on; the offsets stop before what is held
             released, positions = self.gate.admit([(c, by_position[(c.topic, c.partition, c.offset)]) for c in changes])
             changes, by_position = [c for c, _ in released], {(c.topic, c.partition, c.offset): m for c, m in released}

@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from icetide.errors import EventError, IcetideError
+from icetide.errors import DownstreamError, EventError, IcetideError
 
-from connectors.base import POSITIONS_TABLE, Applied, Sink, TableRef, TopicPartition
+from connectors import evolve, types
+from connectors.base import COLUMNS_TABLE, POSITIONS_TABLE, Applied, Sink, TableRef, TopicPartition
 from connectors.retry import SinkUnavailable, snake
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class PostgresConfig:
 
 
 def column_type(sample: Any) -> str:
+    """The type of a column of an untyped table (no schema known), from its first non-NULL value."""
     if isinstance(sample, bool):
         return "boolean"
     if isinstance(sample, int):
@@ -88,13 +90,13 @@ class PostgresSink(Sink):
             # wrong password alike): all are retried, the first failure's message is logged once.
             raise SinkUnavailable(f"postgres: cannot connect: {_first_line(exc)}", "cannot_connect") from None
         try:
-            self._create_positions_table()
+            self._create_bookkeeping_tables()
         except psycopg.Error as exc:
             error = self.classify(exc)
             self.close()
             raise error from exc
 
-    def _create_positions_table(self) -> None:
+    def _create_bookkeeping_tables(self) -> None:
         from psycopg import sql
 
         self.conn.execute(sql.SQL(
@@ -102,6 +104,11 @@ class PostgresSink(Sink):
             "applied_offset bigint NOT NULL, event_sequence bigint, event_ordinal bigint, "
             "PRIMARY KEY (topic, kafka_partition))"
         ).format(sql.Identifier(POSITIONS_TABLE)))
+        self.conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (namespace text NOT NULL, table_name text NOT NULL, "
+            "column_name text NOT NULL, field_id integer, iceberg_type text NOT NULL, "
+            "PRIMARY KEY (namespace, table_name, column_name))"
+        ).format(sql.Identifier(COLUMNS_TABLE)))
         self.conn.execute(sql.SQL(  # positions tables of icetide < 0.2
             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS event_sequence bigint, "
             "ADD COLUMN IF NOT EXISTS event_ordinal bigint"
@@ -204,6 +211,81 @@ class PostgresSink(Sink):
                 t=self._name(table), c=sql.Identifier(name), k=sql.SQL(kind)))
         self._comment(table, name, None)
 
+    # -- typed tables ------------------------------------------------------------------------
+    def declared_type(self, iceberg: str) -> str:
+        return types.pg_type(iceberg)
+
+    def store(self, iceberg: str) -> types.Convert:
+        return types.converter(iceberg)  # psycopg binds the Python values (dict/list as jsonb)
+
+    def _declared_types(self, table: TableRef) -> dict[str, str] | None:
+        rows = self.conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            (self._name(table).as_string(self.conn),)).fetchall()
+        return {str(name): str(kind) for name, kind in rows} or None
+
+    def _load_meta(self, table: TableRef) -> evolve.Meta:
+        from psycopg import sql
+
+        rows = self.conn.execute(sql.SQL(
+            "SELECT column_name, field_id, iceberg_type FROM {} WHERE namespace = %s AND table_name = %s"
+        ).format(sql.Identifier(COLUMNS_TABLE)), table).fetchall()
+        return {str(name): (None if fid is None else int(fid), str(kind)) for name, fid, kind in rows}
+
+    def _save_meta(self, table: TableRef, meta: evolve.Meta) -> None:
+        from psycopg import sql
+
+        self.conn.execute(sql.SQL("DELETE FROM {} WHERE namespace = %s AND table_name = %s").format(
+            sql.Identifier(COLUMNS_TABLE)), table)
+        with self.conn.cursor() as cur:
+            cur.executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s)").format(
+                sql.Identifier(COLUMNS_TABLE)), [(*table, name, fid, kind) for name, (fid, kind) in meta.items()])
+
+    def _create_typed(self, table: TableRef, columns: Sequence[tuple[str, str]], key_fields: Sequence[str]) -> None:
+        from psycopg import sql
+
+        parts = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(kind)) for n, kind in columns]
+        if key_fields:
+            parts.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, key_fields))))
+        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table[0])))
+        self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(self._name(table), sql.SQL(", ").join(parts)))
+
+    def _add_typed(self, table: TableRef, name: str, declared: str) -> None:
+        from psycopg import sql
+
+        self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+            self._name(table), sql.Identifier(name), sql.SQL(declared)))
+
+    def _rename_column(self, table: TableRef, old: str, new: str) -> None:
+        from psycopg import sql
+
+        self.conn.execute(sql.SQL("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+            self._name(table), sql.Identifier(old), sql.Identifier(new)))
+
+    def _retype(self, table: TableRef, retypes: Sequence[evolve.Retype], topic: str) -> None:
+        """One `ALTER COLUMN … TYPE … USING` per column (base64 text → bytea decoded, else a cast);
+        PostgreSQL checks every value, and one that does not convert stops the sink (DownstreamError)."""
+        import psycopg
+        from psycopg import sql
+
+        untyped = self._untyped_columns(table)
+        for retype in retypes:
+            column = sql.Identifier(retype.name)
+            using = (sql.SQL("decode({}, 'base64')").format(column)
+                     if retype.new_decl == "bytea" and retype.old_decl == "text"
+                     else sql.SQL("{}::{}").format(column, sql.SQL(retype.new_decl)))
+            try:
+                self.conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}").format(
+                    self._name(table), column, sql.SQL(retype.new_decl), using))
+            except psycopg.Error as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                drop = sql.SQL("DROP TABLE {}").format(self._name(table)).as_string(self.conn)
+                raise DownstreamError(evolve.cannot_convert(
+                    f"postgres table {table[0]}.{table[1]}", retype, first, drop, topic)) from None
+            if retype.name in untyped:
+                self._comment(table, retype.name, None)
+
     def _delete_keys(self, table: TableRef, key_fields: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> None:
         """One statement for the whole batch when the key values are plain scalars of one type per
         column (`(k1, k2) IN (SELECT * FROM unnest(%s, %s))`, each column bound as one array);
@@ -213,6 +295,14 @@ class PostgresSink(Sink):
         if not keys:
             return
         columns = list(zip(*keys, strict=True))
+        meta = self._meta.get(table) or {}
+        decls = [types.pg_type(meta[k][1]) for k in key_fields if k in meta]
+        if len(decls) == len(key_fields) and "jsonb" not in decls:  # typed: arrays of the column types
+            arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(d)) for d in decls)
+            query = sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))").format(
+                self._name(table), sql.SQL(", ").join(map(sql.Identifier, key_fields)), arrays)
+            self.conn.execute(query, [list(col) for col in columns])
+            return
         if all(_uniform_scalars(col) for col in columns):
             targets = sql.SQL(", ").join(map(sql.Identifier, key_fields))
             # typed arrays: a bare list of str reaches PostgreSQL as unknown[] (unnest is then ambiguous)

@@ -1,5 +1,10 @@
 """SQLite sink: one database file; table `<namespace>__<table>` per source table.
 
+Typed tables declare the types of `connectors.types` and store exact values (decimals as text, NaN
+and -0.0 as text in REAL columns); SQLite cannot change a column's type, so widening or upgrading
+one rebuilds the table in the batch's transaction (new table, rows converted, indexes and triggers
+re-created, then renamed into place).
+
 Identifiers are rendered by sqlglot (quoted), values are always bound as `?` parameters. The file
 runs in WAL mode so readers (`icetide cdc verify`, tests) see committed batches while the consumer
 writes; each batch is one `BEGIN IMMEDIATE` transaction holding the rows and the offsets.
@@ -7,17 +12,17 @@ writes; each batch is one `BEGIN IMMEDIATE` transaction holding the rows and the
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from icetide.errors import EventError, IcetideError
+from icetide.errors import DownstreamError, EventError, IcetideError
 from sqlglot import exp
 
-from connectors.base import POSITIONS_TABLE, Applied, Sink, TableRef, TopicPartition, sql_value
+from connectors import evolve, types
+from connectors.base import COLUMNS_TABLE, POSITIONS_TABLE, Applied, Sink, TableRef, TopicPartition, sql_value
 from connectors.retry import SinkUnavailable, snake
 
 # Primary result codes of the database's condition, not the row's: retried, never dead-lettered.
@@ -48,8 +53,9 @@ def table_name(table: TableRef) -> str:
 
 
 def column_type(sample: Any) -> str:
-    """The declared type for a column first seen with `sample`; no type (values kept as they
-    come) when only NULLs were seen, so a later number is not turned into text by TEXT affinity."""
+    """The declared type of a column of an untyped table (no schema known), first seen with `sample`;
+    no type (values kept as they come) when only NULLs were seen, so a later number is not turned
+    into text by TEXT affinity."""
     if sample is None:
         return ""
     if isinstance(sample, bool):
@@ -81,18 +87,23 @@ class SqliteSink(Sink):
         self.config.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(self.config.path, isolation_level=None, timeout=30)
-            self._create_positions_table()
+            self._create_bookkeeping_tables()
         except sqlite3.Error as exc:
             error = self.classify(exc)
             self.close()
             raise error from exc
 
-    def _create_positions_table(self) -> None:
+    def _create_bookkeeping_tables(self) -> None:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(
             f"CREATE TABLE IF NOT EXISTS {ident(POSITIONS_TABLE)} (topic TEXT NOT NULL, "
             "kafka_partition INTEGER NOT NULL, applied_offset INTEGER NOT NULL, "
             "event_sequence INTEGER, event_ordinal INTEGER, PRIMARY KEY (topic, kafka_partition))"
+        )
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {ident(COLUMNS_TABLE)} (namespace TEXT NOT NULL, table_name TEXT NOT NULL, "
+            "column_name TEXT NOT NULL, field_id INTEGER, iceberg_type TEXT NOT NULL, "
+            "PRIMARY KEY (namespace, table_name, column_name))"
         )
         have = {str(row[1]) for row in self.conn.execute(f"PRAGMA table_info({ident(POSITIONS_TABLE)})")}
         for column in ("event_sequence", "event_ordinal"):  # positions tables of icetide < 0.2
@@ -151,6 +162,88 @@ class SqliteSink(Sink):
         column = f"{ident(name)} {column_type(sample)}".rstrip()
         self.conn.execute(f"ALTER TABLE {ident(table_name(table))} ADD COLUMN {column}")
 
+    # -- typed tables ------------------------------------------------------------------------
+    def declared_type(self, iceberg: str) -> str:
+        return types.sqlite_type(iceberg)
+
+    def store(self, iceberg: str) -> types.Convert:
+        return types.sqlite_store(iceberg)
+
+    def _declared_types(self, table: TableRef) -> dict[str, str] | None:
+        return dict(self._declared(table)) or None
+
+    def _load_meta(self, table: TableRef) -> evolve.Meta:
+        rows = self.conn.execute(f"SELECT column_name, field_id, iceberg_type FROM {ident(COLUMNS_TABLE)} "
+                                 "WHERE namespace = ? AND table_name = ?", table).fetchall()
+        return {str(name): (None if fid is None else int(fid), str(kind)) for name, fid, kind in rows}
+
+    def _save_meta(self, table: TableRef, meta: evolve.Meta) -> None:
+        self.conn.execute(f"DELETE FROM {ident(COLUMNS_TABLE)} WHERE namespace = ? AND table_name = ?", table)
+        self.conn.executemany(f"INSERT INTO {ident(COLUMNS_TABLE)} VALUES (?, ?, ?, ?, ?)",
+                              [(*table, name, fid, kind) for name, (fid, kind) in meta.items()])
+
+    def _create_typed(self, table: TableRef, columns: Sequence[tuple[str, str]], key_fields: Sequence[str]) -> None:
+        self.conn.execute(self._create_sql(ident(table_name(table)), columns, key_fields))
+
+    @staticmethod
+    def _create_sql(name: str, columns: Sequence[tuple[str, str]], key_fields: Sequence[str]) -> str:
+        parts = [f"{ident(n)} {kind}".rstrip() for n, kind in columns]
+        if key_fields:
+            parts.append(f"PRIMARY KEY ({', '.join(ident(k) for k in key_fields)})")
+        return f"CREATE TABLE {name} ({', '.join(parts)})"
+
+    def _add_typed(self, table: TableRef, name: str, declared: str) -> None:
+        self.conn.execute(f"ALTER TABLE {ident(table_name(table))} ADD COLUMN {ident(name)} {declared}")
+
+    def _rename_column(self, table: TableRef, old: str, new: str) -> None:
+        self.conn.execute(f"ALTER TABLE {ident(table_name(table))} RENAME COLUMN {ident(old)} TO {ident(new)}")
+
+    def _retype(self, table: TableRef, retypes: Sequence[evolve.Retype], topic: str) -> None:
+        """Rebuild the table with the new declared types; each value of a retyped column is read as its
+        old declared type and stored as its new Iceberg type (DownstreamError if one does not convert)."""
+        name = table_name(table)
+        info = self.conn.execute("SELECT name, type, pk FROM pragma_table_info(?) ORDER BY cid", (name,)).fetchall()
+        by_name = {r.name: r for r in retypes}
+        columns = [(str(n), by_name[n].new_decl if n in by_name else str(t)) for n, t, _ in info]
+        keys = [str(n) for n, _, pk in sorted(info, key=lambda r: r[2]) if pk]
+        extras = [str(sql) for (sql,) in self.conn.execute(
+            "SELECT sql FROM sqlite_schema WHERE tbl_name = ? AND type IN ('index', 'trigger') AND sql IS NOT NULL",
+            (name,))]
+        spare = ident(f"{name}__icetide_rebuild")
+        self.conn.execute(f"DROP TABLE IF EXISTS {spare}")
+        self.conn.execute(self._create_sql(spare, columns, keys))
+        convert = [self._upgrade(table, by_name[str(n)], types.sqlite_reader(str(t)), topic) if n in by_name
+                   else None for n, t, _ in info]
+        names = ", ".join(ident(str(n)) for n, _, _ in info)
+        marks = ", ".join("?" for _ in info)
+        rows = self.conn.execute(f"SELECT {names} FROM {ident(name)}")
+        while chunk := rows.fetchmany(5000):
+            self.conn.executemany(f"INSERT INTO {spare} ({names}) VALUES ({marks})", [
+                tuple(v if f is None or v is None else f(v) for f, v in zip(convert, row, strict=True))
+                for row in chunk])
+        self.conn.execute(f"DROP TABLE {ident(name)}")
+        self.conn.execute("PRAGMA legacy_alter_table = ON")  # views naming the table are checked only when used
+        try:
+            self.conn.execute(f"ALTER TABLE {spare} RENAME TO {ident(name)}")
+        finally:
+            self.conn.execute("PRAGMA legacy_alter_table = OFF")
+        for statement in extras:
+            self.conn.execute(statement)
+
+    @staticmethod
+    def _upgrade(table: TableRef, retype: evolve.Retype, read: types.Convert | None, topic: str) -> types.Convert:
+        store = types.sqlite_store(retype.iceberg)
+
+        def convert(value: Any) -> Any:
+            try:
+                return store(read(value) if read is not None else value)
+            except (EventError, ValueError, TypeError) as exc:
+                raise DownstreamError(evolve.cannot_convert(
+                    f"sqlite table {table_name(table)}", retype, f"value {value!r:.80}: {exc}",
+                    f"DROP TABLE {ident(table_name(table))}", topic)) from None
+
+        return convert
+
     def _delete_keys(self, table: TableRef, key_fields: Sequence[str], keys: Sequence[tuple[Any, ...]]) -> None:
         where = " AND ".join(f"{ident(k)} = ?" for k in key_fields)
         self.conn.executemany(f"DELETE FROM {ident(table_name(table))} WHERE {where}",
@@ -185,14 +278,9 @@ class SqliteSink(Sink):
         if not declared:
             return []
         names = ", ".join(ident(n) for n, _ in declared)
+        readers = [types.sqlite_reader(kind) for _, kind in declared]
         out = []
         for values in self.conn.execute(f"SELECT {names} FROM {ident(table_name(table))}"):
-            row: dict[str, Any] = {}
-            for (name, kind), value in zip(declared, values, strict=True):
-                if value is not None and kind == "BOOLEAN":
-                    value = bool(value)
-                elif value is not None and kind == "JSON":
-                    value = json.loads(value)
-                row[name] = value
-            out.append(row)
+            out.append({name: value if value is None or read is None else read(value)
+                        for (name, _), read, value in zip(declared, readers, values, strict=True)})
         return out

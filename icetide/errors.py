@@ -42,6 +42,12 @@ class EventError(IcetideError):
     """A change event cannot be decoded or applied; it belongs on the dead-letter topic."""
 
 
+class DownstreamError(IcetideError):
+    """The downstream database cannot take a change as it stands (e.g. a column made by an older
+    version whose values do not convert to the schema's type). Neither the event's fault (no dead
+    letter) nor transient: the consumer stops, and the message says what to do."""
+
+
 class PolicyError(IcetideError):
     """A policy file is invalid; carries file:line:col of the offending node."""
 

@@ -35,3 +35,28 @@ def test_any_value_change_is_seen(rows: list[dict], data: st.DataObject) -> None
 
 def test_column_restriction_ignores_other_columns() -> None:
     assert digest([{"id": 1, "x": 1}], ["id"]) == digest([{"id": 1, "x": 2}], ["id"])
+
+
+def test_typed_digest_tells_text_from_the_decimal_it_spells() -> None:
+    """Bug 3: verify compared JSON encodings, so a text column "12.50" digested equal to the decimal 12.50."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from icetide.rowschema import Column, RowSchema
+
+    schema = RowSchema((Column("id", "long"), Column("price", "decimal(10, 2)"), Column("day", "date"),
+                        Column("at", "timestamptz"), Column("f", "float")))
+    source = [{"id": 1, "price": Decimal("12.50"), "day": dt.date(2024, 1, 2),
+               "at": dt.datetime(2024, 1, 1, 1, tzinfo=dt.UTC), "f": 0.10000000149011612}]
+    as_text = [{"id": 1, "price": "12.50", "day": "2024-01-02", "at": "2024-01-01T01:00:00.000000Z",
+                "f": 0.10000000149011612}]
+    assert digest(source, ["id", "price", "day", "at", "f"]) == digest(as_text, ["id", "price", "day", "at", "f"])
+    typed = digest(as_text, schema=schema)
+    assert digest(source, schema=schema) != typed
+    assert typed.mismatches == {"at": "1 values of type str", "day": "1 values of type str",
+                                "price": "1 values of type str"}
+    # the same instant in another zone, and a real read back in its shortest form, are equal
+    other_zone = dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    read_back = [{**source[0], "at": other_zone, "f": 0.1}]
+    assert digest(read_back, schema=schema) == digest(source, schema=schema)
+    assert digest([{**source[0], "price": Decimal("12.51")}], schema=schema) != digest(source, schema=schema)
