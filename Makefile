@@ -5,7 +5,10 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 CACHE   := .cache
-JAR_GROUPS := spark flink kafka
+# Maven's local repository (`make setup M2=$(mktemp -d)` measures a cold fetch)
+M2      ?= $(abspath $(CACHE))/m2
+# connect: the Kafka Connect worker of the tests; connect-plugins/*: its plugin.path, one folder per plugin
+JAR_GROUPS := spark flink kafka connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
 # Apicurio Registry (Confluent-compatible API), built by Quarkus from Maven Central artifacts
 REGISTRY_JAR := $(CACHE)/registry/build/apicurio-registry-runner.jar
@@ -35,12 +38,12 @@ $(BIN)/.stamp: pyproject.toml requirements.lock
 $(CACHE)/jars/%/.stamp: jars/%/pom.xml
 	@mkdir -p $(CACHE)/jars/$*
 	rm -f $(CACHE)/jars/$*/*.jar
-	mvn -q -B -f jars/$*/pom.xml -Dmaven.repo.local=$(abspath $(CACHE))/m2 \
+	mvn -q -B -f jars/$*/pom.xml -Dmaven.repo.local=$(M2) \
 	    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(CACHE))/jars/$*
 	@touch $@
 
 $(REGISTRY_JAR): jars/registry/pom.xml $(wildcard jars/registry/src/main/java/io/icetide/registry/*.java)
-	mvn -q -B -f jars/registry/pom.xml -Dmaven.repo.local=$(abspath $(CACHE))/m2 clean package
+	mvn -q -B -f jars/registry/pom.xml -Dmaven.repo.local=$(M2) clean package
 	@touch $@
 
 test: setup  ## run every test tier (unit, integration, e2e)
