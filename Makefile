@@ -5,7 +5,8 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 CACHE   := .cache
-JAR_GROUPS := spark flink kafka
+# connect: the Kafka Connect worker of the tests; connect-plugins/*: its plugin.path, one folder per plugin
+JAR_GROUPS := spark flink kafka connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
 # Maven's own local repository, outside the clone: a fresh clone on the same machine reuses it
 M2      ?= $(HOME)/.m2/repository

@@ -27,7 +27,8 @@ from urllib.parse import urlparse
 from icetide import jvm
 from icetide.broker_config import cluster_id, log4j2_config, server_properties
 from icetide.errors import StackError
-from icetide.process import live_pid, log_tail, stop_group
+from icetide.jvm import FAST_START_OPTS
+from icetide.process import free_port, live_pid, log_tail, port_is_free, stop_group
 from icetide.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,6 @@ MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 STOP_TIMEOUT_S = 30.0
 REUSE_WAIT_S = 15.0  # a restarted broker waits this long for its previous ports (clients know them)
-# On a small shared machine C2 compiler threads and G1's workers double the broker's start-up time
-# (measured 21-24 s vs 8-12 s on 2 busy cores). `kafka.jvm_opts` is appended, so it can override.
-FAST_START_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
 
 @dataclass(frozen=True)
@@ -67,23 +65,6 @@ class StackStatus:
                       "log_file": self.log_file},
             "catalog": {"name": self.catalog_name, "uri": self.catalog_uri, "warehouse": self.warehouse},
         }
-
-
-def free_port(host: str) -> int:
-    """A port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def _wait_free(host: str, port: int, seconds: float) -> bool:
