@@ -117,6 +117,9 @@ def test_secrets_stay_in_owner_only_files_and_out_of_the_logs(lake_settings: Set
         text = log.read_text(errors="replace")
         assert secret not in text and kek not in text, log
     assert "listening on http://127.0.0.1:" in server.process.out_file.read_text()
+    # the key-encryption key is the store's only from its environment: not kept beside the data it protects
+    assert _files_containing(store.data_dir, kek.encode()) == []
+    assert _files_containing(store.data_dir, bytes.fromhex(kek)) == []
 
 
 def test_stack_status_reports_catalog_and_storage(lake_settings: Settings) -> None:
