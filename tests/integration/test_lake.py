@@ -171,3 +171,29 @@ def test_stop_all_stops_both_and_engines_are_told_to_start_the_stack(tmp_path: P
     with pytest.raises(StackError, match="icetide stack up"):
         catalog_properties(settings)
     assert lake.stop_all(tmp_path) == []
+
+
+def test_a_restarted_store_reads_its_encrypted_objects_and_refuses_to_start_without_its_key(tmp_path: Path) -> None:
+    from icetide.errors import StackError
+
+    settings = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(tmp_path), "ICETIDE__STORAGE__KIND": "s3"})
+    store = ObjectStore()
+    body = secrets.token_bytes(4096)
+    try:
+        store.start(settings, settings.state_dir)
+        endpoint = store.recorded_endpoint()
+        store.client().put_object(Bucket="warehouse", Key="k/blob.bin", Body=body)
+        assert store.stop()
+        restarted = ObjectStore()
+        assert restarted.start(settings, settings.state_dir) == {"s3": endpoint}  # same port, same key
+        got = restarted.client().get_object(Bucket="warehouse", Key="k/blob.bin")
+        assert got["ServerSideEncryption"] == "AES256" and got["Body"].read() == body
+        assert restarted.stop()
+        kek = restarted.kek_file.read_text()
+        restarted.kek_file.unlink()
+        with pytest.raises(StackError, match="restore the key from its backup"):
+            ObjectStore().start(settings, settings.state_dir)
+        assert ObjectStore(settings.state_dir).live_pid() is None
+        restarted.kek_file.write_text(kek)
+    finally:
+        lake.stop_all(settings.state_dir)

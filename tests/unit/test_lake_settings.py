@@ -216,3 +216,12 @@ def test_environment_is_not_leaked_by_reading_a_key(tmp_path: Path) -> None:
     before = dict(os.environ)
     s3_key(_rest_s3(tmp_path))
     assert dict(os.environ) == before
+
+
+def test_a_missing_weed_binary_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from icetide.errors import SetupError
+
+    monkeypatch.setenv("ICETIDE_WEED", str(tmp_path / "no-weed"))
+    s = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(tmp_path), "ICETIDE__STORAGE__KIND": "s3"})
+    with pytest.raises(SetupError, match=r"SeaweedFS binary .*make setup"):
+        ObjectStore().start(s, s.state_dir)
