@@ -3,11 +3,12 @@
 #
 #   bash scripts/build-weed.sh VERSION DEST_DIR
 #
-# The build (21 minutes on 2 busy cores, a 164 MB binary, a 1.8 GB Go build cache) is kept OUTSIDE the clone,
+# The build (12-21 minutes on 2 busy cores, a 164 MB binary, a 2 GB Go build cache) is kept OUTSIDE the clone,
 # in ~/.cache/icetide/weed-VERSION/ (keyed by version, like the registry build), so a fresh clone on the same
 # machine links it instead of rebuilding. `go install …@VERSION` is refused (the module's go.mod has a replace
 # directive), so the module is fetched with `go mod download` (verified against go.sum's checksum database)
-# and built inside Go's module cache with Go's own build cache (`go env GOCACHE`).
+# and built inside Go's module cache with Go's own build cache (`go env GOCACHE`). It needs Go >= 1.26.6 (the
+# module's go.mod; an older go fetches that toolchain from the Go module proxy) and about 4.3 GB for Go's caches.
 set -euo pipefail
 MODULE=github.com/seaweedfs/seaweedfs
 VERSION=${1:?usage: build-weed.sh VERSION DEST_DIR}
