@@ -5,7 +5,9 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 CACHE   := .cache
-JAR_GROUPS := spark flink kafka
+# connect: the Kafka Connect worker of the tests; connect-plugins/*: its plugin.path, one folder per plugin
+# rest: Iceberg's reference REST catalog server (jar group + the loopback launcher compiled from jars/rest/src)
+JAR_GROUPS := spark flink kafka connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro rest
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
 # Maven's own local repository, outside the clone: a fresh clone on the same machine reuses it
 M2      ?= $(HOME)/.m2/repository
@@ -19,6 +21,10 @@ REGISTRY_STORE = $(HOME)/.cache/icetide/registry-$(REGISTRY_KEY)
 KUSTOMIZE_VERSION := v5.7.1
 KUSTOMIZE := $(CACHE)/bin/.kustomize-$(KUSTOMIZE_VERSION)
 GO ?= $(or $(shell command -v go),/usr/local/go/bin/go)
+# SeaweedFS 4.53, the embedded S3-compatible object store (storage.kind: s3), built from its Go module once per
+# machine into ~/.cache/icetide/weed-<version>/ and linked into .cache/weed/ (scripts/build-weed.sh)
+WEED_VERSION := v0.0.0-20261109003541-7506e5f91cd6
+WEED_STAMP   := $(CACHE)/weed/.stamp-$(WEED_VERSION)
 PYTEST_ARGS ?=
 
 .PHONY: help setup test test-unit demo bench lint typecheck clean distclean
@@ -26,7 +32,7 @@ PYTEST_ARGS ?=
 help:  ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS) $(REGISTRY_JAR) $(KUSTOMIZE)  ## venv + pinned deps, JVM jars (Maven), Debian packages, kustomize (Go); a no-op when done
+setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS) $(REGISTRY_JAR) $(KUSTOMIZE) $(WEED_STAMP)  ## venv + pinned deps, JVM jars (Maven), Debian packages, kustomize and the object store (Go); a no-op when done
 
 $(CACHE)/system.stamp: scripts/setup-system.sh
 	@mkdir -p $(CACHE)
@@ -47,6 +53,19 @@ $(CACHE)/jars/%/.stamp: jars/%/pom.xml
 	rm -f $(CACHE)/jars/$*/*.jar
 	mvn -q -B -f jars/$*/pom.xml -Dmaven.repo.local=$(M2) \
 	    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(CACHE))/jars/$*
+	@touch $@
+
+# the REST catalog group also compiles its launcher (package phase) and copies it beside the jars
+$(CACHE)/jars/rest/.stamp: jars/rest/pom.xml $(wildcard jars/rest/src/main/java/org/apache/iceberg/rest/*.java)
+	@mkdir -p $(CACHE)/jars/rest
+	rm -f $(CACHE)/jars/rest/*.jar
+	mvn -q -B -f jars/rest/pom.xml -Dmaven.repo.local=$(M2) package dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(CACHE))/jars/rest
+	cp $(CACHE)/build/rest/icetide-rest-launcher.jar $(CACHE)/jars/rest/
+	@touch $@
+
+$(WEED_STAMP): scripts/build-weed.sh
+	bash scripts/build-weed.sh $(WEED_VERSION) $(CACHE)/weed
 	@touch $@
 
 $(REGISTRY_JAR): jars/registry/pom.xml $(wildcard jars/registry/src/main/java/io/icetide/registry/*.java)

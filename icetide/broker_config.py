@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 NODE_ID = 1
@@ -54,8 +55,14 @@ def cluster_id() -> str:
 
 
 
-def log4j2_config(server_log: Path) -> str:
-    """Broker logs go to a size-capped file, warnings only (plus the start/stop lines)."""
+BROKER_LOGGERS = {"kafka.server.KafkaRaftServer": "info"}  # the broker's start/stop lines
+
+
+def log4j2_config(server_log: Path, loggers: Mapping[str, str] = BROKER_LOGGERS) -> str:
+    """A JVM service's logs go to a size-capped file, warnings only, plus `loggers` (name → level):
+    by default the broker's start/stop lines."""
+    extra = "".join(f"logger.l{i}.name = {name}\nlogger.l{i}.level = {level}\n"
+                    for i, (name, level) in enumerate(loggers.items()))
     return f"""\
 status = warn
 appender.file.type = RollingFile
@@ -71,7 +78,5 @@ appender.file.strategy.type = DefaultRolloverStrategy
 appender.file.strategy.max = 2
 rootLogger.level = warn
 rootLogger.appenderRef.file.ref = file
-logger.raft.name = kafka.server.KafkaRaftServer
-logger.raft.level = info
-"""
+""" + extra
 

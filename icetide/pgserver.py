@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from icetide.errors import StackError
+from icetide.process import free_port
 
 SERVER_USER = "postgres"
 BIN_ROOT = Path("/usr/lib/postgresql")
@@ -32,12 +32,6 @@ def bin_dir(root: Path = BIN_ROOT) -> Path:
     if not found:
         raise StackError(f"PostgreSQL server binaries not found under {root}: apt-get install postgresql")
     return found[-1].parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def as_server_user() -> list[str]:
@@ -112,7 +106,7 @@ def start(base: Path | None = None, port: int = 0) -> PgServer:
     runas = as_server_user()
     if runas:
         shutil.chown(base, SERVER_USER)
-    server = PgServer(base=base, port=port or _free_port(), bindir=bindir, runas=runas)
+    server = PgServer(base=base, port=port or free_port(), bindir=bindir, runas=runas)
     made = subprocess.run([*runas, str(bindir / "initdb"), "-D", str(server.data), "-A", "trust", "-U", "postgres",
                            "-E", "UTF8", "--no-sync"], capture_output=True, text=True, env=_env(), cwd=base)
     if made.returncode != 0:

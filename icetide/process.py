@@ -1,4 +1,5 @@
-"""Background service processes (the Kafka broker, the schema registry): pid files, stopping, logs.
+"""Background service processes (the Kafka broker, the schema registry, Kafka Connect): pid files,
+free ports, stopping, memory, logs — the helpers every service shares, kept here once.
 
 A service runs in its own process group, its pid in a file under its state directory. Whether a
 pid is still *ours* (not a recycled pid, not a zombie) is the caller's test, passed as `is_ours`.
@@ -10,11 +11,41 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of a running process (from /proc), or None if it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 def live_pid(pid_file: Path, is_ours: Callable[[int], bool]) -> int | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,7 +28,7 @@ from typing import Any
 
 from icetide import jvm
 from icetide.errors import SetupError, StackError
-from icetide.process import live_pid, log_tail, stop_group
+from icetide.process import free_port, live_pid, log_tail, rss_bytes, stop_group
 
 RUNNER_NAME = "apicurio-registry-runner.jar"
 CCOMPAT_PATH = "/apis/ccompat/v7"
@@ -60,12 +59,6 @@ class RegistryStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def answers(url: str, timeout_s: float = 2.0) -> bool:
@@ -104,10 +97,10 @@ class Registry:
                              "stop it and start again\n" + self._output())
         jar = runner_jar()
         self.home.mkdir(parents=True, exist_ok=True)
-        port = _free_port(self.host)
+        port = free_port(self.host)
         cmd = [
-            str(jvm.java_home() / "bin" / "java"), f"-Xmx{self.heap}", "-Xms64m", "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+            str(jvm.java_home() / "bin" / "java"), f"-Xmx{self.heap}", "-Xms64m", *jvm.FAST_START_OPTS,
+            "-Djava.awt.headless=true",
             f"-Dquarkus.http.host={self.host}", f"-Dquarkus.http.port={port}",
             "-Dquarkus.log.console.color=false",
             "-jar", str(jar),
@@ -149,12 +142,7 @@ class Registry:
     def rss_bytes(self) -> int | None:
         """Resident memory of the running registry (from /proc), for the figures in docs and bench."""
         pid = self._live_pid()
-        if pid is None:
-            return None
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return None
+        return None if pid is None else rss_bytes(pid)
 
     # -- internals -------------------------------------------------------------------------
     def _url(self, port: int) -> str:

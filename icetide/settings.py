@@ -47,14 +47,47 @@ class KafkaSettings(_Section):
 
 
 class CatalogSettings(_Section):
-    """The Iceberg catalog shared by Spark, Flink and PyIceberg under one name."""
+    """The Iceberg catalog shared by Spark, Flink and PyIceberg under one name.
+
+    `type: jdbc` is an Iceberg JDBC catalog (by default one SQLite file); `type: rest` an Iceberg REST
+    catalog at `uri` — without `uri`, `icetide stack up` starts Iceberg's reference REST server.
+    """
 
     name: str = "lake"
-    type: Literal["jdbc"] = "jdbc"
-    uri: str | None = None  # default: jdbc:sqlite:<state_dir>/catalog.db
-    warehouse: str | None = None  # default: file://<state_dir>/warehouse
+    type: Literal["jdbc", "rest"] = "jdbc"
+    uri: str | None = None  # jdbc default: jdbc:sqlite:<state_dir>/catalog.db; rest default: the embedded server
+    warehouse: str | None = None  # default: file://<state_dir>/warehouse, or s3://<storage.bucket>/warehouse
     user: str | None = None
     password: SecretStr | None = None
+    token: SecretStr | None = None  # rest: a bearer token sent to the catalog
+    credential: SecretStr | None = None  # rest: OAuth2 client credentials "<client id>:<secret>"
+    rest_port: int = 0  # the embedded REST server's port; 0 → a free port chosen at `stack up`
+
+
+class StorageCredentials(_Section):
+    """Where the S3 access key is read from: a file or two environment variables, never the settings.
+
+    Neither set: the embedded object store's own key (`<state_dir>/object-store/credentials`).
+    """
+
+    file: Path | None = None  # an AWS shared-credentials file (INI: aws_access_key_id, aws_secret_access_key)
+    profile: str = "default"  # the file's section
+    access_key_env: str | None = None  # name of the environment variable holding the access key id
+    secret_key_env: str | None = None  # name of the environment variable holding the secret access key
+
+
+class StorageSettings(_Section):
+    """Where table files live: the local warehouse folder, or an S3-compatible object store."""
+
+    kind: Literal["local", "s3"] = "local"
+    endpoint: str | None = None  # s3: default the embedded store (SeaweedFS) that `stack up` starts
+    region: str = "us-east-1"
+    bucket: str = "warehouse"
+    path_style: bool = True  # path-style URLs (http://host/bucket/key), as most S3-compatible stores need
+    sse: Literal["s3", "none"] = "s3"  # server-side encryption: every writer sends SSE-S3, the bucket defaults to it
+    credentials: StorageCredentials = Field(default_factory=StorageCredentials)
+    port: int = 0  # the embedded store's S3 port; 0 → a free port chosen at `stack up`
+    start_timeout_s: float = 60.0  # how long `stack up` waits for the embedded store
 
 
 class SparkSettings(_Section):
@@ -104,6 +137,7 @@ class Settings(_Section):
     stack: StackSettings = Field(default_factory=StackSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     flink: FlinkSettings = Field(default_factory=FlinkSettings)
     cdc: CdcSettings = Field(default_factory=CdcSettings)
@@ -119,11 +153,20 @@ class Settings(_Section):
 
     @property
     def catalog_uri(self) -> str:
+        """The configured catalog URI; for a JDBC catalog, the SQLite file by default. For the embedded REST
+        server (`catalog.type: rest` without `catalog.uri`) "" — its address is known once it runs
+        (`icetide.catalog.catalog_uri`)."""
+        if self.catalog.type == "rest":
+            return self.catalog.uri or ""
         return self.catalog.uri or f"jdbc:sqlite:{self.state_dir / 'catalog.db'}"
 
     @property
     def warehouse(self) -> str:
-        return self.catalog.warehouse or (self.state_dir / "warehouse").as_uri()
+        if self.catalog.warehouse:
+            return self.catalog.warehouse
+        if self.storage.kind == "s3":
+            return f"s3://{self.storage.bucket}/warehouse"
+        return (self.state_dir / "warehouse").as_uri()
 
     @property
     def sqlite_path(self) -> Path:

@@ -1,7 +1,9 @@
 """The embedded stack: one real Kafka broker (KRaft, broker + controller) and the catalog's home.
 
 Everything lives under `<state_dir>/`: the broker's data, logs, config and pid file in `kafka/`,
-the Iceberg JDBC catalog file and the warehouse beside it. `Stack(settings).up()` is idempotent:
+the Iceberg JDBC catalog file and the warehouse beside it. The lake services the settings ask for
+(the object store for `storage.kind: s3`, the REST catalog for `catalog.type: rest`) are composed from
+`icetide.services.lake` and started before the broker. `Stack(settings).up()` is idempotent:
 a running broker that answers is reused, a stale pid file is removed, and a busy configured port
 is a one-line `StackError` instead of a broker that dies in its log. When
 `kafka.bootstrap_servers` is set, no broker is started and that cluster is used instead.
@@ -19,7 +21,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,7 +29,9 @@ from urllib.parse import urlparse
 from icetide import jvm
 from icetide.broker_config import cluster_id, log4j2_config, server_properties
 from icetide.errors import StackError
-from icetide.process import live_pid, log_tail, stop_group
+from icetide.jvm import FAST_START_OPTS
+from icetide.process import free_port, live_pid, log_tail, port_is_free, stop_group
+from icetide.services import lake
 from icetide.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,9 +40,6 @@ MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 STOP_TIMEOUT_S = 30.0
 REUSE_WAIT_S = 15.0  # a restarted broker waits this long for its previous ports (clients know them)
-# On a small shared machine C2 compiler threads and G1's workers double the broker's start-up time
-# (measured 21-24 s vs 8-12 s on 2 busy cores). `kafka.jvm_opts` is appended, so it can override.
-FAST_START_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
 
 @dataclass(frozen=True)
@@ -56,34 +57,20 @@ class StackStatus:
     warehouse: str
     state_dir: str
     log_file: str | None
+    lake: dict[str, dict[str, Any]] = field(default_factory=dict)  # `catalog` and `storage` (services.lake)
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat fields plus `kafka` / `catalog` groups (what `stack status --json` prints)."""
-        flat = asdict(self)
+        """Flat fields plus `kafka` / `catalog` / `storage` groups (what `stack status --json` prints)."""
+        flat = {k: v for k, v in asdict(self).items() if k != "lake"}
         return {
             **flat,
             "kafka": {"bootstrap": self.bootstrap, "running": self.running, "embedded": self.embedded,
                       "port": self.kafka_port, "controller_port": self.controller_port, "pid": self.pid,
                       "log_file": self.log_file},
-            "catalog": {"name": self.catalog_name, "uri": self.catalog_uri, "warehouse": self.warehouse},
+            "catalog": {"name": self.catalog_name, "uri": self.catalog_uri, "warehouse": self.warehouse,
+                        **self.lake.get("catalog", {})},
+            "storage": self.lake.get("storage", {}),
         }
-
-
-def free_port(host: str) -> int:
-    """A port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def _wait_free(host: str, port: int, seconds: float) -> bool:
@@ -157,6 +144,7 @@ class Stack:
 
     def _up(self) -> StackStatus:
         self.prepare_catalog()
+        lake.start(self.settings)
         external = self.settings.kafka.bootstrap_servers
         if external:
             if not broker_answers(external, timeout_s=10):
@@ -179,20 +167,21 @@ class Stack:
 
     def _down(self) -> bool:
         pid = self._live_pid()
-        if pid is None:
-            return False
-        stop_group(pid, self._pid_is_broker, STOP_TIMEOUT_S)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        if pid is not None:
+            stop_group(pid, self._pid_is_broker, STOP_TIMEOUT_S)
+            self.pid_file.unlink(missing_ok=True)
+        return bool(lake.stop_all(self.settings.state_dir)) or pid is not None
 
     def status(self) -> StackStatus:
         """What runs now (never starts or stops anything, apart from removing a stale pid file)."""
         s = self.settings
+        described = lake.describe(s)
         common: dict[str, Any] = {
             "catalog_name": s.catalog.name,
-            "catalog_uri": s.catalog_uri,
+            "catalog_uri": described["catalog"]["uri"] or "",
             "warehouse": s.warehouse,
             "state_dir": str(s.state_dir),
+            "lake": described,
         }
         external = s.kafka.bootstrap_servers
         if external:

@@ -1,4 +1,5 @@
-"""`icetide stack up | down | status`: the embedded Kafka broker and the catalog's folders."""
+"""`icetide stack up | down | status`: the embedded Kafka broker, the catalog, and the lake services the
+settings ask for (object store, REST catalog)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ from icetide.stack import Stack, StackStatus
 def _describe(status: StackStatus) -> str:
     kafka = "running" if status.running else "stopped"
     where = "external" if not status.embedded else f"pid {status.pid}" if status.pid else "embedded"
+    catalog, storage = status.lake.get("catalog", {}), status.lake.get("storage", {})
     lines = [
         f"kafka      {kafka} ({where}) {status.bootstrap or '-'}",
-        f"catalog    {status.catalog_name}  {status.catalog_uri}",
+        f"catalog    {status.catalog_name}  {catalog.get('type', 'jdbc')}  {status.catalog_uri or '(not running)'}",
         f"warehouse  {status.warehouse}",
-        f"state dir  {status.state_dir}",
     ]
+    if storage.get("kind") == "s3":
+        data = f"  data {storage['data_dir']}" if storage.get("data_dir") else ""
+        lines.append(f"storage    s3  {storage.get('endpoint') or '(not running)'}  bucket {storage.get('bucket')}"
+                     f"  sse {storage.get('sse')}{data}")
+    lines.append(f"state dir  {status.state_dir}")
     if status.log_file:
         lines.append(f"broker log {status.log_file}")
     return "\n".join(lines)
@@ -26,14 +32,15 @@ def _describe(status: StackStatus) -> str:
 
 @click.group()
 def stack() -> None:
-    """Start, stop and inspect the embedded Kafka broker (KRaft) and the Iceberg catalog."""
+    """Start, stop and inspect the embedded Kafka broker (KRaft), the Iceberg catalog and the object store."""
 
 
 @stack.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
 def up(app: App, as_json: bool) -> None:
-    """Start the broker (or reuse the running one) and prepare the catalog and warehouse."""
+    """Start the broker (or reuse the running one) and prepare the catalog and warehouse; with
+    `storage.kind: s3` and `catalog.type: rest` also the object store and the REST catalog server."""
     started = time.monotonic()
     status = Stack(app.settings).up()
     data = {**status.to_dict(), "seconds": round(time.monotonic() - started, 2)}
@@ -44,7 +51,7 @@ def up(app: App, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
 @click.pass_obj
 def down(app: App, as_json: bool) -> None:
-    """Stop the broker started from this state directory (data is kept)."""
+    """Stop the broker and lake services started from this state directory (data is kept)."""
     stopped = Stack(app.settings).down()
     emit({"stopped": stopped}, as_json, "kafka stopped" if stopped else "kafka was not running")
 
@@ -53,6 +60,6 @@ def down(app: App, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
-    """Show what runs: Kafka bootstrap address, catalog name and URI, warehouse."""
+    """Show what runs: Kafka bootstrap address, catalog name, type and URI, warehouse, storage."""
     current = Stack(app.settings).status()
     emit(current.to_dict(), as_json, _describe(current))

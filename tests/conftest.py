@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.flink",
     "tests.fixtures.postgres",
     "tests.fixtures.registry",
+    "tests.fixtures.connect",
 ]
