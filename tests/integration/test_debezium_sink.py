@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from icetide.errors import ConfigError
 from icetide.events import topic_for
 from icetide.services.connect import KafkaConnect, raise_if_failed
 from tests.fixtures.connect import converters, debezium_jdbc_sink
@@ -180,3 +181,12 @@ def test_debezium_jdbc_sink_rebuilds_the_table_in_postgres(encoding: str, spark:
         assert_downstream_equals(spark, postgres_db, table, target, (*COLUMNS, "channel"))
     finally:
         kafka_connect.delete_connector(connector)
+
+
+def test_a_config_the_sink_refuses_is_a_config_error_naming_the_setting(kafka_connect: KafkaConnect) -> None:
+    connector = new_topic_name("dbz-bad")
+    bad = {"connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector", "topics": "t",
+           "insert.mode": "sideways"}
+    with pytest.raises(ConfigError, match=r"(?s)refused connector .*insert\.mode"):
+        kafka_connect.put_connector(connector, bad)
+    assert connector not in kafka_connect.status()["connectors"]
