@@ -74,7 +74,7 @@ def make_events(n: int, seed: int) -> list[tuple[bytes, bytes]]:
                  "product": f"PROD_{rng.randrange(1000):04d}", "category": rng.choice("ABCDE"),
                  "region": rng.choice(["north", "south", "east", "west"]), "quantity": rng.randrange(1, 10),
                  "unit_price": f"{rng.randrange(100, 100_000) / 100:.2f}",
-                 "total": f"{rng.randrange(100, 1_000_000) / 100:.2f}", "created_at": "2025-03-04 10:11:12.123456"}
+                 "total": f"{rng.randrange(100, 1_000_000) / 100:.2f}", "created_at": "2025-03-04T10:11:12.123456"}
         if before is None:
             keys.append(key)
         live[key] = after

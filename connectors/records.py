@@ -10,10 +10,14 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from icetide.connect_json import ConnectJsonDecoder, is_connect_json
+from icetide.connect_json import key_fields as connect_key_fields
 from icetide.errors import EventError, TransientError
-from icetide.events import ChangeEvent, Source, encode_row, from_json, loads
+from icetide.events import ChangeEvent, loads
+from icetide.rowschema import RowSchema
 
 from connectors.base import Change
 
@@ -21,7 +25,8 @@ FLUSH_TIMEOUT_S = 30.0
 
 
 def key_fields_of(raw_key: bytes | None) -> tuple[str, ...]:
-    """The key fields named by a record key (a JSON object); () for keyless tables."""
+    """The key fields named by a JSON record key (an object, or connect-json's struct schema); ()
+    for keyless tables."""
     if raw_key is None or raw_key in (b"", b"null"):
         return ()
     try:
@@ -30,6 +35,8 @@ def key_fields_of(raw_key: bytes | None) -> tuple[str, ...]:
         raise EventError("record key is not JSON") from None
     if key is None:
         return ()
+    if is_connect_json(key):
+        return connect_key_fields(key)
     if not isinstance(key, dict):
         raise EventError("record key is not a JSON object")
     return tuple(key)
@@ -39,38 +46,57 @@ class AvroDecoder:
     """Confluent wire-format records (magic 0 + schema id + Avro body) → events with JSON-ready images.
 
     Schemas are looked up by id (`SchemaRegistryClient.schema`) and parsed once. Decoded images are
-    re-encoded with `icetide.events.encode_row`, so a sink sees the same values as from JSON events.
+    turned into their JSON-ready form (`icetide.avro.ready_converter`), so a sink sees the same
+    values as from JSON events, and the value schema gives the images' `RowSchema`. A key's field
+    names come from its schema alone (cached per id): the key body is never decoded.
     """
 
     def __init__(self, lookup: Callable[[int], dict[str, Any]]) -> None:
         self._lookup = lookup
-        self._parsed: dict[int, Any] = {}
+        self._values: dict[int, tuple[Any, Callable[[Any], Any], RowSchema]] = {}
+        self._keys: dict[int, tuple[str, ...]] = {}
 
-    def _read(self, payload: bytes) -> Any:
-        from fastavro import parse_schema, schemaless_reader
-        from icetide.avro import schema_id_of
+    def _value(self, schema_id: int) -> tuple[Any, Callable[[Any], Any], RowSchema]:
+        found = self._values.get(schema_id)
+        if found is None:
+            from fastavro import parse_schema
+            from icetide.avro import ready_converter
+            from icetide.avro_rowschema import row_schema
 
-        schema_id = schema_id_of(payload)
-        if schema_id not in self._parsed:
-            self._parsed[schema_id] = parse_schema(self._lookup(schema_id), {})
+            raw = self._lookup(schema_id)
+            if not isinstance(raw, dict) or raw.get("type") != "record":
+                raise EventError(f"Avro schema {schema_id} is not a change-event envelope")
+            row = next((f["type"] for f in raw.get("fields", []) if f.get("name") == "before"), None)
+            if row is None:
+                raise EventError(f"Avro schema {schema_id} is not a change-event envelope")
+            found = (parse_schema(raw, {}), ready_converter(row), row_schema(raw))
+            self._values[schema_id] = found
+        return found
+
+    def decoded(self, payload: bytes) -> tuple[ChangeEvent, RowSchema]:
+        from fastavro import schemaless_reader
+        from icetide.avro import envelope_event, schema_id_of
+
+        parsed, ready, rows = self._value(schema_id_of(payload))
         try:
-            return schemaless_reader(io.BytesIO(payload[5:]), self._parsed[schema_id], None)
+            raw = schemaless_reader(io.BytesIO(payload[5:]), parsed, None)
         except (EOFError, ValueError, TypeError, IndexError) as exc:
             raise EventError(f"cannot decode Avro body: {exc}") from None
+        event = envelope_event(raw, ready)
+        if rows.schema_id != event.source.schema_id:
+            rows = replace(rows, schema_id=event.source.schema_id)
+        return event, rows
 
     def event(self, payload: bytes) -> ChangeEvent:
-        raw = self._read(payload)
-        if not isinstance(raw, dict) or "source" not in raw:
-            raise EventError("Avro value is not a change-event envelope")
-        images = {name: encode_row(raw[name]) if raw.get(name) is not None else None for name in ("before", "after")}
-        return ChangeEvent(op=raw["op"], before=images["before"], after=images["after"],
-                           source=Source.from_dict(raw["source"]), ts_ms=int(raw["ts_ms"]))
+        return self.decoded(payload)[0]
 
     def key_fields(self, payload: bytes) -> tuple[str, ...]:
-        raw = self._read(payload)
-        if not isinstance(raw, dict):
-            raise EventError("Avro key is not a record")
-        return tuple(raw)
+        from icetide.avro import field_names, schema_id_of
+
+        schema_id = schema_id_of(payload)
+        if schema_id not in self._keys:
+            self._keys[schema_id] = field_names(self._lookup(schema_id))
+        return self._keys[schema_id]
 
 
 def is_avro(payload: bytes | None) -> bool:
@@ -78,8 +104,16 @@ def is_avro(payload: bytes | None) -> bool:
     return payload is not None and len(payload) > 0 and payload[0] == 0
 
 
-def decode(msg: Any, avro: AvroDecoder | None = None) -> Change | None:
+_CONNECT_JSON = ConnectJsonDecoder()  # converters per distinct schema: shared, a cache only
+
+
+def decode(msg: Any, avro: AvroDecoder | None = None, connect: ConnectJsonDecoder | None = None) -> Change | None:
     """A record as a Change; None for a tombstone (nothing to apply); EventError if malformed.
+
+    Reads the three encodings (docs/encodings.md): Avro in the Confluent wire format (needs `avro`),
+    connect-json (`{"schema", "payload"}`, Kafka Connect's JsonConverter with schemas) and plain
+    JSON. Images are JSON-ready (`icetide.events`) whatever the encoding; `Change.schema` is the
+    images' `RowSchema` when the encoding carries one (Avro, connect-json).
 
     A keyless table's records are keyed by the whole row (so one row's events share a partition),
     and a key naming every column of the row means exactly that: the change is applied as keyless
@@ -88,16 +122,28 @@ def decode(msg: Any, avro: AvroDecoder | None = None) -> Change | None:
     value, key = msg.value(), msg.key()
     if value is None:
         return None
+    schema: RowSchema | None = None
     if is_avro(value) or is_avro(key):
         if avro is None:
             raise EventError("Avro record, but no schema registry is configured (--schema-registry)")
-        event = avro.event(value) if is_avro(value) else from_json(value)
+        if is_avro(value):
+            event, schema = avro.decoded(value)
+        else:
+            event, schema = _json_event(value, connect or _CONNECT_JSON)
         fields = avro.key_fields(key) if is_avro(key) else key_fields_of(key)
     else:
-        event, fields = from_json(value), key_fields_of(key)
+        event, schema = _json_event(value, connect or _CONNECT_JSON)
+        fields = key_fields_of(key)
     if fields and len(fields) == len(event.row) and set(fields) == event.row.keys():
         fields = ()  # keyed by the whole row: a keyless table (see below)
-    return Change(msg.topic(), msg.partition(), msg.offset(), event, fields)
+    return Change(msg.topic(), msg.partition(), msg.offset(), event, fields, schema)
+
+
+def _json_event(value: bytes, connect: ConnectJsonDecoder) -> tuple[ChangeEvent, RowSchema | None]:
+    raw = loads(value)
+    if is_connect_json(raw):
+        return connect.event(raw)
+    return ChangeEvent.from_dict(raw), None
 
 
 class DeadLetters:

@@ -3,8 +3,24 @@
 Wire format: byte 0 = magic 0, bytes 1–4 = the schema id (big-endian), then the Avro binary body.
 Subjects follow TopicNameStrategy: `<topic>-key` and `<topic>-value`. The value schema is a
 Debezium-shaped envelope record (`before`, `after`, `op`, `ts_ms`, `source`) whose row record is
-derived from the table's Iceberg schema with Avro logical types (date, time-micros,
-timestamp-micros / local-timestamp-micros, decimal, uuid), as Debezium's Avro converter does.
+derived from the table's Iceberg schema with Avro logical types and the Kafka Connect names
+(`connect.name`, `connect.version`, `connect.parameters`) Connect's AvroData reads, so a Connect
+sink keeps the column types (Debezium's semantic types, as its Avro converter writes them):
+
+    date         int, logicalType date                     → Connect Date
+    time         long, time-micros + io.debezium.time.MicroTime
+    timestamp    long, local-timestamp-micros + io.debezium.time.MicroTimestamp
+    timestamptz  string + io.debezium.time.ZonedTimestamp (ISO-8601 with `Z`; no Avro logical
+                 type: Connect knows only timestamp-millis, and Debezium's JDBC sink makes
+                 `timestamptz` columns from ZonedTimestamp only)
+    decimal      bytes, logicalType decimal + org.apache.kafka.connect.data.Decimal (scale and
+                 connect.decimal.precision parameters)
+    uuid         string, logicalType uuid + io.debezium.data.Uuid
+
+Fields carry their Iceberg field id (`field-id`, Iceberg's own Avro convention). Schemas written
+before these names had timestamptz as `long`/timestamp-micros: readers still decode both
+(`row_schema`); registering the new shape over such a subject is a type change that a registry
+enforcing BACKWARD compatibility rejects (docs/encodings.md says what to do).
 
 Row images may hold Python values (date, Decimal, datetime) or their JSON encodings from
 `icetide.events` (ISO strings, decimal strings): both are accepted.
@@ -22,8 +38,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from icetide.connect_json import DECIMAL, MICRO_TIME, MICRO_TIMESTAMP, PRECISION, UUID, ZONED_TIMESTAMP
 from icetide.errors import EventError
-from icetide.events import ChangeEvent, Source
+from icetide.events import ChangeEvent, Source, encode_value
 
 if TYPE_CHECKING:
     from pyiceberg.schema import Schema
@@ -41,6 +58,7 @@ SOURCE_SCHEMA: dict[str, Any] = {
         {"name": "name", "type": "string"},
         {"name": "catalog", "type": "string"},
         {"name": "db", "type": "string"},
+        {"name": "schema", "type": "string", "default": ""},  # = db; the default keeps old data readable
         {"name": "table", "type": "string"},
         {"name": "snapshot_id", "type": "long"},
         {"name": "sequence_number", "type": "long"},
@@ -71,17 +89,18 @@ def avro_type(field_type: IcebergType, name_hint: str) -> Any:
         t.StringType: "string",
         t.BinaryType: "bytes",
         t.DateType: {"type": "int", "logicalType": "date"},
-        t.TimeType: {"type": "long", "logicalType": "time-micros"},
-        t.TimestampType: {"type": "long", "logicalType": "local-timestamp-micros"},
-        t.TimestamptzType: {"type": "long", "logicalType": "timestamp-micros"},
-        t.UUIDType: {"type": "string", "logicalType": "uuid"},
+        t.TimeType: {"type": "long", "logicalType": "time-micros", **_connect(MICRO_TIME)},
+        t.TimestampType: {"type": "long", "logicalType": "local-timestamp-micros", **_connect(MICRO_TIMESTAMP)},
+        t.TimestamptzType: {"type": "string", **_connect(ZONED_TIMESTAMP)},
+        t.UUIDType: {"type": "string", "logicalType": "uuid", **_connect(UUID)},
     }
     for cls, avro in simple.items():
         if isinstance(field_type, cls):
             return avro
     if isinstance(field_type, t.DecimalType):
         return {"type": "bytes", "logicalType": "decimal", "precision": field_type.precision,
-                "scale": field_type.scale}
+                "scale": field_type.scale, **_connect(DECIMAL), "connect.parameters": {
+                    "scale": str(field_type.scale), PRECISION: str(field_type.precision)}}
     if isinstance(field_type, t.FixedType):
         return {"type": "fixed", "name": _avro_name(name_hint), "size": len(field_type)}
     if isinstance(field_type, t.StructType):
@@ -95,6 +114,10 @@ def avro_type(field_type: IcebergType, name_hint: str) -> Any:
     raise EventError(f"no Avro mapping for Iceberg type {field_type} (column {name_hint})")
 
 
+def _connect(name: str) -> dict[str, Any]:
+    return {"connect.name": name, "connect.version": 1}
+
+
 def _maybe_null(avro: Any, optional: bool) -> Any:
     return ["null", avro] if optional else avro
 
@@ -105,7 +128,8 @@ def _record(name: str, fields: Any) -> dict[str, Any]:
         "name": _avro_name(name),
         "fields": [
             {"name": f.name, **({"default": None} if not f.required else {}),
-             "type": _maybe_null(avro_type(f.field_type, f"{name}_{f.name}"), not f.required)}
+             "type": _maybe_null(avro_type(f.field_type, f"{name}_{f.name}"), not f.required),
+             "field-id": f.field_id}
             for f in fields
         ],
     }
@@ -162,6 +186,11 @@ def _to_datetime(v: Any, tz: bool) -> dt.datetime:
     return out
 
 
+def _zoned_text(v: Any) -> str:
+    utc = _to_datetime(v, tz=True).astimezone(dt.UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
+
+
 def _coerce(avro: Any, value: Any) -> Any:
     if value is None:
         return None
@@ -175,6 +204,8 @@ def _coerce(avro: Any, value: Any) -> Any:
         return value
     logical = avro.get("logicalType")
     kind = avro["type"]
+    if avro.get("connect.name") == ZONED_TIMESTAMP:
+        return _zoned_text(value)
     converters: dict[str | None, Callable[[Any], Any]] = {
         "date": _to_date,
         "local-timestamp-micros": lambda v: _to_datetime(v, tz=False),
@@ -190,7 +221,8 @@ def _coerce(avro: Any, value: Any) -> Any:
     if kind == "array":
         return [_coerce(avro["items"], v) for v in value]
     if kind == "map":
-        return {k: _coerce(avro["values"], v) for k, v in value.items()}
+        pairs = value.items() if isinstance(value, dict) else value  # JSON-ready maps are [key, value] pairs
+        return {k: _coerce(avro["values"], v) for k, v in pairs}
     if kind == "fixed" and isinstance(value, str):
         return base64.b64decode(value)
     return value
@@ -207,6 +239,8 @@ class AvroCodec:
         self.value_schema = parse_schema(value, {})
         self._row = value["fields"][0]["type"][1]
         self._key = key
+        self._ready = ready_converter(self._row)
+        self._key_ready = ready_converter(key)
         self.key_id, self.value_id = key_id, value_id
 
     def encode_value(self, event: ChangeEvent) -> bytes:
@@ -219,13 +253,50 @@ class AvroCodec:
         return _frame(self.key_id, self.key_schema, _coerce(self._key, key))
 
     def decode_value(self, payload: bytes) -> ChangeEvent:
-        raw = _unframe(payload, self.value_id, self.value_schema)
-        return ChangeEvent(op=raw["op"], before=raw["before"], after=raw["after"],
-                           source=Source.from_dict(raw["source"]), ts_ms=raw["ts_ms"])
+        """The event, images JSON-ready (`icetide.events.encode_row`'s representation)."""
+        return envelope_event(_unframe(payload, self.value_id, self.value_schema), self._ready)
 
     def decode_key(self, payload: bytes) -> dict[str, Any]:
-        decoded: dict[str, Any] = _unframe(payload, self.key_id, self.key_schema)
+        decoded: dict[str, Any] = self._key_ready(_unframe(payload, self.key_id, self.key_schema))
         return decoded
+
+
+def envelope_event(raw: Any, ready: Callable[[Any], Any]) -> ChangeEvent:
+    """A decoded envelope record as an event; `ready` turns a decoded row into its JSON-ready image."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("source"), dict):
+        raise EventError("Avro value is not a change-event envelope")
+    try:
+        before = ready(raw["before"]) if raw.get("before") is not None else None
+        after = ready(raw["after"]) if raw.get("after") is not None else None
+        return ChangeEvent(op=raw["op"], before=before, after=after, source=Source.from_dict(raw["source"]),
+                           ts_ms=int(raw["ts_ms"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EventError(f"bad Avro change event: {exc!r}") from None
+
+
+def ready_converter(avro: Any, named: dict[str, Any] | None = None) -> Callable[[Any], Any]:
+    """Decoded Avro value → its JSON-ready form (maps as [key, value] pairs, as the changelog's)."""
+    named = {} if named is None else named
+    if isinstance(avro, list):
+        inner = ready_converter(unwrap(avro)[0], named)
+        return lambda v: None if v is None else inner(v)
+    if isinstance(avro, str):
+        if avro in named:
+            return lambda v: ready_converter(named[avro], named)(v)
+        return encode_value
+    kind = avro.get("type")
+    if kind in ("record", "fixed"):
+        named[avro["name"]] = avro
+    if kind == "record":
+        fields = [(f["name"], ready_converter(f["type"], named)) for f in avro["fields"]]
+        return lambda v: {name: convert(v.get(name)) for name, convert in fields}
+    if kind == "array":
+        item = ready_converter(avro["items"], named)
+        return lambda v: [item(x) for x in v]
+    if kind == "map":
+        value = ready_converter(avro["values"], named)
+        return lambda v: [[k, value(x)] for k, x in v.items()]
+    return lambda v: None if v is None else encode_value(v)
 
 
 def _frame(schema_id: int, schema: Any, record: Any) -> bytes:
@@ -257,3 +328,20 @@ def _unframe(payload: bytes, expected_id: int, schema: Any) -> Any:
         return schemaless_reader(io.BytesIO(payload[_HEADER.size :]), schema, None)
     except (EOFError, ValueError, TypeError, IndexError) as exc:
         raise EventError(f"cannot decode Avro body: {exc}") from None
+
+
+def unwrap(avro: Any) -> tuple[Any, bool]:
+    """(the non-null branch, optional) of a field type."""
+    if isinstance(avro, list):
+        branches = [b for b in avro if b != "null"]
+        if len(branches) != 1:
+            raise EventError(f"unsupported Avro union {avro}")
+        return branches[0], len(branches) < len(avro)
+    return avro, False
+
+
+def field_names(key: dict[str, Any]) -> tuple[str, ...]:
+    """The field names of a key record schema."""
+    if not isinstance(key, dict) or key.get("type") != "record":
+        raise EventError("Avro key schema is not a record")
+    return tuple(str(f["name"]) for f in key["fields"])

@@ -92,7 +92,7 @@ CDC_COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("connectors.cli:status", "Show the applied position per table and partition."),
     "verify": ("connectors.cli:verify", "Compare the downstream copy with the Iceberg table (rows, checksum)."),
     "mirror": ("streaming.mirror_cli:mirror",
-               "Mirror a change topic into an Iceberg table with stock Flink SQL (debezium-json)."),
+               "Mirror a change topic into an Iceberg table with stock Flink SQL (debezium-json or -avro-confluent)."),
 }
 
 

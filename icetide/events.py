@@ -1,21 +1,25 @@
 """The change-event contract: one Kafka record per changed row.
 
-Value: a Debezium-compatible envelope (schemas disabled, so Flink's `debezium-json` format and
-Debezium JDBC sinks read it as is)::
+Value: a Debezium-shaped envelope without schemas (`cdc.format: json`; Flink's `debezium-json`
+format and plain clients read it; Kafka Connect sinks need schemas: `connect-json` or Avro, see
+docs/encodings.md)::
 
     {"before": {...} | null, "after": {...} | null, "op": "c" | "u" | "d" | "r",
      "ts_ms": <when icetide produced it>,
      "source": {"version", "connector": "icetide", "name": <topic prefix>, "catalog", "db",
-                "table", "snapshot_id", "sequence_number", "commit_ts_ms", "ts_ms" (= commit time),
-                "ordinal", "schema_id", "snapshot": "true" | "false"}}
+                "schema" (= db, the namespace), "table", "snapshot_id", "sequence_number",
+                "commit_ts_ms", "ts_ms" (= commit time), "ordinal", "schema_id",
+                "snapshot": "true" | "false"}}
 
 Key: a JSON object of the row's identifier fields. Topic: `<prefix>.<namespace>.<table>`.
 
-Row values are JSON-encoded the way Flink's JSON format reads them by default: dates
-`YYYY-MM-DD`, timestamps `YYYY-MM-DD HH:MM:SS.ffffff` (with a trailing `Z` when the column is
-timestamptz, in UTC), decimals as exact strings (Debezium's `decimal.handling.mode=string`), binary as base64,
-NaN and ±Infinity as the strings "NaN", "Infinity", "-Infinity" (as Jackson writes them; Flink's JSON
-format parses them back into DOUBLE/FLOAT).
+Row values are JSON-encoded (the "JSON-ready" images every decoder yields, whatever the
+encoding): dates `YYYY-MM-DD`, times `HH:MM:SS.ffffff`, timestamps ISO-8601 as Debezium writes them,
+`YYYY-MM-DDTHH:MM:SS.ffffff` (with a trailing `Z` when the column is timestamptz, in UTC; Flink's
+JSON formats read them with `timestamp-format.standard = ISO-8601`), decimals as exact strings
+(Debezium's `decimal.handling.mode=string`), binary as base64, NaN and ±Infinity as the strings
+"NaN", "Infinity", "-Infinity" (as Jackson writes them; Flink's JSON format parses them back into
+DOUBLE/FLOAT), maps as a list of `[key, value]` pairs (as the changelog reads them from Arrow).
 
 Serialisation goes through orjson (about 3× the standard library both ways). Integers are 64-bit
 (Iceberg has no wider integer type; wider numbers travel as decimal strings).
@@ -69,6 +73,7 @@ class Source:
             "name": self.name,
             "catalog": self.catalog,
             "db": self.db,
+            "schema": self.db,  # Debezium's relational sources name the schema: the Iceberg namespace
             "table": self.table,
             "snapshot_id": self.snapshot_id,
             "sequence_number": self.sequence_number,
@@ -180,8 +185,8 @@ def _float(value: float) -> Any:
 def _datetime(value: dt.datetime) -> str:
     if value.tzinfo is not None:
         utc = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return utc.isoformat(sep=" ", timespec="microseconds") + "Z"
-    return value.isoformat(sep=" ", timespec="microseconds")
+        return utc.isoformat(timespec="microseconds") + "Z"
+    return value.isoformat(timespec="microseconds")
 
 
 def _bytes(value: bytes | bytearray | memoryview) -> str:

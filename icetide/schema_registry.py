@@ -46,7 +46,15 @@ class SchemaRegistryClient:
         if cached is not None:
             return cached
         quoted = urllib.parse.quote(subject, safe="")
-        answer = self._call("POST", f"/subjects/{quoted}/versions", {"schema": text, "schemaType": "AVRO"})
+        try:
+            answer = self._call("POST", f"/subjects/{quoted}/versions", {"schema": text, "schemaType": "AVRO"})
+        except EventError as exc:
+            if "HTTP 409" not in str(exc):
+                raise
+            raise EventError(f"{exc}: the registry rejects the schema as incompatible with the latest version of "
+                             f"{subject} (e.g. a timestamptz column registered by an older icetide as long); allow "
+                             f"it for the subject (PUT /config/{quoted} {{\"compatibility\": \"NONE\"}}) or use a "
+                             "new topic prefix: docs/encodings.md") from None
         schema_id = int(answer["id"])
         self._ids[(subject, text)] = schema_id
         self._schemas[schema_id] = schema

@@ -75,7 +75,9 @@ class CdcSettings(_Section):
     topic_prefix: str = "icetide"
     poll_interval_s: float = 1.0
     start: str = "earliest"  # earliest | latest | snapshot:<id> | timestamp:<ms>
-    format: Literal["json", "avro"] = "json"  # avro: Confluent wire format, needs schema_registry_url
+    # json: schemaless Debezium envelope; connect-json: JsonConverter with schemas (Kafka Connect sinks);
+    # avro: Confluent wire format, needs schema_registry_url (docs/encodings.md)
+    format: Literal["json", "connect-json", "avro"] = "json"
     tombstones: bool = False  # a null-value record after each delete of a keyed table (log compaction)
     schema_registry_url: str | None = None  # Confluent-compatible registry (Avro); also `cdc apply`'s default
     delivery: Literal["exactly-once", "at-least-once"] = "at-least-once"

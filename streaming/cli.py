@@ -56,10 +56,11 @@ def _with_overrides(settings: Settings, fmt: str | None, tombstones: bool | None
               help="Key columns of a table without identifier fields (repeatable).")
 @click.option("--delivery", type=click.Choice(["at-least-once", "exactly-once"]), default=None,
               help="Kafka delivery guarantee. Default: cdc.delivery.")
-@click.option("--format", "fmt", type=click.Choice(["json", "avro"]), default=None,
-              help="Event encoding of the table topics: Debezium JSON, or Avro in the Confluent wire format "
-                   "(schemas registered as <topic>-key / <topic>-value). Schema-change and audience topics "
-                   "stay JSON. Default: cdc.format.")
+@click.option("--format", "fmt", type=click.Choice(["json", "connect-json", "avro"]), default=None,
+              help="Event encoding of the table topics: Debezium JSON without schemas, connect-json (Kafka "
+                   "Connect's JsonConverter with schemas, for Connect sinks), or Avro in the Confluent wire "
+                   "format (schemas registered as <topic>-key / <topic>-value). Schema-change and audience "
+                   "topics stay JSON; docs/encodings.md. Default: cdc.format.")
 @click.option("--tombstones/--no-tombstones", default=None,
               help="Follow each delete of a keyed table with a null-value record (for log compaction; "
                    "keyless tables get none). Default: cdc.tombstones.")

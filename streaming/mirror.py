@@ -1,5 +1,9 @@
 """The ecosystem proof: a stock Flink SQL job mirrors an icetide topic into another Iceberg table.
 
+It reads the topic in its `cdc.format`: JSON and connect-json with Flink's `debezium-json` format
+(`schema-include` for connect-json), Avro with `debezium-avro-confluent`; columns whose wire value
+is not Flink's own type are converted on the way in (`streaming/mirror_wire.py`).
+
 Nothing here knows icetide's event classes. The job is plain Flink SQL, the way any Debezium user
 would write it::
 
@@ -22,6 +26,7 @@ the key is the table's identifier fields, or the given key columns.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +37,7 @@ from icetide.errors import ConfigError
 from icetide.events import topic_for
 
 from streaming.job import _wait_interruptibly, flink_config
+from streaming.mirror_wire import IDENTITY, Spec, converter, wire
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -44,6 +50,8 @@ SOURCE_TABLE = "icetide_source"
 class Column:
     name: str
     sql_type: str  # Flink SQL type, NOT NULL included for required columns
+    wire_type: str | None = None  # the source table's type when the encoding carries another (mirror_wire)
+    spec: Spec = IDENTITY  # how the wire value becomes the column's value (mirror_wire.converter)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class MirrorPlan:
     topic: str
     columns: list[Column]
     key: list[str]
+    format: str = "json"  # cdc.format of the topic
+    registry: str | None = None  # schema registry URL (Avro)
 
 
 def quote_ident(name: str) -> str:
@@ -114,28 +124,37 @@ def plan_mirror(settings: Settings, table: str, mirror: str | None = None,
         schema = pyiceberg_catalog(settings).load_table(table).schema()
     except NoSuchTableError:
         raise ConfigError(f"table {table} not found in catalog {settings.catalog.name!r}") from None
-    columns = [Column(f.name, _nullable(flink_type(f.field_type), f.required)) for f in schema.fields]
+    fmt = settings.cdc.format
+    if fmt == "avro" and not settings.cdc.schema_registry_url:
+        raise ConfigError("setting 'cdc.schema_registry_url' is required to mirror an Avro topic")
+    columns = []
+    for f in schema.fields:
+        wire_type, spec = wire(f.field_type, fmt, flink_type)
+        columns.append(Column(f.name, _nullable(flink_type(f.field_type), f.required),
+                              _nullable(wire_type, f.required) if spec != IDENTITY else None, spec))
     chosen = key or [schema.find_column_name(i) or "" for i in schema.identifier_field_ids]
     if not chosen:
         raise ConfigError(f"table {table} has no identifier fields: give the key columns (--key col[,col])")
     unknown = sorted(set(chosen) - {c.name for c in columns})
     if unknown:
         raise ConfigError(f"key columns not in {table}: {', '.join(unknown)}")
-    return MirrorPlan(table, target, topic_for(settings.cdc.topic_prefix, namespace, name), columns, chosen)
+    return MirrorPlan(table, target, topic_for(settings.cdc.topic_prefix, namespace, name), columns, chosen, fmt,
+                      settings.cdc.schema_registry_url)
 
 
 def _with(options: dict[str, str]) -> str:
     return ",\n  ".join(f"{quote_literal(k)} = {quote_literal(v)}" for k, v in options.items())
 
 
-def _column_block(plan: MirrorPlan) -> str:
-    lines = [f"{quote_ident(c.name)} {c.sql_type}" for c in plan.columns]
+def _column_block(plan: MirrorPlan, on_wire: bool = False) -> str:
+    lines = [f"{quote_ident(c.name)} {c.wire_type if on_wire and c.wire_type else c.sql_type}" for c in plan.columns]
     lines.append(f"PRIMARY KEY ({', '.join(quote_ident(k) for k in plan.key)}) NOT ENFORCED")
     return ",\n  ".join(lines)
 
 
 def source_ddl(plan: MirrorPlan, bootstrap: str, bounded: bool, group_id: str) -> str:
-    """The Kafka source table: the topic read from the beginning with Flink's `debezium-json`."""
+    """The Kafka source table: the topic read from the beginning with Flink's `debezium-json`
+    (with `schema-include` for connect-json) or `debezium-avro-confluent` (Avro)."""
     options = {
         "connector": "kafka",
         "topic": plan.topic,
@@ -143,11 +162,17 @@ def source_ddl(plan: MirrorPlan, bootstrap: str, bounded: bool, group_id: str) -
         "properties.group.id": group_id,
         "properties.isolation.level": "read_committed",  # exactly-once runs publish in transactions
         "scan.startup.mode": "earliest-offset",
-        "format": "debezium-json",
     }
+    if plan.format == "avro":
+        options |= {"format": "debezium-avro-confluent", "debezium-avro-confluent.url": plan.registry or ""}
+    else:
+        options |= {"format": "debezium-json",
+                    "debezium-json.timestamp-format.standard": "ISO-8601"}  # icetide writes them as Debezium does
+        if plan.format == "connect-json":
+            options["debezium-json.schema-include"] = "true"  # {"schema": …, "payload": …}
     if bounded:
         options["scan.bounded.mode"] = "latest-offset"
-    return f"CREATE TEMPORARY TABLE {SOURCE_TABLE} (\n  {_column_block(plan)}\n) WITH (\n  {_with(options)}\n)"
+    return f"CREATE TEMPORARY TABLE {SOURCE_TABLE} (\n  {_column_block(plan, True)}\n) WITH (\n  {_with(options)}\n)"
 
 
 def mirror_ddl(settings: Settings, plan: MirrorPlan) -> str:
@@ -157,9 +182,25 @@ def mirror_ddl(settings: Settings, plan: MirrorPlan) -> str:
             f"WITH (\n  {_with(options)}\n)")
 
 
+def converter_name(index: int) -> str:
+    """The temporary function converting column `index` from its wire type (`mirror_wire`)."""
+    return f"icetide_wire_{index}"
+
+
 def insert_sql(settings: Settings, plan: MirrorPlan) -> str:
-    names = ", ".join(quote_ident(c.name) for c in plan.columns)
+    names = ", ".join(f"{converter_name(i)}({quote_ident(c.name)}) AS {quote_ident(c.name)}" if c.wire_type
+                      else quote_ident(c.name) for i, c in enumerate(plan.columns))
     return f"INSERT INTO {_mirror_path(settings, plan)} SELECT {names} FROM {SOURCE_TABLE}"
+
+
+def _register_converters(t_env: Any, plan: MirrorPlan) -> None:
+    """One Python scalar function per column that arrives in another type (`mirror_wire`)."""
+    from pyflink.table.udf import udf
+
+    for i, column in enumerate(plan.columns):
+        if column.wire_type:
+            result = column.sql_type.removesuffix(" NOT NULL")
+            t_env.create_temporary_function(converter_name(i), udf(converter(column.spec), result_type=result))
 
 
 def _mirror_path(settings: Settings, plan: MirrorPlan) -> str:
@@ -208,6 +249,7 @@ def _table_environment(settings: Settings) -> Any:
     for key, value in flink_config(settings, checkpoints, None).items():
         config.set_string(key, value)
     config.set_string("pipeline.name", "icetide-mirror")
+    config.set_string("python.executable", sys.executable)  # the converters of `mirror_wire`, if any
     # a bounded proof must fail with Flink's error (e.g. a parse error), not retry forever
     config.set_string("restart-strategy.type", "fixed-delay")
     config.set_string("restart-strategy.fixed-delay.attempts", "3")
@@ -229,6 +271,7 @@ def run_mirror(settings: Settings, table: str, bootstrap: str, mirror: str | Non
     t_env.execute_sql(flink_catalog_ddl(settings))
     t_env.execute_sql(source_ddl(plan, bootstrap, bounded, f"icetide-mirror-{plan.mirror}"))
     t_env.execute_sql(mirror_ddl(settings, plan))
+    _register_converters(t_env, plan)
     submitted = time.monotonic()
     result = t_env.execute_sql(insert_sql(settings, plan))
     if bounded:

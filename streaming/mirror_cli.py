@@ -1,5 +1,6 @@
 """`icetide cdc mirror`: mirror a table's icetide topic into an Iceberg table with stock Flink SQL
-(`debezium-json` + the Iceberg Flink connector; see `streaming/mirror.py`).
+(`debezium-json` or `debezium-avro-confluent`, per `cdc.format`, + the Iceberg Flink connector; see
+`streaming/mirror.py`).
 
 Also runnable on its own (`python -m streaming.mirror_cli TABLE`), with settings from the
 environment / `$ICETIDE_CONFIG`, until the command is registered under `icetide cdc`.
@@ -23,7 +24,8 @@ from icetide.cli import App, emit
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def mirror(app: App, table: str, mirror: str | None, key: str | None, follow: bool, as_json: bool) -> None:
-    """Mirror TABLE's change topic into an Iceberg table with Flink SQL's debezium-json format."""
+    """Mirror TABLE's change topic into an Iceberg table with Flink SQL's debezium-json format
+    (schema-include for cdc.format connect-json) or debezium-avro-confluent (avro)."""
     from icetide.stack import kafka_bootstrap
 
     from streaming.mirror import run_mirror

@@ -10,10 +10,12 @@ A poll emits at most `budget` events and returns, so checkpoints (which wait for
 element) are taken between chunks of a large snapshot.
 
 Encoding (`cdc.format`): `JsonEncoder` writes the Debezium JSON envelope (`icetide.events`);
-`AvroEncoder` writes Avro in the Confluent wire format, registering the key and value schemas of
-each (topic, Iceberg schema id) under `<topic>-key` / `<topic>-value` the first time an event in
-that schema is encoded (a schema change thus registers a new version). Schema-change records stay
-JSON on `<prefix>.schema-changes`. With `tombstones`, each delete of a keyed table is followed by a
+`ConnectJsonEncoder` writes it as Kafka Connect's JsonConverter does with schemas
+(`icetide.connect_json`, one codec per (topic, Iceberg schema id)); `AvroEncoder` writes Avro in
+the Confluent wire format, registering the key and value schemas of each (topic, Iceberg schema
+id) under `<topic>-key` / `<topic>-value` the first time an event in that schema is encoded (a
+schema change thus registers a new version). Schema-change records stay JSON on
+`<prefix>.schema-changes`. With `tombstones`, each delete of a keyed table is followed by a
 record with the same key bytes and a null value, so log compaction can drop the key; keyless
 tables get none: their key is the whole row, and identical rows share it, so a tombstone would
 let compaction drop the live duplicates of a deleted row.
@@ -33,6 +35,7 @@ from icetide.schema_registry import SchemaRegistryClient
 
 if TYPE_CHECKING:
     from icetide.avro import AvroCodec
+    from icetide.connect_json import ConnectJsonCodec
     from icetide.settings import CdcSettings
 
     from streaming.changelog import Changelog
@@ -137,6 +140,32 @@ class JsonEncoder:
         return to_record(event, topic, key_fields, ready=True)  # changelog images are JSON-ready
 
 
+class ConnectJsonEncoder:
+    """Kafka Connect JSON with schemas (`icetide.connect_json`); a codec per (topic, schema id, key fields)."""
+
+    format = "connect-json"
+
+    def __init__(self) -> None:
+        self._codecs: dict[tuple[str, int, tuple[str, ...]], ConnectJsonCodec] = {}
+
+    def codec(self, changelog: Changelog, schema_id: int, topic: str, key_fields: list[str]) -> ConnectJsonCodec:
+        cache_key = (topic, schema_id, tuple(key_fields))
+        codec = self._codecs.get(cache_key)
+        if codec is None:
+            from icetide.connect_json import ConnectJsonCodec, key_schema, value_schema
+
+            schema = changelog.schema_by_id(schema_id)
+            codec = ConnectJsonCodec(key_schema(schema, key_fields, topic), value_schema(schema, topic))
+            self._codecs[cache_key] = codec
+        return codec
+
+    def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
+        codec = self.codec(changelog, event.source.schema_id, topic, key_fields)
+        key = codec.encode_key(event.key(key_fields) if key_fields else event.row)
+        return Record(topic, key, codec.encode_value(event), event.op, event.source.commit_ts_ms,
+                      event.source.snapshot_id, event)
+
+
 class AvroEncoder:
     """Avro in the Confluent wire format (magic 0 + 4-byte schema id), schemas registered on first use.
 
@@ -179,6 +208,8 @@ def make_encoder(cdc: CdcSettings) -> Encoder:
         if not cdc.schema_registry_url:
             raise ConfigError("setting 'cdc.schema_registry_url' is required when cdc.format is avro")
         return AvroEncoder(SchemaRegistryClient(cdc.schema_registry_url))
+    if cdc.format == "connect-json":
+        return ConnectJsonEncoder()
     return JsonEncoder()
 
 

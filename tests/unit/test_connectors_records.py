@@ -143,7 +143,7 @@ def test_avro_records_decode_to_the_same_images_as_json() -> None:
     assert change is not None and via_json is not None
     assert change.key_fields == ("id",)
     assert change.event.after == via_json.event.after == {
-        "id": 5, "name": "ana", "day": "2025-01-02", "price": "12.30", "at": "2025-01-02 03:04:05.600000"}
+        "id": 5, "name": "ana", "day": "2025-01-02", "price": "12.30", "at": "2025-01-02T03:04:05.600000"}
     assert change.event.source == SOURCE
 
 

@@ -239,3 +239,56 @@ def test_tombstones_helper_and_encoder_choice() -> None:
     assert isinstance(avro, AvroEncoder) and avro.registry.url == "http://127.0.0.1:1"
     with pytest.raises(ConfigError, match=r"cdc\.schema_registry_url"):
         make_encoder(CdcSettings(format="avro"))
+
+
+class IcebergSchemaChangelog(DeletingChangelog):
+    """DeletingChangelog with real PyIceberg schemas (the connect-json encoder derives Connect schemas)."""
+
+    def schema_by_id(self, schema_id: int) -> Any:
+        from pyiceberg.schema import Schema as IcebergSchema
+        from pyiceberg.types import LongType, NestedField, StringType
+
+        return IcebergSchema(NestedField(1, "id", LongType(), required=True), NestedField(2, "v", StringType()),
+                             schema_id=schema_id, identifier_field_ids=[1])
+
+
+def test_connect_json_encoder_records_tombstones_and_decoding() -> None:
+    import orjson
+
+    from connectors.records import decode
+    from streaming.poller import ConnectJsonEncoder
+
+    encoder = make_encoder(CdcSettings(format="connect-json"))
+    assert isinstance(encoder, ConnectJsonEncoder) and encoder.format == "connect-json"
+    changelog: Any = IcebergSchemaChangelog([4], ["id"])
+    poller = TablePoller(changelog, "p", schema_changes=False, encoder=encoder, tombstones=True)
+    records, _ = drain(poller, Position(None), None)
+    assert [r.op for r in records] == ["c", "d", TOMBSTONE_OP, "c", "d", TOMBSTONE_OP]
+    assert records[2].value is None and records[2].key == records[1].key  # same key bytes
+    value = orjson.loads(records[1].value or b"")
+    assert value["schema"]["name"] == "p.sales.vendas.Envelope" and value["payload"]["op"] == "d"
+    assert orjson.loads(records[1].key)["payload"] == {"id": 100}
+
+    class Message:
+        def __init__(self, record: Record) -> None:
+            self.record = record
+
+        def value(self) -> bytes | None:
+            return self.record.value
+
+        def key(self) -> bytes:
+            return self.record.key
+
+        def topic(self) -> str:
+            return self.record.topic
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return 0
+
+    change = decode(Message(records[1]))
+    assert change is not None and change.key_fields == ("id",) and change.event == records[1].event
+    assert change.schema is not None and change.schema.names == ["id", "v"]
+    assert decode(Message(records[2])) is None  # a tombstone
