@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 CACHE   := .cache
 # Maven's local repository (`make setup M2=$(mktemp -d)` measures a cold fetch)
 M2      ?= $(abspath $(CACHE))/m2
-# connect: the Kafka Connect worker of the tests; connect-plugins/*: its plugin.path, one folder per plugin
+# the product's jars (as the Dockerfile), then the tests' Kafka Connect worker and its plugin.path folders
 JAR_GROUPS := spark flink kafka connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
 # Apicurio Registry (Confluent-compatible API), built by Quarkus from Maven Central artifacts

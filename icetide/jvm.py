@@ -16,8 +16,10 @@ from pathlib import Path
 from icetide.errors import SetupError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# connect: the Kafka Connect worker's classpath; connect-plugins/<name>: one folder per Connect plugin
-JAR_GROUPS = ("spark", "flink", "kafka", "connect", "connect-plugins/debezium-jdbc", "connect-plugins/apicurio-avro")
+JAR_GROUPS = ("spark", "flink", "kafka")  # what the product needs (the Dockerfile fetches these)
+# what only the tests' services need: the Kafka Connect worker's classpath (connect) and its plugin.path,
+# one folder per Connect plugin (connect-plugins/<name>); `make setup` fetches them too
+TEST_JAR_GROUPS = ("connect", "connect-plugins/debezium-jdbc", "connect-plugins/apicurio-avro")
 REQUIRED_JAVA = 17
 # On a small shared machine C2 compiler threads and G1's workers double a JVM service's start-up time
 # (measured for the broker: 21-24 s vs 8-12 s on 2 busy cores). Services append their own options after
@@ -77,7 +79,7 @@ def java_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def jars(group: str) -> list[Path]:
     """The jars of one manifest group, fetched by `make setup`."""
-    if group not in JAR_GROUPS:
+    if group not in JAR_GROUPS + TEST_JAR_GROUPS:
         raise ValueError(f"unknown jar group {group!r}")
     folder = jar_cache() / group
     found = sorted(folder.glob("*.jar"))
