@@ -38,7 +38,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from icetide.connect_json import DECIMAL, MICRO_TIME, MICRO_TIMESTAMP, PRECISION, UUID, ZONED_TIMESTAMP
+from icetide.connect_names import DECIMAL, MICRO_TIME, MICRO_TIMESTAMP, PRECISION, UUID, ZONED_TIMESTAMP
 from icetide.errors import EventError
 from icetide.events import ChangeEvent, Source, encode_value
 

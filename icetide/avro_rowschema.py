@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from icetide.avro import unwrap
-from icetide.connect_json import MICRO_TIME, MICRO_TIMESTAMP, ZONED_TIMESTAMP
+from icetide.connect_names import MICRO_TIME, MICRO_TIMESTAMP, ZONED_TIMESTAMP
 from icetide.errors import EventError
 from icetide.rowschema import Column, RowSchema
 

@@ -40,23 +40,26 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from icetide.connect_names import (
+    DATE,
+    DECIMAL,
+    FIELD_ID,
+    FIXED_SIZE,
+    MICRO_TIME,
+    MICRO_TIMESTAMP,
+    PRECISION,
+    UUID,
+    ZONED_TIMESTAMP,
+)
+from icetide.connect_rowschema import row_schema
 from icetide.errors import EventError
 from icetide.events import ChangeEvent, Source
-from icetide.rowschema import Column, RowSchema
+from icetide.rowschema import RowSchema
 
 if TYPE_CHECKING:
     from pyiceberg.schema import Schema
     from pyiceberg.types import IcebergType, NestedField
 
-DATE = "io.debezium.time.Date"
-MICRO_TIME = "io.debezium.time.MicroTime"
-MICRO_TIMESTAMP = "io.debezium.time.MicroTimestamp"
-ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"
-UUID = "io.debezium.data.Uuid"
-DECIMAL = "org.apache.kafka.connect.data.Decimal"
-PRECISION = "connect.decimal.precision"
-FIXED_SIZE = "connect.fixed.size"
-FIELD_ID = "iceberg.field.id"
 SOURCE_NAME = "io.icetide.Source"
 _SOURCE_TYPES = (("version", "string"), ("connector", "string"), ("name", "string"), ("catalog", "string"),
                  ("db", "string"), ("schema", "string"), ("table", "string"), ("snapshot_id", "int64"),
@@ -265,22 +268,22 @@ class ConnectJsonCodec:
         self._row = payload_converter(value["fields"][0], True)
 
     def encode_key(self, key: dict[str, Any]) -> bytes:
-        payload = self._key(key) if self._key else key
-        return self._key_head + _dumps(payload) + b"}"
+        return self._key_head + _dumps(self._key, key) + b"}"
 
     def encode_value(self, event: ChangeEvent) -> bytes:
-        row = self._row or (lambda v: v)
-        source = event.source.to_dict()
-        payload = {"before": row(event.before), "after": row(event.after), "source": source, "op": event.op,
+        row = self._row
+        payload = {"before": event.before, "after": event.after, "source": event.source.to_dict(), "op": event.op,
                    "ts_ms": event.ts_ms}
-        return self._value_head + _dumps(payload) + b"}"
+        convert = (lambda p: {**p, "before": row(p["before"]), "after": row(p["after"])}) if row else None
+        return self._value_head + _dumps(convert, payload) + b"}"
 
 
-def _dumps(value: Any) -> bytes:
+def _dumps(convert: Convert | None, value: Any) -> bytes:
+    """The payload's JSON; EventError (terminal) if an image value does not fit its column's type."""
     try:
-        return orjson.dumps(value)
-    except TypeError as exc:
-        raise EventError(f"cannot encode as connect-json: {exc}") from None
+        return orjson.dumps(convert(value) if convert else value)
+    except (TypeError, ValueError, AttributeError, OverflowError, decimal.InvalidOperation) as exc:
+        raise EventError(f"cannot encode as connect-json: {exc!r}") from None
 
 
 class ConnectJsonDecoder:
@@ -351,52 +354,3 @@ def _row_field(envelope: dict[str, Any]) -> dict[str, Any]:
             found: dict[str, Any] = f
             return found
     raise EventError("connect-json value schema has no before/after struct")
-
-
-# -- Connect schema → RowSchema ---------------------------------------------------------------
-
-_NAMED = {DATE: "date", "org.apache.kafka.connect.data.Date": "date", MICRO_TIME: "time",
-          "io.debezium.time.Time": "time", "io.debezium.time.NanoTime": "time",
-          "org.apache.kafka.connect.data.Time": "time", MICRO_TIMESTAMP: "timestamp",
-          "io.debezium.time.Timestamp": "timestamp", "io.debezium.time.NanoTimestamp": "timestamp",
-          "org.apache.kafka.connect.data.Timestamp": "timestamp", ZONED_TIMESTAMP: "timestamptz",
-          UUID: "uuid"}
-_PHYSICAL = {"boolean": "boolean", "int8": "int", "int16": "int", "int32": "int", "int64": "long",
-             "float": "float", "double": "double", "string": "string", "bytes": "binary"}
-
-
-def iceberg_type(schema: dict[str, Any]) -> str:
-    """The Iceberg type string (`icetide.rowschema`) of one Connect schema."""
-    kind, name = schema.get("type"), schema.get("name")
-    params = schema.get("parameters") or {}
-    if name == DECIMAL:
-        return f"decimal({int(params.get(PRECISION, 38))}, {int(params.get('scale', 0))})"
-    if name in _NAMED:
-        return _NAMED[name]
-    if kind == "bytes" and FIXED_SIZE in params:
-        return f"fixed[{int(params[FIXED_SIZE])}]"
-    if kind == "struct":
-        inner = ", ".join(f"{int((f.get('parameters') or {}).get(FIELD_ID, 0))}: {f['field']}: "
-                          f"{'optional' if f.get('optional', True) else 'required'} {iceberg_type(f)}"
-                          for f in schema.get("fields", []))
-        return f"struct<{inner}>"
-    if kind == "array":
-        return f"list<{iceberg_type(schema['items'])}>"
-    if kind == "map":
-        return f"map<{iceberg_type(schema['keys'])}, {iceberg_type(schema['values'])}>"
-    if kind in _PHYSICAL:
-        return _PHYSICAL[str(kind)]
-    raise EventError(f"unknown Connect schema type {kind!r}")
-
-
-def row_schema(row: dict[str, Any], schema_id: int = 0) -> RowSchema:
-    """The `RowSchema` of a Connect row struct (e.g. the envelope's `after` field)."""
-    try:
-        columns = []
-        for f in row.get("fields", []):
-            field_id = (f.get("parameters") or {}).get(FIELD_ID)
-            columns.append(Column(str(f["field"]), iceberg_type(f), bool(f.get("optional", True)),
-                                  int(field_id) if field_id is not None else None))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EventError(f"bad Connect schema: {exc!r}") from None
-    return RowSchema(tuple(columns), schema_id)

@@ -28,9 +28,11 @@ pytestmark = pytest.mark.integration
 COLUMNS = ["id", "produto", "valor", "data_venda", "criado", "local_ts", "ativo", "nota", "bruto", "extra"]
 
 
-def run_mirror_command(state_dir: Path, table: str, fmt: str = "json") -> dict[str, Any]:
+def run_mirror_command(state_dir: Path, table: str, fmt: str = "json", registry: str | None = None) -> dict[str, Any]:
     """The mirror job in its own process (its own Flink gateway), as a user would run it."""
     env = {**os.environ, "ICETIDE__STACK__STATE_DIR": str(state_dir), "ICETIDE__CDC__FORMAT": fmt}
+    if registry:
+        env["ICETIDE__CDC__SCHEMA_REGISTRY_URL"] = registry
     proc = subprocess.run([sys.executable, "-m", "streaming.mirror_cli", table, "--json"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -44,11 +46,14 @@ def table_digest(spark: Any, table: str) -> Any:
     return digest(rows, COLUMNS)
 
 
-@pytest.mark.parametrize("fmt", ["json", "connect-json"])
+@pytest.mark.parametrize("fmt", ["json", "connect-json", "avro"])
 def test_flink_debezium_json_mirror_equals_source(spark: Any, base_settings: Any, kafka_bootstrap: str,
-                                                  session_dir: Path, fmt: str) -> None:
+                                                  session_dir: Path, fmt: str, request: Any) -> None:
     """`connect-json`: Flink's `debezium-json` with `schema-include`, dates, timestamps and decimals (one
-    nested in a struct) declared in their physical types and converted (streaming/mirror_wire.py)."""
+    nested in a struct) declared in their physical types and converted (streaming/mirror_wire.py);
+    `avro`: Flink's `debezium-avro-confluent` against the registry, timestamptz converted from its string."""
+    registry = request.getfixturevalue("schema_registry") if fmt == "avro" else None
+    extra = ["--schema-registry", registry] if registry else []
     table = fresh_table_name("espelho")
     spark.sql(f"CREATE TABLE {table} (id BIGINT NOT NULL, produto STRING, valor DECIMAL(12,2), "
               "data_venda DATE, criado TIMESTAMP, local_ts TIMESTAMP_NTZ, ativo BOOLEAN, nota DOUBLE, "
@@ -78,10 +83,10 @@ def test_flink_debezium_json_mirror_equals_source(spark: Any, base_settings: Any
               "VALUES (s.id, 'novo', 1.25, DATE'2025-02-28', TIMESTAMP'2025-02-28 23:59:59.999999', "
               "TIMESTAMP_NTZ'2025-02-28 23:59:59', true, 0.5, X'00FF')")
 
-    published = cdc_run(session_dir, "--tables", table, "--format", fmt)
+    published = cdc_run(session_dir, "--tables", table, "--format", fmt, *extra)
     assert {"c", "u", "d"} <= set(published["tables"][table]["by_op"])
 
-    summary = run_mirror_command(session_dir, table, fmt)
+    summary = run_mirror_command(session_dir, table, fmt, registry)
     assert summary["mirror"] == f"{table}_mirror" and summary["key"] == ["id"]
     print(f"mirror job: {summary['job_s']} s after submission, {summary['duration_s']} s with JVM start")
     source = table_digest(spark, table)
@@ -96,8 +101,8 @@ def test_flink_debezium_json_mirror_equals_source(spark: Any, base_settings: Any
     spark.sql(f"UPDATE {table} SET valor = valor * 2, bruto = NULL WHERE id % 5 = 0")
     spark.sql(f"INSERT INTO {table} SELECT id + 1000, 'r', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL "
               "FROM range(2)")
-    republished = cdc_run(session_dir, "--tables", table, "--reset", "--start", "initial", "--format", fmt)
+    republished = cdc_run(session_dir, "--tables", table, "--reset", "--start", "initial", "--format", fmt, *extra)
     assert republished["tables"][table]["by_op"].get("r") == source.rows + 2
-    again = run_mirror_command(session_dir, table, fmt)
+    again = run_mirror_command(session_dir, table, fmt, registry)
     print(f"mirror replay: {again['job_s']} s after submission, {again['duration_s']} s with JVM start")
     assert table_digest(spark, again["mirror"]) == table_digest(spark, table)

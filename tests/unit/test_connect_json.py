@@ -218,3 +218,9 @@ def test_decode_gives_the_json_ready_images_and_the_row_schema() -> None:
 def test_malformed_records_are_event_errors(raw: Any) -> None:
     with pytest.raises(EventError):
         ConnectJsonDecoder().event(raw)
+
+
+@pytest.mark.parametrize("bad", [{"id": 1, "d": "not a date"}, {"id": 1, "price": "x"}, {"id": 1, "addr": [1]}])
+def test_an_image_that_does_not_fit_its_schema_is_an_event_error(bad: dict[str, Any]) -> None:
+    with pytest.raises(EventError):
+        _codec().encode_value(ChangeEvent("c", None, bad, SOURCE))

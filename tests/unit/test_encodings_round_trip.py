@@ -78,7 +78,9 @@ def _opt(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 def _decimals(precision: int, scale: int) -> st.SearchStrategy[Any]:
     from decimal import Decimal
 
-    bound = Decimal("9" * (precision - scale) + ("." + "9" * scale if scale else ""))
+    if not scale:  # st.decimals overshoots bounds this wide (it generated -10**38 for precision 38)
+        return st.integers(-(10**precision - 1), 10**precision - 1).map(Decimal)
+    bound = Decimal("9" * (precision - scale) + "." + "9" * scale)
     return st.decimals(min_value=-bound, max_value=bound, places=scale, allow_nan=False, allow_infinity=False)
 
 
