@@ -6,7 +6,8 @@ reads only as their physical types (the way a Debezium user declares them in Fli
 (days), time → BIGINT (µs), timestamp → BIGINT (µs), decimal → BYTES (the unscaled two's-complement
 value); timestamptz is an ISO-8601 string with `Z`, which Flink parses as TIMESTAMP_LTZ directly.
 Avro (Flink's `debezium-avro-confluent`, reading with the registered writer schema) needs it for
-time (long µs) and timestamptz (a ZonedTimestamp string).
+time and timestamp (long µs: Flink's Avro schema converter refuses TIMESTAMP(6), "it only supports
+precision less than 3") and timestamptz (a ZonedTimestamp string).
 
 Such a column is declared with its wire type and converted in the INSERT's SELECT by a small
 Python scalar function (`converter`, one per column), since Flink SQL has no function from epoch
@@ -40,7 +41,7 @@ def wire(kind: IcebergType, fmt: str, flink_type: Callable[[IcebergType], str]) 
         return "INT", ("date",)
     if isinstance(kind, t.TimeType):
         return "BIGINT", ("time",)
-    if isinstance(kind, t.TimestampType) and connect:
+    if isinstance(kind, t.TimestampType):  # Flink's Avro schema converter refuses TIMESTAMP(6)
         return "BIGINT", ("timestamp",)
     if isinstance(kind, t.DecimalType) and connect:
         return "BYTES", ("decimal", kind.scale)

@@ -72,6 +72,8 @@ def test_connect_json_columns_arrive_in_their_physical_types_and_are_converted()
     assert wire(t.DecimalType(12, 2), "connect-json", flink_type) == ("BYTES", ("decimal", 2))
     assert wire(t.DecimalType(12, 2), "json", flink_type) == ("DECIMAL(12, 2)", ("id",))
     assert wire(t.TimestamptzType(), "avro", flink_type) == ("STRING", ("zoned",))
+    assert wire(t.TimestampType(), "avro", flink_type) == ("BIGINT", ("timestamp",))
+    assert wire(t.DateType(), "avro", flink_type) == ("DATE", ("id",))
     nested = t.StructType(t.NestedField(1, "tags", t.ListType(2, t.StringType())),
                           t.NestedField(3, "peso", t.DecimalType(6, 3), required=True))
     wire_type, spec = wire(nested, "connect-json", flink_type)
