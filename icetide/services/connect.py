@@ -76,6 +76,8 @@ def worker_properties(settings: ConnectSettings, port: int, home: Path) -> dict[
         "rest.advertised.host.name": settings.host,
         "rest.advertised.port": str(port),
         "plugin.path": str(plugin_path()),
+        # Apicurio's converter jars have no ServiceLoader manifests: scan only (and no warning about it)
+        "plugin.discovery": "only_scan",
         "consumer.isolation.level": "read_committed",
         "consumer.auto.offset.reset": "earliest",
         "connector.client.config.override.policy": "All",
