@@ -30,7 +30,7 @@ from icetide import jvm
 from icetide.broker_config import log4j2_config
 from icetide.errors import ConfigError, StackError
 from icetide.process import free_port
-from icetide.services.shape import JvmProcess, Need, require
+from icetide.services.shape import JvmProcess, Need, StateHome, require
 
 MAIN_CLASS = "org.apache.kafka.connect.cli.ConnectStandalone"
 WORKER_GROUP = "connect"
@@ -95,29 +95,18 @@ def render_properties(props: Mapping[str, str]) -> str:
     return "".join(f"{esc(k, True)}={esc(v, False)}\n" for k, v in props.items())
 
 
-class KafkaConnect:
+class KafkaConnect(StateHome):
     """One standalone Connect worker per state dir, and the connectors on it."""
 
     name = "connect"
+    label = "Kafka Connect"
 
-    def __init__(self, state_dir: Path | None = None) -> None:
-        self._home: Path | None = None
-        if state_dir is not None:
-            self._bind(state_dir)
-
-    def _bind(self, state_dir: Path) -> None:
-        self._home = Path(state_dir).expanduser().resolve() / self.name
-        self.config_file = self._home / "worker.properties"
-        self.port_file = self._home / "port"
-        self.log_file = self._home / "connect.log"
-        self.log4j_file = self._home / "log4j2.properties"
-        self.process = JvmProcess(self.name, self._home, MAIN_CLASS, self.config_file)
-
-    @property
-    def home(self) -> Path:
-        if self._home is None:
-            raise StackError("Kafka Connect: no state dir yet (call start(settings, state_dir))")
-        return self._home
+    def _files(self, home: Path) -> None:
+        self.config_file = home / "worker.properties"
+        self.port_file = home / "port"
+        self.log_file = home / "connect.log"
+        self.log4j_file = home / "log4j2.properties"
+        self.process = JvmProcess(self.name, home, MAIN_CLASS, self.config_file)
 
     # -- the service shape -----------------------------------------------------------------
     def needs(self) -> list[Need]:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from icetide.errors import SetupError, StackError
 from icetide.jvm import PROJECT_ROOT
 from icetide.process import free_port, live_pid, log_tail, port_is_free, rss_bytes, stop_group
-from icetide.services.shape import Need, require
+from icetide.services.shape import Need, StateHome, require
 from icetide.storage import STORE_DIR, S3Key, read_credentials_file, s3_key, write_credentials_file
 
 if TYPE_CHECKING:
@@ -63,34 +63,26 @@ def s3_client(endpoint: str, key: S3Key, region: str, *, path_style: bool = True
                         aws_secret_access_key=key.secret_access_key.get_secret_value())
 
 
-class ObjectStore:
+class ObjectStore(StateHome):
     """One `weed mini` per state dir, its buckets and its key."""
 
-    name = "object-store"
+    name = STORE_DIR
+    label = "object store"
 
     def __init__(self, state_dir: Path | None = None) -> None:
-        self._home: Path | None = None
         self._client: Any = None
         self._key: S3Key | None = None
         self._region = "us-east-1"
-        if state_dir is not None:
-            self._bind(state_dir)
+        super().__init__(state_dir)
 
-    def _bind(self, state_dir: Path) -> None:
-        self._home = Path(state_dir).expanduser().resolve() / STORE_DIR
-        self.data_dir = self._home / "data"
-        self.kek_file = self._home / "keys" / "sse_kek"
-        self.credentials_file = self._home / "credentials"
-        self.identities_file = self._home / "s3.json"
-        self.ports_file = self._home / "ports.json"
-        self.pid_file = self._home / "weed.pid"
-        self.log_file = self._home / "weed.log"
-
-    @property
-    def home(self) -> Path:
-        if self._home is None:
-            raise StackError("object store: no state dir yet (call start(settings, state_dir))")
-        return self._home
+    def _files(self, home: Path) -> None:
+        self.data_dir = home / "data"
+        self.kek_file = home / "keys" / "sse_kek"
+        self.credentials_file = home / "credentials"
+        self.identities_file = home / "s3.json"
+        self.ports_file = home / "ports.json"
+        self.pid_file = home / "weed.pid"
+        self.log_file = home / "weed.log"
 
     # -- the service shape -----------------------------------------------------------------
     def needs(self) -> list[Need]:

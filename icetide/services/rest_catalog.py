@@ -25,7 +25,7 @@ from icetide.catalog import JDBC_CATALOG_IMPL
 from icetide.errors import StackError
 from icetide.process import free_port, port_is_free
 from icetide.services.connect import render_properties
-from icetide.services.shape import JvmProcess, Need, require
+from icetide.services.shape import JvmProcess, Need, StateHome, require
 from icetide.storage import iceberg_io_properties
 
 if TYPE_CHECKING:
@@ -46,28 +46,17 @@ LOGGING = {
 }
 
 
-class RestCatalogServer:
+class RestCatalogServer(StateHome):
     """One reference REST catalog server per state dir."""
 
     name = "rest-catalog"
+    label = "REST catalog"
 
-    def __init__(self, state_dir: Path | None = None) -> None:
-        self._home: Path | None = None
-        if state_dir is not None:
-            self._bind(state_dir)
-
-    def _bind(self, state_dir: Path) -> None:
-        self._home = Path(state_dir).expanduser().resolve() / self.name
-        self.config_file = self._home / "catalog.properties"
-        self.port_file = self._home / "port"
-        self.backing_db = self._home / "catalog.db"
-        self.process = JvmProcess(self.name, self._home, MAIN_CLASS, self.config_file)
-
-    @property
-    def home(self) -> Path:
-        if self._home is None:
-            raise StackError("REST catalog: no state dir yet (call start(settings, state_dir))")
-        return self._home
+    def _files(self, home: Path) -> None:
+        self.config_file = home / "catalog.properties"
+        self.port_file = home / "port"
+        self.backing_db = home / "catalog.db"
+        self.process = JvmProcess(self.name, home, MAIN_CLASS, self.config_file)
 
     # -- the service shape -----------------------------------------------------------------
     def needs(self) -> list[Need]:

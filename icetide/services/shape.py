@@ -54,6 +54,32 @@ class Service(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+class StateHome:
+    """A service's files live under `<state_dir>/<name>/`: bound at construction (to inspect or stop a
+    running service) or by `start(settings, state_dir)`. Subclasses name their files in `_files`."""
+
+    name = "service"
+    label = "service"  # how errors name it
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self._home: Path | None = None
+        if state_dir is not None:
+            self._bind(state_dir)
+
+    def _bind(self, state_dir: Path) -> None:
+        self._home = Path(state_dir).expanduser().resolve() / self.name
+        self._files(self._home)
+
+    def _files(self, home: Path) -> None:
+        """Name the service's files under `home`."""
+
+    @property
+    def home(self) -> Path:
+        if self._home is None:
+            raise StackError(f"{self.label}: no state dir yet (call start(settings, state_dir))")
+        return self._home
+
+
 class JvmProcess:
     """A service's background JVM: started in its own process group from `home`, its pid in
     `<home>/<name>.pid`, stdout and stderr in `<home>/<name>.out`.
