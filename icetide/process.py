@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,14 @@ def stop_group(pid: int, is_ours: Callable[[int], bool], timeout_s: float) -> No
             os.killpg(pid, signal.SIGKILL)
         while is_ours(pid):
             time.sleep(0.1)
+
+
+def abandon_start(proc: subprocess.Popen[bytes], pid_file: Path) -> None:
+    """Undo a start that failed or was interrupted: kill the new process group, forget its pid file."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    pid_file.unlink(missing_ok=True)
 
 
 def log_tail(*paths: Path, lines: int = 25, empty: str = "(no output)") -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -28,7 +27,7 @@ from typing import Any
 
 from icetide import jvm
 from icetide.errors import SetupError, StackError
-from icetide.process import free_port, live_pid, log_tail, rss_bytes, stop_group
+from icetide.process import abandon_start, free_port, live_pid, log_tail, rss_bytes, stop_group
 
 RUNNER_NAME = "apicurio-registry-runner.jar"
 CCOMPAT_PATH = "/apis/ccompat/v7"
@@ -115,10 +114,7 @@ class Registry:
                 raise StackError(f"the schema registry did not answer on {self._url(port)} within "
                                  f"{self.start_timeout_s:.0f}s\n" + self._output())
         except BaseException:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            self.pid_file.unlink(missing_ok=True)
+            abandon_start(proc, self.pid_file)
             raise
         return self.status()
 

@@ -16,7 +16,6 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -30,7 +29,7 @@ from icetide import jvm
 from icetide.broker_config import cluster_id, log4j2_config, server_properties
 from icetide.errors import StackError
 from icetide.jvm import FAST_START_OPTS
-from icetide.process import free_port, live_pid, log_tail, port_is_free, stop_group
+from icetide.process import abandon_start, free_port, live_pid, log_tail, port_is_free, stop_group
 from icetide.services import lake
 from icetide.settings import Settings
 
@@ -310,10 +309,7 @@ class Stack:
                     f"{self.settings.kafka.start_timeout_s:.0f}s\n" + self._output()
                 )
         except BaseException:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            self.pid_file.unlink(missing_ok=True)
+            abandon_start(proc, self.pid_file)
             raise
 
     def _wait_ready(self, pid: int, bootstrap: str, *, allow_exit: bool,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,7 +12,7 @@ from typing import Any, Protocol
 
 from icetide import jvm
 from icetide.errors import SetupError, StackError
-from icetide.process import live_pid, log_tail, rss_bytes, stop_group
+from icetide.process import abandon_start, live_pid, log_tail, rss_bytes, stop_group
 
 
 @dataclass(frozen=True)
@@ -133,10 +132,7 @@ class JvmProcess:
                     raise StackError(f"{self.name} was not ready within {timeout_s:.0f}s\n" + self.output(*logs))
                 time.sleep(0.3)
         except BaseException:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            self.pid_file.unlink(missing_ok=True)
+            abandon_start(proc, self.pid_file)
             raise
         return proc.pid
 
