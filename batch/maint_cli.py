@@ -178,7 +178,7 @@ def stats(app: Any, table_name: str, small_file_mb: float, as_json: bool) -> Non
 @click.pass_obj
 def exporter(app: Any, table_names: tuple[str, ...], port: int, interval: float, once: bool) -> None:
     """Serve table-health gauges (icetide_table_*) for Prometheus."""
-    from icetide.metrics import serve
+    from icetide.metrics import register_target, serve
     from prometheus_client import generate_latest
 
     from batch.metrics import health_metrics
@@ -199,6 +199,7 @@ def exporter(app: Any, table_names: tuple[str, ...], port: int, interval: float,
         click.echo(generate_latest(metrics.registry).decode())
         return
     _server, bound = serve(metrics.registry, app.settings.metrics.host, port)
+    register_target(app.settings.state_dir, "icetide-table-health", app.settings.metrics.host, bound)
     click.echo(f"serving http://{app.settings.metrics.host}:{bound}/metrics (Ctrl-C stops)", err=True)
     while True:
         time.sleep(interval)

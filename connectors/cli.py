@@ -77,7 +77,7 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
     end, gauge icetide_cdc_sink_retrying), never a reason to dead-letter or exit. With
     --snapshot-consistent, readers of the downstream database only ever see states the source
     table had: whole snapshots, each committed in one transaction."""
-    from icetide.metrics import serve
+    from icetide.metrics import register_target, serve
 
     from connectors.consumer import ChangeConsumer, ConsumeOptions, run_consumer
     from connectors.metrics import ConsumerMetrics
@@ -95,6 +95,8 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
     port = metrics_port if metrics_port is not None else (settings.metrics.port or None)
     if port is not None:
         _server, bound = serve(metrics.registry, settings.metrics.host, port)
+        register_target(settings.state_dir, "icetide-consumer", settings.metrics.host, bound,
+                        labels={"group": settings.sink.group_id})
         click.echo(f"metrics on http://{settings.metrics.host}:{bound}/metrics", err=True)
 
     def install_signals(consumer: ChangeConsumer) -> None:

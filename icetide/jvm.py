@@ -23,6 +23,7 @@ TEST_JAR_GROUPS = ("connect", "connect-plugins/debezium-jdbc", "connect-plugins/
 # the embedded lake's JVM service: Iceberg's reference REST catalog server and its loopback launcher
 # (`make setup` fetches it; the image does not run the embedded lake yet)
 LAKE_JAR_GROUPS = ("rest",)
+MONITORING_JAR_GROUPS = ("jmx",)  # the JMX exporter agent of the broker (stack up --monitoring)
 REQUIRED_JAVA = 17
 # On a small shared machine C2 compiler threads and G1's workers double a JVM service's start-up time
 # (measured for the broker: 21-24 s vs 8-12 s on 2 busy cores). Services append their own options after
@@ -82,7 +83,7 @@ def java_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def jars(group: str) -> list[Path]:
     """The jars of one manifest group, fetched by `make setup`."""
-    if group not in JAR_GROUPS + TEST_JAR_GROUPS + LAKE_JAR_GROUPS:
+    if group not in JAR_GROUPS + TEST_JAR_GROUPS + LAKE_JAR_GROUPS + MONITORING_JAR_GROUPS:
         raise ValueError(f"unknown jar group {group!r}")
     folder = jar_cache() / group
     found = sorted(folder.glob("*.jar"))

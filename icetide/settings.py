@@ -131,6 +131,20 @@ class MetricsSettings(_Section):
     port: int = 0  # 0 → no endpoint unless a command asks for one with --metrics-port
 
 
+class MonitoringSettings(_Section):
+    """The embedded Prometheus and Alertmanager (`icetide stack up --monitoring`), on loopback."""
+
+    enabled: bool = False  # true → `stack up` starts them too
+    prometheus_port: int = 0  # 0 → a free port
+    alertmanager_port: int = 0
+    scrape_interval_s: float = Field(default=15.0, gt=0)
+    evaluation_interval_s: float = Field(default=15.0, gt=0)
+    # test-only: the rules' `for:` and range windows and Alertmanager's timers are multiplied by this
+    time_scale: float = Field(default=1.0, gt=0, le=1)
+    webhook_url: str | None = None  # Alertmanager's receiver; none → alerts stay in Alertmanager
+    retention: str = "7d"
+
+
 class Settings(_Section):
     """All of icetide's settings; `source` records the file they were read from."""
 
@@ -143,6 +157,7 @@ class Settings(_Section):
     cdc: CdcSettings = Field(default_factory=CdcSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     source: str = Field(default="<defaults>", exclude=True)
 

@@ -31,6 +31,7 @@ from icetide.errors import StackError
 from icetide.jvm import FAST_START_OPTS
 from icetide.process import abandon_start, free_port, live_pid, log_tail, port_is_free, stop_group
 from icetide.services import lake
+from icetide.services.monitoring import Monitoring
 from icetide.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,11 @@ class StackStatus:
     state_dir: str
     log_file: str | None
     lake: dict[str, dict[str, Any]] = field(default_factory=dict)  # `catalog` and `storage` (services.lake)
+    monitoring: dict[str, Any] = field(default_factory=dict)  # services.monitoring's status
 
     def to_dict(self) -> dict[str, Any]:
         """Flat fields plus `kafka` / `catalog` / `storage` groups (what `stack status --json` prints)."""
-        flat = {k: v for k, v in asdict(self).items() if k != "lake"}
+        flat = {k: v for k, v in asdict(self).items() if k not in ("lake", "monitoring")}
         return {
             **flat,
             "kafka": {"bootstrap": self.bootstrap, "running": self.running, "embedded": self.embedded,
@@ -69,6 +71,7 @@ class StackStatus:
             "catalog": {"name": self.catalog_name, "uri": self.catalog_uri, "warehouse": self.warehouse,
                         **self.lake.get("catalog", {})},
             "storage": self.lake.get("storage", {}),
+            "monitoring": self.monitoring,
         }
 
 
@@ -142,6 +145,13 @@ class Stack:
             return self._down()
 
     def _up(self) -> StackStatus:
+        status = self._up_broker()
+        if self.settings.monitoring.enabled:
+            Monitoring().start(self.settings, self.settings.state_dir, status.bootstrap if status.running else None)
+            return self.status()
+        return status
+
+    def _up_broker(self) -> StackStatus:
         self.prepare_catalog()
         lake.start(self.settings)
         external = self.settings.kafka.bootstrap_servers
@@ -165,11 +175,12 @@ class Stack:
         return self.status()
 
     def _down(self) -> bool:
+        monitored = Monitoring(self.settings.state_dir).stop()
         pid = self._live_pid()
         if pid is not None:
             stop_group(pid, self._pid_is_broker, STOP_TIMEOUT_S)
             self.pid_file.unlink(missing_ok=True)
-        return bool(lake.stop_all(self.settings.state_dir)) or pid is not None
+        return bool(lake.stop_all(self.settings.state_dir)) or pid is not None or monitored
 
     def status(self) -> StackStatus:
         """What runs now (never starts or stops anything, apart from removing a stale pid file)."""
@@ -181,6 +192,7 @@ class Stack:
             "warehouse": s.warehouse,
             "state_dir": str(s.state_dir),
             "lake": described,
+            "monitoring": Monitoring(s.state_dir).status(),
         }
         external = s.kafka.bootstrap_servers
         if external:

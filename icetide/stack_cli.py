@@ -24,6 +24,11 @@ def _describe(status: StackStatus) -> str:
         data = f"  data {storage['data_dir']}" if storage.get("data_dir") else ""
         lines.append(f"storage    s3  {storage.get('endpoint') or '(not running)'}  bucket {storage.get('bucket')}"
                      f"  sse {storage.get('sse')}{data}")
+    mon = status.monitoring
+    if mon.get("prometheus"):
+        for key in ("prometheus", "alertmanager"):
+            part = mon[key]
+            lines.append(f"{key:<10} {'running' if part['running'] else 'stopped'}  {part['url'] or '-'}")
     lines.append(f"state dir  {status.state_dir}")
     if status.log_file:
         lines.append(f"broker log {status.log_file}")
@@ -36,11 +41,18 @@ def stack() -> None:
 
 
 @stack.command()
+@click.option("--monitoring", is_flag=True,
+              help="Also start Prometheus (icetide's alert rules) and Alertmanager on loopback "
+                   "(same as monitoring.enabled: true).")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
-def up(app: App, as_json: bool) -> None:
+def up(app: App, monitoring: bool, as_json: bool) -> None:
     """Start the broker (or reuse the running one) and prepare the catalog and warehouse; with
-    `storage.kind: s3` and `catalog.type: rest` also the object store and the REST catalog server."""
+    `storage.kind: s3` and `catalog.type: rest` also the object store and the REST catalog server; with
+    --monitoring Prometheus, Alertmanager and the consumer-group lag exporter, scraping every icetide process
+    that serves /metrics from this state dir (and the broker's JMX exporter agent)."""
+    if monitoring:
+        app.settings.monitoring.enabled = True
     started = time.monotonic()
     status = Stack(app.settings).up()
     data = {**status.to_dict(), "seconds": round(time.monotonic() - started, 2)}
@@ -51,7 +63,7 @@ def up(app: App, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
 @click.pass_obj
 def down(app: App, as_json: bool) -> None:
-    """Stop the broker and lake services started from this state directory (data is kept)."""
+    """Stop the broker, lake services and monitoring started from this state directory (data is kept)."""
     stopped = Stack(app.settings).down()
     emit({"stopped": stopped}, as_json, "kafka stopped" if stopped else "kafka was not running")
 
@@ -60,6 +72,7 @@ def down(app: App, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
-    """Show what runs: Kafka bootstrap address, catalog name, type and URI, warehouse, storage."""
+    """Show what runs: Kafka bootstrap address, catalog name, type and URI, warehouse, storage, and the
+    Prometheus and Alertmanager URLs when monitoring runs."""
     current = Stack(app.settings).status()
     emit(current.to_dict(), as_json, _describe(current))

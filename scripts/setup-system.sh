@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System prerequisites for icetide: JDK 17 and Maven (JVM engines and jars), kcat (an independent
-# Kafka client for checks), PostgreSQL server binaries (downstream sink tests). Installs what is
+# Kafka client for checks), PostgreSQL server binaries (downstream sink tests), Prometheus and
+# Alertmanager (the embedded monitoring stack). Installs what is
 # missing with apt-get when run as root; otherwise says what to install.
 set -euo pipefail
 
@@ -12,7 +13,8 @@ done
 [ -n "$jdk17" ] || need+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v kcat >/dev/null || need+=(kcat)
-command -v promtool >/dev/null || need+=(prometheus)   # promtool checks and tests the alert rules
+command -v promtool >/dev/null || need+=(prometheus)   # promtool checks and tests the alert rules; the server too
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # stack up --monitoring
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -126,23 +126,31 @@ def _publish_function(options: JobOptions) -> Any:
             self.tombstones: dict[str, int] = {}
             self.encoder = make_encoder(self.opts.settings.cdc)  # Avro: schemas registered on first use
             self.server = None
+            self.target: Path | None = None
             self.policy = None
             if self.opts.policy_file is not None:
                 from streaming.audiences import load_compiled
 
                 self.policy = load_compiled(self.opts.policy_file, self.opts.settings)
             if self.opts.metrics_port is not None:
-                from icetide.metrics import serve
+                from icetide.metrics import register_target, serve
 
                 index = runtime_context.get_index_of_this_subtask()
                 port = self.opts.metrics_port + index if self.opts.metrics_port else 0
                 self.server, bound = serve(self.metrics.registry, self.opts.settings.metrics.host, port)
                 folder = Path(self.opts.run_dir)
                 (folder / f"metrics-port-{index}").write_text(str(bound))
+                self.target = register_target(self.opts.settings.state_dir, "icetide-cdc",
+                                              self.opts.settings.metrics.host, bound, remove_at_exit=False,
+                                              labels={"subtask": str(index)})
 
         def close(self) -> None:
             if self.server is not None:
                 self.server.shutdown()
+            if self.target is not None:
+                from icetide.metrics import unregister_target
+
+                unregister_target(self.target)
 
         def _poller(self, table: str) -> TablePoller | None:
             poller = self.pollers.get(table)

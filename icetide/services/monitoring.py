@@ -1,0 +1,212 @@
+"""The embedded monitoring stack: Prometheus (icetide's rules from ops/) and Alertmanager, on loopback.
+
+`icetide stack up --monitoring` (or `monitoring.enabled: true`) starts, under `<state_dir>/monitoring/`:
+
+- Prometheus (Debian's `prometheus`), TSDB in `prometheus/data/`, config `prometheus.yml`, the rules of
+  ops/prometheus rendered into `rules/` (scaled by `monitoring.time_scale`, 1 outside tests);
+- Alertmanager (Debian's `prometheus-alertmanager`), clustering off, its webhook receiver
+  `monitoring.webhook_url`;
+- the consumer-group lag exporter (`python -m icetide.lag_exporter`), which reads the broker's group offsets.
+
+Scrape targets are the files in `targets/<job>/` — every icetide process serving /metrics writes its own
+(`icetide.metrics.register_target`), the broker's JMX exporter agent one for the broker. The processes follow
+`JvmProcess` (pid file, process group, log) although only the broker's agent is a JVM: the same lifecycle.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from icetide import jvm
+from icetide.errors import StackError
+from icetide.metrics import JOBS, register_target, targets_dir
+from icetide.process import free_port, port_is_free
+from icetide.services import monitoring_config as cfg
+from icetide.services.shape import JvmProcess, Need, StateHome, require
+
+if TYPE_CHECKING:
+    from icetide.settings import Settings
+
+HOST = "127.0.0.1"
+JAR_GROUP = "jmx"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+_BINARIES = {"prometheus": ("prometheus", "prometheus"),
+             "alertmanager": ("prometheus-alertmanager", "prometheus-alertmanager")}
+
+
+def _binary(name: str) -> Path:
+    exe, _package = _BINARIES[name]
+    found = shutil.which(exe) or f"/usr/bin/{exe}"
+    return Path(found)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class Monitoring(StateHome):
+    """Prometheus + Alertmanager + the lag exporter of one state dir."""
+
+    name = "monitoring"
+    label = "monitoring"
+
+    def _files(self, home: Path) -> None:
+        self.prom_config = home / "prometheus.yml"
+        self.am_config = home / "alertmanager.yml"
+        self.lag_config = home / "lag-exporter.json"
+        self.jmx_config = home / "jmx-kafka.yml"
+        self.rules_dir = home / "rules"
+        self.ports_file = home / "ports.json"
+        self.prometheus = JvmProcess("prometheus", home, str(_binary("prometheus")), self.prom_config)
+        self.alertmanager = JvmProcess("alertmanager", home, str(_binary("alertmanager")), self.am_config)
+        self.lag_exporter = JvmProcess("lag-exporter", home, "icetide.lag_exporter", self.lag_config)
+
+    # -- the service shape -----------------------------------------------------------------
+    def needs(self) -> list[Need]:
+        return [Need("Prometheus (Debian package prometheus)", _binary("prometheus"),
+                     hint="run `make setup` (apt-get install prometheus)"),
+                Need("Alertmanager (Debian package prometheus-alertmanager)", _binary("alertmanager"),
+                     hint="run `make setup` (apt-get install prometheus-alertmanager)")]
+
+    def start(self, settings: Settings, state_dir: Path, bootstrap: str | None = None) -> dict[str, str]:
+        """Start what is not running yet; the URLs once Prometheus and Alertmanager answer."""
+        self._bind(state_dir)
+        require(self.needs())
+        m = settings.monitoring
+        ports = self._ports()
+        if self.prometheus.live_pid() is None or self.alertmanager.live_pid() is None:
+            self.prometheus.stop(STOP_TIMEOUT_S)
+            self.alertmanager.stop(STOP_TIMEOUT_S)
+            ports = {"prometheus": self._choose_port(m.prometheus_port, "prometheus_port", ports.get("prometheus")),
+                     "alertmanager": self._choose_port(m.alertmanager_port, "alertmanager_port",
+                                                       ports.get("alertmanager"))}
+            while ports["alertmanager"] == ports["prometheus"]:
+                ports["alertmanager"] = free_port(HOST)
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.ports_file.write_text(json.dumps(ports))
+            self._write_configs(settings, ports)
+            self._start_alertmanager(settings, ports["alertmanager"])
+            self._start_prometheus(settings, ports["prometheus"])
+        if bootstrap and self.lag_exporter.live_pid() is None:
+            self.lag_config.write_text(json.dumps({"bootstrap": bootstrap, "host": HOST, "port": 0,
+                                                   "state_dir": str(Path(state_dir).expanduser().resolve())}))
+            cmd = [sys.executable, "-m", "icetide.lag_exporter", str(self.lag_config)]
+            port_file = self.home / "lag-exporter.port"
+            port_file.unlink(missing_ok=True)
+            self.lag_exporter.launch(cmd, port_file.is_file, timeout_s=START_TIMEOUT_S)
+        return self.endpoints()
+
+    def ready(self) -> bool:
+        urls = self.endpoints()
+        return bool(urls) and _answers(urls["prometheus"] + "-/ready") and _answers(urls["alertmanager"] + "-/ready")
+
+    def stop(self) -> bool:
+        if self._home is None:
+            return False
+        stopped = [p.stop(STOP_TIMEOUT_S) for p in (self.lag_exporter, self.prometheus, self.alertmanager)]
+        (targets_dir(self.home.parent, "icetide-kafka-lag") / "lag-exporter.json").unlink(missing_ok=True)
+        (targets_dir(self.home.parent, "kafka") / "broker.json").unlink(missing_ok=True)  # `stack down` stops both
+        return any(stopped)
+
+    def status(self) -> dict[str, Any]:
+        if self._home is None or not self.ports_file.is_file():
+            return {"name": self.name, "running": False}
+        urls = self.endpoints()
+        procs = {"prometheus": self.prometheus, "alertmanager": self.alertmanager, "lag_exporter": self.lag_exporter}
+        out: dict[str, Any] = {"name": self.name, "home": str(self.home)}
+        for key, proc in procs.items():
+            pid = proc.live_pid()
+            url = urls.get(key)
+            out[key] = {"running": pid is not None and (url is None or _answers(url + "-/ready")), "pid": pid,
+                        "url": url if pid is not None else None, "log_file": str(proc.out_file)}
+        out["running"] = out["prometheus"]["running"] and out["alertmanager"]["running"]
+        out["targets"] = {job: sorted(p.stem for p in targets_dir(self.home.parent, job).glob("*.json"))
+                          for job in JOBS}
+        return out
+
+    def endpoints(self) -> dict[str, str]:
+        ports = self._ports()
+        if not ports:
+            return {}
+        return {"prometheus": f"http://{HOST}:{ports['prometheus']}/",
+                "alertmanager": f"http://{HOST}:{ports['alertmanager']}/"}
+
+    # -- the broker's JMX agent --------------------------------------------------------------------
+    def broker_agent(self, state_dir: Path) -> list[str]:
+        """The `-javaagent:` option that makes the broker serve its JMX metrics, and its target file."""
+        self._bind(state_dir)
+        require([Need("the Prometheus JMX exporter agent", jvm.jar_cache() / JAR_GROUP)])
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.jmx_config.write_text(yaml.safe_dump(cfg.JMX_KAFKA, sort_keys=False))
+        port = free_port(HOST)
+        register_target(self.home.parent, "kafka", HOST, port, name="broker", remove_at_exit=False)
+        agent = jvm.jars(JAR_GROUP)[0]
+        return [f"-javaagent:{agent}={HOST}:{port}:{self.jmx_config}"]
+
+    # -- files and processes ----------------------------------------------------------------------
+    def _write_configs(self, settings: Settings, ports: dict[str, int]) -> None:
+        m = settings.monitoring
+        for job in JOBS:
+            targets_dir(self.home.parent, job).mkdir(parents=True, exist_ok=True)
+        self.rules_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.rules_dir.glob("*.yml"):
+            old.unlink()
+        for source in sorted(cfg.RULES_DIR.glob("*rules*.yml")):
+            rules = cfg.scaled_rules(yaml.safe_load(source.read_text()), m.time_scale)
+            (self.rules_dir / source.name).write_text(yaml.safe_dump(rules, sort_keys=False, allow_unicode=True))
+        prom = cfg.prometheus_config(host=HOST, port=ports["prometheus"], alertmanager_port=ports["alertmanager"],
+                                     targets=self.home / "targets", rules=self.rules_dir,
+                                     scrape_s=m.scrape_interval_s, evaluation_s=m.evaluation_interval_s)
+        self.prom_config.write_text(yaml.safe_dump(prom, sort_keys=False))
+        self.am_config.write_text(yaml.safe_dump(cfg.alertmanager_config(m.webhook_url, m.time_scale),
+                                                 sort_keys=False))
+
+    def _start_prometheus(self, settings: Settings, port: int) -> None:
+        m = settings.monitoring
+        data = self.home / "prometheus" / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        cmd = [self.prometheus.main_class, "--config.file", str(self.prom_config),
+               f"--storage.tsdb.path={data}", f"--storage.tsdb.retention.time={m.retention}",
+               f"--web.listen-address={HOST}:{port}", "--web.enable-lifecycle",
+               f"--rules.alert.resend-delay={cfg.scale_duration('1m', m.time_scale)}",
+               "--log.level=warn"]
+        self.prometheus.launch(cmd, lambda: _answers(f"http://{HOST}:{port}/-/ready"), timeout_s=START_TIMEOUT_S)
+
+    def _start_alertmanager(self, settings: Settings, port: int) -> None:
+        data = self.home / "alertmanager" / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        cmd = [self.alertmanager.main_class, "--config.file", str(self.am_config), f"--storage.path={data}",
+               f"--web.listen-address={HOST}:{port}", "--cluster.listen-address=", "--log.level=warn"]
+        self.alertmanager.launch(cmd, lambda: _answers(f"http://{HOST}:{port}/-/ready"), timeout_s=START_TIMEOUT_S)
+
+    def _ports(self) -> dict[str, int]:
+        if self._home is None:
+            return {}
+        try:
+            data = json.loads(self.ports_file.read_text())
+            return {"prometheus": int(data["prometheus"]), "alertmanager": int(data["alertmanager"])}
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    def _choose_port(self, wanted: int, setting: str, previous: int | None) -> int:
+        if wanted:
+            if not port_is_free(HOST, wanted):
+                raise StackError(f"port {HOST}:{wanted} (setting monitoring.{setting}) is in use: stop what listens "
+                                 f"there or set ICETIDE__MONITORING__{setting.upper()}=0 to pick a free port")
+            return wanted
+        if previous and port_is_free(HOST, previous):
+            return previous
+        return free_port(HOST)
