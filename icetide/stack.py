@@ -308,6 +308,8 @@ class Stack:
     # -- process ---------------------------------------------------------------------------
     def _start(self, port: int) -> None:
         cmd = self._java(MAIN_CLASS, str(self.config_file), heap=self.settings.kafka.heap)
+        if self.settings.monitoring.enabled:  # the JMX exporter agent: the broker's metrics for Prometheus
+            cmd[1:1] = Monitoring().broker_agent(self.settings.state_dir)
         with self.stdout_file.open("ab") as out:
             proc = subprocess.Popen(
                 cmd, env=jvm.java_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
