@@ -32,6 +32,17 @@ log = logging.getLogger("icetide.lag_exporter")
 TIMEOUT_S = 5.0
 
 
+def families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    """The exporter's two metric families, empty (also what docs/metrics.md lists)."""
+    labels = ["group", "topic", "partition"]
+    lag = GaugeMetricFamily("icetide_kafka_consumergroup_lag",
+                            "Records after the group's committed offset (end offset - committed), from the broker.",
+                            labels=labels)
+    committed = GaugeMetricFamily("icetide_kafka_consumergroup_committed_offset",
+                                  "The group's committed offset (the next record it will apply).", labels=labels)
+    return lag, committed
+
+
 class GroupLagCollector(Collector):
     """Reads the groups' offsets from the broker at every collection (one scrape → one round of requests)."""
 
@@ -69,12 +80,7 @@ class GroupLagCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from confluent_kafka import KafkaException
 
-        labels = ["group", "topic", "partition"]
-        lag = GaugeMetricFamily("icetide_kafka_consumergroup_lag",
-                                "Records after the group's committed offset (end offset - committed), from the broker.",
-                                labels=labels)
-        committed = GaugeMetricFamily("icetide_kafka_consumergroup_committed_offset",
-                                      "The group's committed offset (the next record it will apply).", labels=labels)
+        lag, committed = families()
         with self.lock:
             try:
                 rows = self.offsets()
