@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from icetide.metrics import LATENCY_BUCKETS, new_registry
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+DEAD_LETTER_REASONS = ("decode", "apply")  # the consumer's _dead_letter(msg, reason, ...) calls
+
 
 @dataclass
 class ConsumerMetrics:
@@ -29,6 +31,8 @@ class ConsumerMetrics:
                                    "Snapshot id of the last change applied per table.", ["table"], registry=r)
         self.dead_letters = Counter("icetide_cdc_dead_letters", "Events sent to the dead-letter topic.",
                                     ["reason"], registry=r)
+        for reason in DEAD_LETTER_REASONS:  # served as 0 from the start: increase() sees the first letter
+            self.dead_letters.labels(reason=reason)
         self.batches = Counter("icetide_cdc_batches", "Batches committed downstream.", registry=r)
         self.sink_retrying = Gauge("icetide_cdc_sink_retrying",
                                    "1 while the sink is unavailable and the consumer backs off and retries.",

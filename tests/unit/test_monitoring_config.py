@@ -94,3 +94,15 @@ def test_register_target_writes_file_sd_and_unregisters(tmp_path: Path) -> None:
     assert not path.exists()
     with pytest.raises(ValueError, match="unknown scrape job"):
         targets_dir(tmp_path, "nope")
+
+
+def test_dead_letter_counters_are_served_from_zero() -> None:
+    """Without a 0 sample before the first letter, increase() never sees it and IcetideCdcDeadLetters stays
+    silent (found by tests/integration/test_monitoring.py)."""
+    from prometheus_client import generate_latest
+
+    from connectors.metrics import DEAD_LETTER_REASONS, ConsumerMetrics
+
+    text = generate_latest(ConsumerMetrics().registry).decode()
+    for reason in DEAD_LETTER_REASONS:
+        assert f'icetide_cdc_dead_letters_total{{reason="{reason}"}} 0.0' in text
