@@ -132,6 +132,7 @@ def _publish_function(options: JobOptions) -> Any:
                 from streaming.audiences import load_compiled
 
                 self.policy = load_compiled(self.opts.policy_file, self.opts.settings)
+                self.metrics.policy_version.labels(self.policy.policy_id).set(self.policy.version)
             if self.opts.metrics_port is not None:
                 from icetide.metrics import register_target, serve
 

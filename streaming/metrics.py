@@ -34,6 +34,10 @@ class CdcMetrics:
             "icetide_cdc_last_published_commit_timestamp_seconds",
             "Commit time of the last snapshot fully published.", ["table"], registry=self.registry,
         )
+        self.policy_version = Gauge(
+            "icetide_cdc_policy_version", "Version of the compiled access policy the job filters and masks by.",
+            ["policy_id"], registry=self.registry,
+        )
         self.polls = Counter("icetide_cdc_polls_total", "Table polls.", ["table"], registry=self.registry)
         self._last: dict[str, str] = {}
 

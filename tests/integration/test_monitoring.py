@@ -136,7 +136,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 _seq = iter(range(1, 10**6))
 
 
-def produce(bootstrap: str, topic: str, n: int, table: str = "live", poison: int = 0) -> None:
+TABLE = f"live{uuid.uuid4().hex[:6]}"  # topic icetide.sales.<TABLE>, as `cdc run` names it
+
+
+def produce(bootstrap: str, topic: str, n: int, table: str = TABLE, poison: int = 0) -> None:
     from confluent_kafka import Producer
 
     seq = next(_seq)
@@ -153,7 +156,7 @@ def produce(bootstrap: str, topic: str, n: int, table: str = "live", poison: int
 
 
 def test_status_reports_urls_and_every_process_is_scraped(live: Live) -> None:
-    topic = create_topic(live.bootstrap, new_topic_name("icetide.sales.live"))
+    topic = create_topic(live.bootstrap, f"icetide.sales.{TABLE}")
     live.topic = topic
     produce(live.bootstrap, topic, 200)
     live.start_consumer(topic)
@@ -193,6 +196,23 @@ def test_no_dashboard_panel_is_dead(live: Live) -> None:
     time.sleep(2)  # a few scrapes after the dead letters, so rate()/increase() have two points
     dead = [(f, title, expr) for f, title, expr in targets if not live.query(expr)]
     assert not dead, f"panels whose query returns nothing: {dead}"
+
+
+def test_status_json_from_the_live_run(live: Live) -> None:
+    """`icetide status --json` reads the live Prometheus; the endpoints path gives the same table row."""
+    from icetide.status import from_endpoints
+
+    done = subprocess.run([ICETIDE, "status", "--json"], env=live.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    assert data["source"] == "prometheus" and data["broker"]["running"] is True
+    assert data["jobs"]["icetide-consumer"] == {"up": 1, "down": 0}
+    row = data["tables"][f"sales.{TABLE}"]
+    assert row["applied_events"] == 210 and row["lag_events"] == 0 and row["last_applied_snapshot"] > 1000
+    assert data["dead_letters"]["decode"] == 2 and data["commit_to_apply_p99_s"] is not None
+    samples, jobs, _alerts = from_endpoints(live.stack.settings)
+    assert jobs["icetide-consumer"] == {"up": 1, "down": 0}
+    assert {s.name for s in samples} >= {"icetide_cdc_events_applied_total", "icetide_kafka_consumergroup_lag"}
 
 
 def test_stopped_consumer_fires_consumer_behind_then_resolves_on_restart(live: Live) -> None:
