@@ -116,5 +116,7 @@ def rotate(app: App, kind: str, role: str | None, grace: float, as_json: bool) -
     it, the old one is deleted after --grace seconds and refused from then on (docs/security.md)."""
     results = ROTATORS[kind](app, role, grace)
     text = "\n".join(f"{kind} {r['role']}: new key {r['access_key_id']}, deleted {', '.join(r['deleted']) or '-'}"
-                     f" (old key refused: {r['old_key_refused']}) → {r['credentials_file']}" for r in results)
+                     f" (old key refused: {r['old_key_refused']}) → {r['credentials_file']}"
+                     + (f"\n  restart to take the new key: {r['restart_needed']}" if r["restart_needed"] else "")
+                     for r in results)
     emit(results, as_json, text)

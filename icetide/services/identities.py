@@ -58,6 +58,10 @@ GRANTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "catalog": (READ + WRITE + DELETE, False),
 }
 
+# who holds a role's key from start-up and must be restarted after its rotation (PyIceberg re-reads the file)
+JVM_USERS = {"writer": "running Spark jobs and the Flink mirror", "maint": "running Spark maintenance jobs",
+             "catalog": "the REST catalog server (icetide stack down && icetide stack up)"}
+
 
 def user_name(role: Role) -> str:
     return f"{USER_PREFIX}{role}"
@@ -198,4 +202,7 @@ def rotate_s3(settings: Settings, role: Role | None, grace_s: float) -> list[dic
             Bucket=bucket, Prefix=f"{warehouse}/", MaxKeys=1)
 
     manager = ObjectStore(settings.state_dir).identities(settings)
-    return [manager.rotate(r, grace_s=grace_s, check=check) for r in ([role] if role else roles())]
+    results = [manager.rotate(r, grace_s=grace_s, check=check) for r in ([role] if role else roles())]
+    for result in results:  # the JVMs' S3FileIO holds its key from start-up (docs/security.md)
+        result["restart_needed"] = JVM_USERS.get(result["role"], "")
+    return results
