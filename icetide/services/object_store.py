@@ -104,14 +104,19 @@ class ObjectStore(StateHome):
         self._region = settings.storage.region
         self._key = self._load_or_make_key(settings)
         pid = self.live_pid()
-        self.access_log = AccessLogCollector()
-        self.access_log.start(settings, state_dir)  # before the store: its first records must land
         if pid is None:
             require(self.needs())
+        collector = AccessLogCollector()
+        collector.start(settings, state_dir)  # before the store: its first records must land
+        if pid is None:
             self.home.mkdir(parents=True, exist_ok=True)
             self._write_identities(self._key)
             ports = self._choose_ports(settings.storage.port)
-            self._launch(ports, settings.storage.start_timeout_s)
+            try:
+                self._launch(ports, settings.storage.start_timeout_s)
+            except BaseException:
+                collector.stop()
+                raise
         elif not self.ready():
             raise StackError(f"an object store (pid {pid}) runs from {self.home} but does not answer: "
                              "run `icetide stack down` and `icetide stack up` again\n" + self.output())
