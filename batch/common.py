@@ -20,17 +20,17 @@ from icetide.errors import ConfigError, IcetideError
 from sqlglot import exp
 
 if TYPE_CHECKING:
-    from icetide.settings import Settings
+    from icetide.settings import Role, Settings
     from pyspark.sql import SparkSession
 
 DIALECT = "spark"
 
 
-def spark_for(settings: Settings) -> SparkSession:
-    """The process's Spark session on the configured catalog (started on first use, ~6 s)."""
+def spark_for(settings: Settings, role: Role = "writer") -> SparkSession:
+    """The process's Spark session on the configured catalog (started on first use, ~6 s), as `role`."""
     from icetide.spark import spark_session
 
-    return spark_session(settings)
+    return spark_session(settings, role)
 
 
 def table_ref(settings: Settings, name: str) -> exp.Table:

@@ -49,7 +49,7 @@ def compact(app: Any, table_name: str, strategy: str, columns: str | None, targe
 
     table = table_ref(app.settings, table_name)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    spark = spark_for(app.settings)
+    spark = spark_for(app.settings, "maint")
     suite_before: dict[str, Any] | None = None
     if measure:
         from batch.bench import run_suite
@@ -99,7 +99,7 @@ def expire(app: Any, table_name: str, older_than_days: float, retain_last: int, 
 
     table = table_ref(app.settings, table_name)
     with progress(f"expiring snapshots of {table_name}"), spark_errors("expire"):
-        result = run(spark_for(app.settings), table, older_than_days, retain_last, _log_path(app))
+        result = run(spark_for(app.settings, "maint"), table, older_than_days, retain_last, _log_path(app))
     text = (f"{table_name}: snapshots {result['snapshots_before']} → {result['snapshots_after']}, "
             f"{result['files_removed']} files removed ({_mb(result['bytes_removed'])})")
     emit(result, as_json, text)
@@ -118,7 +118,7 @@ def orphans(app: Any, table_name: str, older_than_days: float, remove: bool, as_
     from batch.maint import remove_orphans
 
     table = table_ref(app.settings, table_name)
-    spark = spark_for(app.settings)
+    spark = spark_for(app.settings, "maint")
     with progress(f"looking for orphan files of {table_name}"), spark_errors("orphans"):
         if remove:
             result = remove_orphans(spark, table, older_than_days, _log_path(app))
@@ -139,7 +139,7 @@ def manifests(app: Any, table_name: str, as_json: bool) -> None:
 
     table = table_ref(app.settings, table_name)
     with spark_errors("rewrite manifests"):
-        result = rewrite_manifests(spark_for(app.settings), table)
+        result = rewrite_manifests(spark_for(app.settings, "maint"), table)
     emit(result, as_json, f"{table_name}: manifests {result['manifests_before']} → {result['manifests_after']}")
 
 
@@ -154,7 +154,7 @@ def stats(app: Any, table_name: str, small_file_mb: float, as_json: bool) -> Non
 
     table = table_ref(app.settings, table_name)
     with spark_errors("stats"):
-        result = table_stats(spark_for(app.settings), table, int(small_file_mb * 2**20))
+        result = table_stats(spark_for(app.settings, "maint"), table, int(small_file_mb * 2**20))
     lines = [
         f"table            {result.table}",
         f"data files       {result.data_files:,} ({result.small_files:,} small, ratio {result.small_file_ratio:.2f})",
@@ -184,7 +184,7 @@ def exporter(app: Any, table_names: tuple[str, ...], port: int, interval: float,
     from batch.metrics import health_metrics
     from batch.stats import list_tables, table_stats
 
-    spark = spark_for(app.settings)
+    spark = spark_for(app.settings, "maint")
     metrics = health_metrics()
 
     def refresh() -> None:
@@ -219,7 +219,7 @@ def run(app: Any, policy_path: Path, table_names: tuple[str, ...], dry_run: bool
     from batch.stats import list_tables
 
     policy = load_policy(policy_path)
-    spark = spark_for(app.settings)
+    spark = spark_for(app.settings, "maint")
     with progress("applying maintenance policy"), spark_errors("maintenance run"):
         tables = ([table_ref(app.settings, n) for n in table_names] if table_names
                   else list_tables(spark, app.settings.catalog.name))

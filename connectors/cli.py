@@ -185,7 +185,7 @@ def verify(app: App, table_name: str, sink_kind: str | None, dsn: str | None, as
     namespace, _, name = table_name.rpartition(".")
     if not namespace:
         raise ConfigError(f"--table must be namespace.table, got {table_name!r}")
-    table = pyiceberg_catalog(settings).load_table(table_name)
+    table = pyiceberg_catalog(settings, "cdc").load_table(table_name)
     schema = RowSchema.from_iceberg(table.schema())
     source_rows: list[dict[str, Any]] = table.scan().to_arrow().to_pylist()
     for column in [c.name for c in schema.columns if c.type == "uuid"]:  # Arrow may read uuids as 16 bytes

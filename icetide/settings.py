@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from icetide.errors import ConfigError
 
 ENV_PREFIX = "ICETIDE__"
+# the S3 identities of the embedded store, one per role (docs/security.md); `admin` is the stack's own
+Role = Literal["writer", "cdc", "maint", "bi", "catalog", "admin"]
 DEFAULT_FILE = "icetide.yaml"
 
 
@@ -86,6 +88,10 @@ class StorageSettings(_Section):
     path_style: bool = True  # path-style URLs (http://host/bucket/key), as most S3-compatible stores need
     sse: Literal["s3", "none"] = "s3"  # server-side encryption: every writer sends SSE-S3, the bucket defaults to it
     credentials: StorageCredentials = Field(default_factory=StorageCredentials)
+    # per-role keys for an external store (writer, cdc, maint, bi, catalog); a role not named uses `credentials`.
+    # The embedded store makes one key per role at `stack up` (<state_dir>/object-store/identities/<role>)
+    identities: dict[Role, StorageCredentials] = Field(default_factory=dict)
+    checkpoint_prefix: str = "checkpoints"  # the CDC job's checkpoints: s3://<bucket>/<prefix>/ (role cdc only)
     port: int = 0  # the embedded store's S3 port; 0 → a free port chosen at `stack up`
     start_timeout_s: float = 60.0  # how long `stack up` waits for the embedded store
 

@@ -15,11 +15,12 @@ from icetide.catalog import spark_conf
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from icetide.settings import Settings
+    from icetide.settings import Role, Settings
 
 
-def session_conf(settings: Settings) -> dict[str, str]:
-    """Everything the session is built with, as plain strings (useful for tests and --debug)."""
+def session_conf(settings: Settings, role: Role = "writer") -> dict[str, str]:
+    """Everything the session is built with, as plain strings (useful for tests and --debug); the
+    object store is reached with `role`'s key (icetide.storage)."""
     conf = {
         "spark.master": settings.spark.master,
         "spark.app.name": "icetide",
@@ -34,13 +35,14 @@ def session_conf(settings: Settings) -> dict[str, str]:
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
     }
-    conf.update(spark_conf(settings))
+    conf.update(spark_conf(settings, role))
     conf.update(settings.spark.extra_conf)
     return conf
 
 
-def spark_session(settings: Settings) -> SparkSession:
-    """Create (or reuse) the process's Spark session for `settings`."""
+def spark_session(settings: Settings, role: Role = "writer") -> SparkSession:
+    """Create (or reuse) the process's Spark session for `settings`, as `role` (the first session of a
+    process fixes it: one command, one role)."""
     # pyspark launches the JVM through spark-submit, which reads JAVA_HOME from the environment;
     # set it for this process only when it is not JDK 17 already.
     home = str(jvm.java_home())
@@ -50,7 +52,7 @@ def spark_session(settings: Settings) -> SparkSession:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder
-    for key, value in session_conf(settings).items():
+    for key, value in session_conf(settings, role).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

@@ -37,7 +37,7 @@ def spark_executor(settings: Any) -> Any:
     from icetide.spark import spark_session
 
     def execute(sql: str) -> tuple[list[str], list[tuple[object, ...]]]:
-        spark = spark_session(settings)
+        spark = spark_session(settings, "bi")  # queries only read
         overrides = {"spark.sql.ansi.enabled": "false", "spark.sql.variable.substitute": "false"}
         before = {k: spark.conf.get(k, None) for k in overrides}
         for key, value in overrides.items():

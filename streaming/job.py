@@ -116,7 +116,7 @@ def _publish_function(options: JobOptions) -> Any:
             from streaming.metrics import CdcMetrics
 
             self.position_state = runtime_context.get_state(ValueStateDescriptor("position", Types.STRING()))
-            self.catalog = pyiceberg_catalog(self.opts.settings)
+            self.catalog = pyiceberg_catalog(self.opts.settings, "cdc")
             self.pollers: dict[str, TablePoller] = {}
             self.metrics = CdcMetrics()
             self.counts: dict[str, Counter[str]] = {}

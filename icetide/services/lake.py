@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from icetide.services.identities import user_name
 from icetide.services.object_store import ObjectStore
 from icetide.services.rest_catalog import RestCatalogServer
-from icetide.storage import uses_embedded_store
+from icetide.storage import roles, uses_embedded_store
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -60,5 +61,7 @@ def describe(settings: Settings) -> dict[str, dict[str, Any]]:
         if uses_embedded_store(settings):
             store = ObjectStore(settings.state_dir).status()
             storage |= {"endpoint": store["endpoint"], "data_dir": store["data_dir"], "kek_file": store["kek_file"],
-                        "running": store["running"], "pid": store["pid"], "log_file": store["log_file"]}
+                        "running": store["running"], "pid": store["pid"], "log_file": store["log_file"],
+                        "access_log": store["access_log"]["log_file"],
+                        "identities": [user_name(r) for r in roles()]}
     return {"catalog": catalog, "storage": storage}

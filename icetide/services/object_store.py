@@ -7,10 +7,16 @@ Everything lives under `<state_dir>/object-store/`:
 - `keys/sse_kek` — the key-encryption key of SSE-S3 (`WEED_S3_SSE_KEK`, 32 random bytes, hex, mode 0600).
   Every SSE-S3 object's data key is wrapped with it: losing it loses the data, so back it up apart from
   `data/`. It is made once; a data folder without its key is refused rather than given a new one;
-- `credentials` — the access key icetide's engines use (AWS shared-credentials file, mode 0600), unless
-  `storage.credentials` points elsewhere; `s3.json` (0600) makes it the store's one admin identity, so
-  anonymous and wrongly signed requests are refused;
+- `credentials` — the store's admin key (AWS shared-credentials file, mode 0600), unless
+  `storage.credentials` points elsewhere; `s3.json` (0600) makes it the store's one static (admin) identity,
+  so anonymous and wrongly signed requests are refused. Only the stack signs with it;
+- `identities/<role>` — each engine role's own key (0600): `start` creates the roles' least-privilege IAM
+  users through the store's IAM API (`icetide.services.identities`). Self-service key management needs a
+  grant (none is given), so a role cannot make itself keys;
 - `ports.json`, `weed.pid`, `weed.log`.
+
+Every request's access record goes to the access-log collector (`icetide.services.access_log`, in
+`<state_dir>/access-log/`), started before the store and stopped after it.
 
 Every listener binds 127.0.0.1 (the filer's gRPC port is unauthenticated), telemetry is off, WebDAV, the
 admin UI and the store's own Iceberg and Lance catalogs are off. `start` creates `storage.bucket` and, with
@@ -31,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 from icetide.errors import SetupError, StackError
 from icetide.jvm import PROJECT_ROOT
 from icetide.process import free_port, live_pid, log_tail, port_is_free, rss_bytes, stop_group
+from icetide.services.access_log import AccessLogCollector
+from icetide.services.identities import Identities
 from icetide.services.shape import Need, StateHome, require
 from icetide.storage import STORE_DIR, S3Key, read_credentials_file, s3_key, write_credentials_file
 
@@ -98,15 +106,27 @@ class ObjectStore(StateHome):
         pid = self.live_pid()
         if pid is None:
             require(self.needs())
+        collector = AccessLogCollector()
+        collector.start(settings, state_dir)  # before the store: its first records must land
+        if pid is None:
             self.home.mkdir(parents=True, exist_ok=True)
             self._write_identities(self._key)
             ports = self._choose_ports(settings.storage.port)
-            self._launch(ports, settings.storage.start_timeout_s)
+            try:
+                self._launch(ports, settings.storage.start_timeout_s)
+            except BaseException:
+                collector.stop()
+                raise
         elif not self.ready():
             raise StackError(f"an object store (pid {pid}) runs from {self.home} but does not answer: "
                              "run `icetide stack down` and `icetide stack up` again\n" + self.output())
         self.ensure_bucket(settings.storage.bucket, encrypted=settings.storage.sse == "s3")
+        self.identities(settings).ensure()
         return self.endpoints()
+
+    def identities(self, settings: Settings) -> Identities:
+        """The roles' IAM users on this (running) store, managed with its admin key."""
+        return Identities(settings, self.recorded_endpoint(check_pid=False), self._admin_key())
 
     def ready(self) -> bool:
         """The S3 API answers a request signed with the store's key."""
@@ -119,14 +139,15 @@ class ObjectStore(StateHome):
         return True
 
     def stop(self) -> bool:
+        """Stop the store, then its access-log collector (which receives the store's last records)."""
         if self._home is None:
             return False
         pid = self.live_pid()
-        if pid is None:
-            return False
-        stop_group(pid, self._is_ours, STOP_TIMEOUT_S)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        if pid is not None:
+            stop_group(pid, self._is_ours, STOP_TIMEOUT_S)
+            self.pid_file.unlink(missing_ok=True)
+        AccessLogCollector(self.home.parent).stop()
+        return pid is not None
 
     def status(self) -> dict[str, Any]:
         pid = self.live_pid() if self._home is not None else None
@@ -135,7 +156,8 @@ class ObjectStore(StateHome):
                 "data_dir": str(self.data_dir) if self._home else None,
                 "kek_file": str(self.kek_file) if self._home else None,
                 "rss_bytes": rss_bytes(pid) if pid else None,
-                "log_file": str(self.log_file) if self._home else None}
+                "log_file": str(self.log_file) if self._home else None,
+                "access_log": AccessLogCollector(self.home.parent).status() if self._home else None}
 
     def endpoints(self) -> dict[str, str]:
         return {"s3": self.recorded_endpoint()}
@@ -154,12 +176,16 @@ class ObjectStore(StateHome):
         port = self._ports().get("s3")
         return f"http://{HOST}:{port}" if port else ""
 
+    def _admin_key(self) -> S3Key:
+        if self._key is None:
+            self._key = read_credentials_file(self.credentials_file, "default", "storage.credentials",
+                                              str(self.credentials_file))
+        return self._key
+
     def client(self) -> Any:
+        """An S3 client signed with the admin key (the stack's own requests)."""
         if self._client is None:
-            if self._key is None:
-                self._key = read_credentials_file(self.credentials_file, "default", "storage.credentials",
-                                                  str(self.credentials_file))
-            self._client = s3_client(self.recorded_endpoint(check_pid=False), self._key, self._region,
+            self._client = s3_client(self.recorded_endpoint(check_pid=False), self._admin_key(), self._region,
                                      timeout_s=3.0)
         return self._client
 
@@ -181,8 +207,8 @@ class ObjectStore(StateHome):
     def _load_or_make_key(self, settings: Settings) -> S3Key:
         """The configured key (`storage.credentials`), else the store's own, made once."""
         creds = settings.storage.credentials
-        if creds.file or creds.access_key_env or creds.secret_key_env:
-            return s3_key(settings)
+        if creds.file or creds.access_key_env or creds.secret_key_env or "admin" in settings.storage.identities:
+            return s3_key(settings, "admin")
         if self.credentials_file.is_file():
             return read_credentials_file(self.credentials_file, "default", "storage.credentials",
                                          str(self.credentials_file))
@@ -253,7 +279,10 @@ class ObjectStore(StateHome):
     def command(self, ports: dict[str, int]) -> list[str]:
         args = [str(weed_binary()), "mini", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-admin.port.legacy=0",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.identities_file}"]
+                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={self.identities_file}",
+                # the IAM API on the S3 port may change users (admin only: self-service needs a grant)
+                "-s3.iam.readOnly=false", "-s3.iam.selfServiceRequiresGrant=true",
+                f"-s3.auditLogConfig={AccessLogCollector(self.home.parent).config_file}"]
         args += [f"-{name}.port={port}" if "." not in name else f"-{name.split('.')[0]}.port.grpc={port}"
                  for name, port in ports.items()]
         for name in ("filer", "s3"):

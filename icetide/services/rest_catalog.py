@@ -70,7 +70,7 @@ class RestCatalogServer(StateHome):
             "uri": f"jdbc:sqlite:{self.backing_db}",
             "jdbc.schema-version": "V1",
             "warehouse": settings.warehouse,
-            **iceberg_io_properties(settings),
+            **iceberg_io_properties(settings, "catalog"),
             "rest.host": HOST,
             "rest.port": str(port),
         }

@@ -48,7 +48,7 @@ def test_demo_on_a_rest_catalog_and_s3(tmp_path: Path) -> None:
         assert storage["endpoint"].startswith("http://127.0.0.1:") and Path(storage["data_dir"]).is_dir()
 
         settings = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(state), **LAKE})
-        client = s3_client(s3_endpoint(settings), s3_key(settings), settings.storage.region)
+        client = s3_client(s3_endpoint(settings), s3_key(settings, "admin"), settings.storage.region)
         keys = [o["Key"] for o in client.list_objects_v2(Bucket="warehouse", Prefix="warehouse/")["Contents"]]
         assert any(k.endswith(".parquet") for k in keys) and any(k.endswith(".metadata.json") for k in keys)
         assert not (state / "warehouse").exists() and not (state / "catalog.db").exists()

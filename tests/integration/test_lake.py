@@ -1,7 +1,8 @@
 """A real lake: Iceberg's reference REST catalog server over SeaweedFS (S3), written by Spark, read by PyIceberg.
 
-The lake services are the stack's own objects (`icetide.services.lake`), started once for the module from
-their own state dir; Spark is the session's, with this lake's catalog registered beside the default one.
+The lake services are the stack's own objects (`icetide.services.lake`), started once for the session from
+their own state dir (tests/fixtures/lake.py); Spark is the session's, with this lake's catalog registered
+beside the default one.
 Encryption at rest is checked on the store's files on disk: a value written through Spark is not in them,
 while the same file stored in an unencrypted control bucket is.
 """
@@ -9,19 +10,19 @@ while the same file stored in an unencrypted control bucket is.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from icetide.catalog import pyiceberg_catalog, spark_conf
+from icetide.catalog import pyiceberg_catalog
 from icetide.services import lake
 from icetide.services.object_store import ObjectStore, s3_client
 from icetide.services.rest_catalog import RestCatalogServer
 from icetide.settings import Settings, load_settings
 from icetide.stack import Stack
 from icetide.storage import s3_endpoint, s3_key
+from tests.fixtures.lake import LAKE_CATALOG
 from tests.fixtures.spark import fresh_table_name
 
 if TYPE_CHECKING:
@@ -29,31 +30,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-CATALOG = "rlake"  # this lake's catalog name in the session's Spark (beside the default `lake`)
-
-
-@pytest.fixture(scope="module")
-def lake_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """REST catalog + S3 settings, with the object store and the REST server running from their state dir."""
-    state = tmp_path_factory.mktemp("lake-state")
-    settings = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(state), "ICETIDE__CATALOG__NAME": CATALOG,
-                                            "ICETIDE__CATALOG__TYPE": "rest", "ICETIDE__STORAGE__KIND": "s3"})
-    try:
-        endpoints = lake.start(settings)
-        print(f"lake endpoints: {endpoints}")
-        yield settings
-    finally:
-        lake.stop_all(settings.state_dir)
-
-
-@pytest.fixture(scope="module")
-def lake_spark(spark: SparkSession, lake_settings: Settings) -> SparkSession:
-    """The session's Spark with this lake's catalog registered (catalog properties are runtime SQL conf)."""
-    for key, value in spark_conf(lake_settings).items():
-        if key.startswith(f"spark.sql.catalog.{CATALOG}"):
-            spark.conf.set(key, value)
-    spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {CATALOG}.test")
-    return spark
+CATALOG = LAKE_CATALOG  # this lake's catalog name in the session's Spark (beside the default `lake`)
 
 
 def _files_containing(folder: Path, needle: bytes) -> list[Path]:
@@ -73,7 +50,7 @@ def test_spark_writes_and_pyiceberg_reads_through_rest_and_s3(lake_spark: SparkS
     assert rows == [{"id": 1, "name": "um"}, {"id": 3, "name": "três"}]
 
     # the files are objects in the bucket, and Spark's writer asked for SSE-S3 on each
-    client = s3_client(s3_endpoint(lake_settings), s3_key(lake_settings), lake_settings.storage.region)
+    client = s3_client(s3_endpoint(lake_settings), s3_key(lake_settings, "admin"), lake_settings.storage.region)
     prefix = loaded.location().removeprefix(f"s3://{lake_settings.storage.bucket}/")
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=lake_settings.storage.bucket,
                                                       Prefix=prefix)["Contents"]]
@@ -94,7 +71,7 @@ def test_the_store_refuses_unsigned_and_wrongly_signed_requests(lake_settings: S
     from botocore.exceptions import ClientError
     from pydantic import SecretStr
 
-    endpoint, key = s3_endpoint(lake_settings), s3_key(lake_settings)
+    endpoint, key = s3_endpoint(lake_settings), s3_key(lake_settings, "admin")
     wrong = type(key)(key.access_key_id, SecretStr(secrets.token_urlsafe(30)))
     import boto3
 
@@ -111,7 +88,7 @@ def test_secrets_stay_in_owner_only_files_and_out_of_the_logs(lake_settings: Set
     for secret_file in (store.kek_file, store.credentials_file, store.identities_file, server.config_file):
         assert secret_file.stat().st_mode & 0o077 == 0, secret_file
     assert store.kek_file.parent.stat().st_mode & 0o077 == 0
-    secret = s3_key(lake_settings).secret_access_key.get_secret_value()
+    secret = s3_key(lake_settings, "admin").secret_access_key.get_secret_value()
     kek = store.kek_file.read_text().strip()
     for log in (store.log_file, server.process.out_file):
         text = log.read_text(errors="replace")
@@ -142,7 +119,7 @@ def test_values_written_through_spark_are_not_on_disk_but_are_in_a_plain_bucket(
     lake_spark.sql(f"INSERT INTO {CATALOG}.{table} VALUES (1, '{marker}'), (2, '{marker}-2')")
 
     store = ObjectStore(lake_settings.state_dir)
-    client = s3_client(s3_endpoint(lake_settings), s3_key(lake_settings), lake_settings.storage.region)
+    client = s3_client(s3_endpoint(lake_settings), s3_key(lake_settings, "admin"), lake_settings.storage.region)
     bucket = lake_settings.storage.bucket
     prefix = pyiceberg_catalog(lake_settings).load_table(table).location().removeprefix(f"s3://{bucket}/")
     data_keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/data/")["Contents"]]

@@ -1,0 +1,71 @@
+"""The access-log collector's decoding of the fluent forward protocol, its JSON lines and their filters.
+
+The integration tier checks real SeaweedFS records end to end (tests/integration/test_lake_security.py);
+here the three forward-protocol modes and EventTime are built with msgpack itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import struct
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from icetide.errors import ConfigError
+from icetide.services.access_log import entries, parse_since, read_records, to_line
+
+pytestmark = pytest.mark.unit
+
+RECORD = {"requester": "icetide-bi", "access_key_id": "AKIA1", "operation": "REST.PUT.OBJECT", "bucket": "warehouse",
+          "key": "warehouse/x", "status": 403, "error_code": "AccessDenied", "time": 1_800_000_000}
+
+
+def _event_time(seconds: int, nanos: int) -> msgpack.ExtType:
+    return msgpack.ExtType(0, struct.pack(">II", seconds, nanos))
+
+
+def test_message_forward_and_packed_forward_modes_give_the_same_records() -> None:
+    message = msgpack.unpackb(msgpack.packb(["s3.access", 1_800_000_000, RECORD, {"chunk": "c1"}]))
+    forward = msgpack.unpackb(msgpack.packb(["s3.access", [[1_800_000_000, RECORD], [1_800_000_000, RECORD]]]))
+    packed_body = msgpack.packb([_event_time(1_800_000_000, 5), RECORD]) * 2
+    packed = msgpack.unpackb(msgpack.packb(["s3.access", packed_body, {}]), strict_map_key=False)
+    got_message, option = entries(message)
+    assert option == {"chunk": "c1"} and [r for _, r in got_message] == [RECORD]
+    assert [r for _, r in entries(forward)[0]] == [RECORD, RECORD]
+    got_packed = entries(packed)[0]
+    assert [r for _, r in got_packed] == [RECORD, RECORD] and got_packed[0][0] == pytest.approx(1_800_000_000)
+    assert entries(["tag"]) == ([], {}) and entries("garbage") == ([], {})
+
+
+def test_a_line_names_who_what_when_and_the_result() -> None:
+    line = to_line(RECORD, when=0)
+    assert line == {"time": "2027-01-15T08:00:00Z", "identity": "icetide-bi", "access_key_id": "AKIA1",
+                    "operation": "REST.PUT.OBJECT", "bucket": "warehouse", "key": "warehouse/x", "status": 403,
+                    "error_code": "AccessDenied", "remote_ip": None, "request_id": None}
+
+
+@given(st.lists(st.tuples(st.sampled_from(["icetide-bi", "icetide-writer", ""]), st.integers(0, 10_000)),
+                max_size=30), st.integers(0, 10_000))
+def test_filters_keep_exactly_the_matching_records(tmp_path_factory: pytest.TempPathFactory,
+                                                   rows: list[tuple[str, int]], since: int) -> None:
+    path = tmp_path_factory.mktemp("log") / "access.jsonl"
+    base = 1_800_000_000
+    path.write_text("".join(json.dumps(to_line({**RECORD, "requester": who, "time": base + t}, 0)) + "\n"
+                            for who, t in rows) + '{"cut in half')
+    got = list(read_records(path, since=base + since, identity="bi"))
+    assert len(got) == sum(1 for who, t in rows if who == "icetide-bi" and t >= since)
+    assert len(list(read_records(path))) == len(rows)  # the cut line is skipped, nothing else
+
+
+def test_since_takes_durations_and_iso_times() -> None:
+    now = 1_800_000_000.0
+    assert parse_since("90s", now) == now - 90 and parse_since("2h", now) == now - 7200
+    assert parse_since("2027-01-15T08:00:00Z", now) == dt.datetime(2027, 1, 15, 8, tzinfo=dt.UTC).timestamp()
+    with pytest.raises(ConfigError, match="--since"):
+        parse_since("yesterday", now)
+    assert list(read_records(Path("/nonexistent/access.jsonl"))) == []
