@@ -13,18 +13,17 @@ CA certificate that signed the broker's.
 - `java_properties(settings, role, bootstrap)` → Java client properties (Kafka Connect, Flink);
 - `flink_options(...)` → the same as Flink connector options (`properties.*`);
 - `producer` / `consumer` / `admin(settings, role, bootstrap, extra)` → clients that follow a
-  rotated password: a daemon thread checks their secret file once a second and hands a changed
-  password to librdkafka (`set_sasl_credentials`), which uses it the next time it authenticates —
-  on a new connection or the broker-demanded re-authentication (`kafka.reauth_ms`). No restart.
+  rotated password: before a poll, consume or produce (at most once a second) they look at their
+  secret file and hand a changed password to librdkafka (`set_sasl_credentials`), which uses it the
+  next time it authenticates — on a new connection or the broker-demanded re-authentication
+  (`kafka.reauth_ms`). No restart, no thread.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import threading
-import weakref
+import time
 from pathlib import Path
 from typing import Any
 
@@ -146,47 +145,36 @@ def flink_options(settings: Settings, role: str, bootstrap: str) -> dict[str, st
 
 
 # -- clients that follow a rotated password ------------------------------------------------------------
-class _Refresher:
-    """Once a second, every live secured client whose secret file changed gets the new password."""
+class _Follower:
+    """Mixed into the client classes: before each poll / consume / produce / flush, at most once a second, a
+    changed secret file's password is handed to librdkafka (`set_sasl_credentials`). It must be the polling
+    thread: from another thread the call waits until the poll in progress returns, and librdkafka aborts
+    when it comes from inside a callback."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._watched: list[tuple[weakref.ref[Any], Settings, str, float]] = []
-        self._thread: threading.Thread | None = None
+    _icetide: tuple[Settings, str] | None = None
+    _icetide_seen = 0.0
+    _icetide_checked = 0.0
 
-    def watch(self, client: Any, settings: Settings, role: str) -> None:
-        if role in settings.kafka.passwords:
-            return  # a password given in the settings has no file to follow
-        with self._lock:
-            self._watched.append((weakref.ref(client), settings, role, _mtime(password_file(settings, role))))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="icetide-kafka-credentials", daemon=True)
-                self._thread.start()
+    def _icetide_follow(self, settings: Settings, role: str) -> None:
+        self._icetide = (settings, role)
+        self._icetide_seen = _mtime(password_file(settings, role))
+        self._icetide_checked = time.monotonic()
 
-    def _run(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(REFRESH_S):
-            self.check()
-
-    def check(self) -> int:
-        """Hand changed passwords to their clients; how many were updated."""
-        updated = 0
-        with self._lock:
-            kept = []
-            for ref, settings, role, seen in self._watched:
-                client = ref()
-                if client is None:
-                    continue
-                now = _mtime(password_file(settings, role))
-                if now != seen:
-                    with contextlib.suppress(Exception):  # a closed client: forget it
-                        client.set_sasl_credentials(username(settings, role),
-                                                    read_password(settings, role).get_secret_value())
-                        updated += 1
-                        log.info("kafka principal %s: new password picked up", username(settings, role))
-                kept.append((ref, settings, role, now))
-            self._watched = kept
-        return updated
+    def _icetide_refresh(self) -> None:
+        if self._icetide is None or time.monotonic() - self._icetide_checked < REFRESH_S:
+            return
+        settings, role = self._icetide
+        self._icetide_checked = time.monotonic()
+        now = _mtime(password_file(settings, role))
+        if now == self._icetide_seen:
+            return
+        try:
+            secret = read_password(settings, role).get_secret_value()
+        except ConfigError:
+            return  # being replaced: next time
+        self.set_sasl_credentials(username(settings, role), secret)  # type: ignore[attr-defined]
+        self._icetide_seen = now
+        log.info("kafka principal %s: new password picked up", username(settings, role))
 
 
 def _mtime(path: Path) -> float:
@@ -196,22 +184,36 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-REFRESHER = _Refresher()
+def _following(base: type, methods: tuple[str, ...]) -> type:
+    def wrap(name: str) -> Any:
+        inner = getattr(base, name)
+
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            self._icetide_refresh()
+            return inner(self, *args, **kwargs)
+
+        method.__name__ = name
+        return method
+
+    return type(f"Icetide{base.__name__}", (_Follower, base), {name: wrap(name) for name in methods})
+
+
+_SUBCLASSES: dict[str, type] = {}
+_METHODS = {"producer": ("poll", "produce", "flush"), "consumer": ("poll", "consume", "commit"),
+            "admin": ("poll", "list_topics")}
 
 
 def _build(kind: str, settings: Settings, role: str, bootstrap: str, extra: dict[str, Any] | None) -> Any:
     import confluent_kafka
     from confluent_kafka.admin import AdminClient
 
-    base = {"producer": confluent_kafka.Producer, "consumer": confluent_kafka.Consumer, "admin": AdminClient}[kind]
-    cls = _SUBCLASSES.setdefault(kind, type(f"Icetide{base.__name__}", (base,), {}))  # weak-referenceable
-    client = cls(client_config(settings, role, bootstrap) | (extra or {}))
-    if secure(settings):
-        REFRESHER.watch(client, settings, role)
+    if kind not in _SUBCLASSES:
+        base = {"producer": confluent_kafka.Producer, "consumer": confluent_kafka.Consumer, "admin": AdminClient}[kind]
+        _SUBCLASSES[kind] = _following(base, _METHODS[kind])
+    client = _SUBCLASSES[kind](client_config(settings, role, bootstrap) | (extra or {}))
+    if secure(settings) and role not in settings.kafka.passwords:  # a password from the settings has no file
+        client._icetide_follow(settings, role)
     return client
-
-
-_SUBCLASSES: dict[str, type] = {}
 
 
 def producer(settings: Settings, role: str, bootstrap: str, extra: dict[str, Any] | None = None) -> Any:

@@ -201,3 +201,32 @@ def bootstrap(settings: Settings, internal_bootstrap: str) -> None:
     admin = AdminClient(internal_admin_config(settings, internal_bootstrap))
     upsert_users(admin, settings)
     _done(admin.create_acls(acl_bindings(settings)), "creating an ACL")
+
+
+def rotate(settings: Settings, bootstrap: str, roles: tuple[str, ...] = ROLES) -> list[str]:
+    """New passwords for `roles`, without a broker restart: each SCRAM credential is replaced on the broker
+    (as `admin`, Admin API AlterUserScramCredentials), then its 0600 file rewritten; running icetide clients
+    pick the file up within a second (`kafka_client`). The old password is refused from then on. Returns the
+    user names rotated (never the passwords)."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._scram import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    from icetide.kafka_client import client_config, secure
+
+    if not secure(settings):
+        raise StackError("nothing to rotate: kafka.security is plaintext (no Kafka credentials)")
+    given = [role for role in roles if role in settings.kafka.passwords]
+    if given:
+        raise StackError(f"the password of {', '.join(given)} comes from the settings (kafka.passwords): "
+                         "change it there and on the broker")
+    admin = AdminClient(client_config(settings, "admin", bootstrap))
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    done = []
+    for role in roles:
+        fresh = secrets.token_urlsafe(32)
+        user = username(settings, role)
+        _done(admin.alter_user_scram_credentials([UserScramCredentialUpsertion(user, info, fresh.encode())]),
+              "rotating a SCRAM credential")
+        write_secret(password_file(settings, role), fresh)
+        done.append(user)
+    return done

@@ -1,13 +1,17 @@
-"""`icetide stack up | down | status`: the embedded Kafka broker, the catalog, and the lake services the
-settings ask for (object store, REST catalog)."""
+"""`icetide stack up | down | status | rotate`: the embedded Kafka broker, the catalog, and the lake services
+the settings ask for (object store, REST catalog); `rotate KIND` replaces credentials while clients run."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from icetide.cli import App, emit
+from icetide.errors import ConfigError
+from icetide.settings import Settings
 from icetide.stack import Stack, StackStatus
 
 
@@ -63,3 +67,35 @@ def status(app: App, as_json: bool) -> None:
     """Show what runs: Kafka bootstrap address, catalog name, type and URI, warehouse, storage."""
     current = Stack(app.settings).status()
     emit(current.to_dict(), as_json, _describe(current))
+
+
+def _rotate_kafka(settings: Settings, principal: str | None) -> dict[str, Any]:
+    """SCRAM passwords of one principal (or all): `kafka_security.rotate`."""
+    from icetide import kafka_client, kafka_security
+    from icetide.stack import kafka_bootstrap
+
+    roles = kafka_client.ROLES if principal is None else (principal,)
+    for role in roles:
+        kafka_client.username(settings, role)  # ConfigError for an unknown principal
+    users = kafka_security.rotate(settings, kafka_bootstrap(settings), roles)
+    return {"users": users, "secrets_dir": str(kafka_client.secrets_dir(settings))}
+
+
+# kind → rotation: each takes the settings and an optional principal, and returns what it changed (no secrets)
+ROTATIONS: dict[str, Callable[[Settings, str | None], dict[str, Any]]] = {"kafka": _rotate_kafka}
+
+
+@stack.command()
+@click.argument("kind", type=click.Choice(sorted(ROTATIONS)))
+@click.option("--principal", default=None,
+              help="Only this principal (kafka: admin, cdc, apply, mirror, connect); default all of them.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was rotated as JSON.")
+@click.pass_obj
+def rotate(app: App, kind: str, principal: str | None, as_json: bool) -> None:
+    """Replace credentials of KIND while the pipeline runs: no restart; the old credential is refused
+    afterwards and running icetide clients pick up the new one from its 0600 file (docs/security.md)."""
+    if kind not in ROTATIONS:
+        raise ConfigError(f"unknown credential kind {kind}")
+    started = time.monotonic()
+    done = {"kind": kind, **ROTATIONS[kind](app.settings, principal), "seconds": round(time.monotonic() - started, 2)}
+    emit(done, as_json, f"{kind}: rotated {', '.join(done.get('users', [])) or 'nothing'}")
