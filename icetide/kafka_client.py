@@ -35,6 +35,7 @@ from icetide.settings import Settings
 log = logging.getLogger(__name__)
 
 ROLES = ("admin", "cdc", "apply", "mirror", "connect")
+JAVA_ROLES = ("cdc", "mirror", "connect")  # Java clients: their password is read once, when they start
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 REFRESH_S = 1.0

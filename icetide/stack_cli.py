@@ -78,7 +78,9 @@ def _rotate_kafka(settings: Settings, principal: str | None) -> dict[str, Any]:
     for role in roles:
         kafka_client.username(settings, role)  # ConfigError for an unknown principal
     users = kafka_security.rotate(settings, kafka_bootstrap(settings), roles)
-    return {"users": users, "secrets_dir": str(kafka_client.secrets_dir(settings))}
+    # Java clients (the Flink job and mirror, Kafka Connect) read their password once, at start
+    restart = [kafka_client.username(settings, r) for r in roles if r in kafka_client.JAVA_ROLES]
+    return {"users": users, "secrets_dir": str(kafka_client.secrets_dir(settings)), "restart": restart}
 
 
 # kind → rotation: each takes the settings and an optional principal, and returns what it changed (no secrets)
@@ -98,4 +100,5 @@ def rotate(app: App, kind: str, principal: str | None, as_json: bool) -> None:
         raise ConfigError(f"unknown credential kind {kind}")
     started = time.monotonic()
     done = {"kind": kind, **ROTATIONS[kind](app.settings, principal), "seconds": round(time.monotonic() - started, 2)}
-    emit(done, as_json, f"{kind}: rotated {', '.join(done.get('users', [])) or 'nothing'}")
+    restart = f"; restart the running clients of {', '.join(done['restart'])}" if done.get("restart") else ""
+    emit(done, as_json, f"{kind}: rotated {', '.join(done.get('users', [])) or 'nothing'}{restart}")
