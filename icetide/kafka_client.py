@@ -38,6 +38,7 @@ ROLES = ("admin", "cdc", "apply", "mirror", "connect")
 JAVA_ROLES = ("cdc", "mirror", "connect")  # Java clients: their password is read once, when they start
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+FLINK_SHADE = "org.apache.flink.kafka.shaded."  # flink-sql-connector-kafka relocates kafka-clients
 REFRESH_S = 1.0
 
 
@@ -114,8 +115,9 @@ def _jaas_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def java_properties(settings: Settings, role: str, bootstrap: str) -> dict[str, str]:
-    """Java Kafka client properties for `role` (Kafka Connect, Flink's connector, the CLI tools)."""
+def java_properties(settings: Settings, role: str, bootstrap: str, login_module: str = SCRAM_LOGIN) -> dict[str, str]:
+    """Java Kafka client properties for `role` (Kafka Connect, the CLI tools); `login_module`: the SCRAM
+    login module's class name as the client's classpath has it."""
     props = {"bootstrap.servers": bootstrap}
     if not secure(settings):
         return props
@@ -123,7 +125,7 @@ def java_properties(settings: Settings, role: str, bootstrap: str) -> dict[str, 
     return props | {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": MECHANISM,
-        "sasl.jaas.config": f"{SCRAM_LOGIN} required username={_jaas_quote(username(settings, role))} "
+        "sasl.jaas.config": f"{login_module} required username={_jaas_quote(username(settings, role))} "
                             f"password={_jaas_quote(secret)};",
         "ssl.truststore.type": "PEM",
         "ssl.truststore.location": str(ca_file(settings)),
@@ -141,8 +143,10 @@ def worker_properties(settings: Settings, role: str, bootstrap: str) -> dict[str
 
 
 def flink_options(settings: Settings, role: str, bootstrap: str) -> dict[str, str]:
-    """Flink Kafka connector options: the Java properties as `properties.*` (Flink hides `jaas.config`)."""
-    return {f"properties.{k}": v for k, v in java_properties(settings, role, bootstrap).items()}
+    """Flink Kafka connector options: the Java properties as `properties.*` (Flink hides `jaas.config`), with
+    the login module under the SQL connector jar's relocated package."""
+    props = java_properties(settings, role, bootstrap, FLINK_SHADE + SCRAM_LOGIN)
+    return {f"properties.{k}": v for k, v in props.items()}
 
 
 # -- clients that follow a rotated password ------------------------------------------------------------

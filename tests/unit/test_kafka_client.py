@@ -138,3 +138,17 @@ def test_a_client_follows_its_rotated_secret_file(tmp_path: Path) -> None:
         assert calls == [("apply", "new")]  # once
     finally:
         consumer.close()
+
+
+def test_flink_names_the_login_module_of_its_relocated_kafka_clients(tmp_path: Path) -> None:
+    from icetide import jvm
+
+    s = _secure(tmp_path, ICETIDE__KAFKA__PASSWORDS__CDC="pw")
+    jaas = kafka_client.flink_options(s, "cdc", "h:1")["properties.sasl.jaas.config"]
+    module = jaas.split(" ", 1)[0]
+    assert module == "org.apache.flink.kafka.shaded.org.apache.kafka.common.security.scram.ScramLoginModule"
+    jars = [j for j in jvm.jar_cache().joinpath("flink").glob("flink-sql-connector-kafka-*.jar")]
+    if jars:  # the class is in the connector jar the job runs with
+        import zipfile
+
+        assert module.replace(".", "/") + ".class" in zipfile.ZipFile(jars[0]).namelist()
