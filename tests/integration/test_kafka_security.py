@@ -88,6 +88,8 @@ def _errors(conf: dict[str, Any], action: str, seconds: float = 8.0) -> set[str]
             msg = consumer.poll(0.5)
             if msg is not None and msg.error():
                 seen.add(msg.error().name())
+            if seen:
+                break
         consumer.close()
     return seen
 
@@ -129,6 +131,34 @@ def test_each_principal_may_do_only_its_part(secure: tuple[Settings, StackStatus
                                                                         "GROUP_AUTHORIZATION_FAILED"}
     outside = f"other.{uuid.uuid4().hex[:6]}"  # not under the topic prefix: nobody but admin
     assert "TOPIC_AUTHORIZATION_FAILED" in _errors(cdc, f"produce:{outside}")
+
+
+def test_a_deleted_credential_ends_a_connected_client(secure: tuple[Settings, StackStatus]) -> None:
+    """connections.max.reauth.ms: without it the connected client would keep working."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._scram import ScramMechanism, UserScramCredentialDeletion
+
+    from icetide.kafka_security import upsert_users
+
+    settings, status = secure
+    connected = kafka_client.admin(settings, "mirror", status.bootstrap)
+    connected.list_topics(timeout=10)  # authenticated and connected
+    root = AdminClient(kafka_client.client_config(settings, "admin", status.bootstrap))
+    deletion = UserScramCredentialDeletion(kafka_client.username(settings, "mirror"), ScramMechanism.SCRAM_SHA_512)
+    for future in root.alter_user_scram_credentials([deletion]).values():
+        future.result(timeout=30)
+    try:
+        deadline, refused = time.monotonic() + 4 * REAUTH_MS / 1000, False
+        while time.monotonic() < deadline and not refused:
+            try:
+                connected.list_topics(timeout=2)
+            except KafkaException:
+                refused = True
+            time.sleep(0.5)
+        assert refused, f"still connected {4 * REAUTH_MS} ms after its credential was deleted"
+    finally:
+        upsert_users(root, settings, ("mirror",))
 
 
 def _icetide(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
