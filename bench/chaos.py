@@ -96,9 +96,11 @@ class Campaign:
         else:
             self.sink_target = str(self.settings.sqlite_path)
         parts.setup_audit(self.args.sink, self.sink_target)
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        from icetide import kafka_client
+
+        admin = kafka_client.admin(self.settings, "admin", self.bootstrap)
         for future in admin.create_topics([NewTopic(t, self.args.partitions, 1) for t in self.topics]).values():
             future.result(timeout=60)
         py = sys.executable
@@ -225,7 +227,7 @@ class Campaign:
         self.writer.terminate(180)
         writer_stats = json.loads((self.state / "writer-stats.json").read_text())
         expected = {t: parts.expected_events(self.settings, t) for t in self.tables}
-        reader = parts.TopicReader(self.bootstrap, self.topics)
+        reader = parts.TopicReader(self.bootstrap, self.topics, self.settings)
         began = time.monotonic()
 
         def published() -> bool:

@@ -234,11 +234,14 @@ def content_hash(value: dict[str, Any]) -> str:
 class TopicReader:
     """Reads every record of the topics from offset 0 and keeps reading as they grow."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        from confluent_kafka import Consumer, TopicPartition
+    def __init__(self, bootstrap: str, topics: list[str], settings: Any) -> None:
+        from confluent_kafka import TopicPartition
 
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"chaos-census-{os.getpid()}",
-                                  "enable.auto.commit": False, "isolation.level": "read_committed"})
+        from icetide import kafka_client
+
+        self.consumer = kafka_client.consumer(settings, "admin", bootstrap, {
+            "group.id": f"chaos-census-{os.getpid()}", "enable.auto.commit": False,
+            "isolation.level": "read_committed"})
         meta = self.consumer.list_topics(timeout=30)
         self.parts = [TopicPartition(t, p, 0) for t in topics for p in sorted(meta.topics[t].partitions)]
         self.consumer.assign(self.parts)

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import click
+from icetide import kafka_client
 from icetide.cli import App, emit
 from icetide.errors import ConfigError, StackError, TransientError
 from icetide.settings import Settings
@@ -148,9 +149,9 @@ def _end_offsets(settings: Settings, topics: list[str]) -> dict[tuple[str, int],
         bootstrap = kafka_bootstrap(settings)
     except StackError:
         return {}
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "icetide-status"})
+    consumer = kafka_client.consumer(settings, "apply", bootstrap, {"group.id": "icetide-status"})
     out: dict[tuple[str, int], int] = {}
     try:
         meta = consumer.list_topics(timeout=5)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from icetide import kafka_client
 from icetide.errors import EventError, TransientError
 from icetide.settings import Settings
 
@@ -82,9 +83,9 @@ class ChangeConsumer:
         self.health = SinkHealth(self.metrics, sink.kind, options.retry_max_delay_s)
         self._pending: list[Any] | None = None  # assigned while the sink was away: positions not loaded yet
         self._pending_retry_at = 0.0
-        self.dead = DeadLetters(bootstrap, settings.dead_letter_topic)
+        self.dead = DeadLetters(bootstrap, settings.dead_letter_topic, settings)
         prefix = settings.cdc.topic_prefix
-        self.schemas = SchemaBook(bootstrap, f"{prefix}.schema-changes", prefix)  # types of plain JSON events
+        self.schemas = SchemaBook(bootstrap, f"{prefix}.schema-changes", prefix, settings)  # types of plain JSON
         self.avro: AvroDecoder | None = None
         if options.schema_registry_url:
             from icetide.schema_registry import SchemaRegistryClient
@@ -95,10 +96,7 @@ class ChangeConsumer:
 
     # -- Kafka plumbing ------------------------------------------------------------------------
     def _make_consumer(self) -> Any:
-        from confluent_kafka import Consumer
-
-        return Consumer({
-            "bootstrap.servers": self.bootstrap,
+        return kafka_client.consumer(self.settings, "apply", self.bootstrap, {
             "group.id": self.settings.sink.group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from icetide import kafka_client
 from icetide.connect_json import ConnectJsonDecoder, is_connect_json
 from icetide.connect_json import key_fields as connect_key_fields
 from icetide.errors import EventError, TransientError
 from icetide.events import ChangeEvent, loads
 from icetide.rowschema import RowSchema
+from icetide.settings import Settings
 
 from connectors.base import Change
 
@@ -149,8 +151,9 @@ def _json_event(value: bytes, connect: ConnectJsonDecoder) -> tuple[ChangeEvent,
 class DeadLetters:
     """A producer for the dead-letter topic; `flush()` before committing the positions that skip them."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, settings: Settings | None = None) -> None:
         self.bootstrap = bootstrap
+        self.settings = settings or Settings()  # its Kafka security (`kafka_client`, principal `apply`)
         self.topic = topic
         self.sent = 0
         self._errors: list[str] = []
@@ -158,10 +161,9 @@ class DeadLetters:
 
     def _get_producer(self) -> Any:
         if self._producer is None:
-            from confluent_kafka import Producer
-
-            self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
-                                       "linger.ms": 5, "logger": logging.getLogger("icetide.kafka.dead_letters")})
+            self._producer = kafka_client.producer(
+                self.settings, "apply", self.bootstrap,
+                {"enable.idempotence": True, "linger.ms": 5, "logger": logging.getLogger("icetide.kafka.dead_letters")})
         return self._producer
 
     def send(self, msg: Any, reason: str, error: str) -> None:

@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from icetide import kafka_client
 from icetide.errors import EventError
 from icetide.events import loads, topic_for
 from icetide.rowschema import RowSchema
+from icetide.settings import Settings
 
 from connectors.base import Change
 
@@ -45,8 +47,9 @@ def schema_key(value: dict[str, Any]) -> SchemaKey:
 class SchemaBook:
     """(db, table, schema_id) → RowSchema, read from the schema-change topic on demand."""
 
-    def __init__(self, bootstrap: str, topic: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, prefix: str, settings: Settings | None = None) -> None:
         self.bootstrap, self.topic, self.prefix = bootstrap, topic, prefix
+        self.settings = settings or Settings()  # its Kafka security (`kafka_client`, principal `apply`)
         self.schemas: dict[SchemaKey, RowSchema] = {}
         self._consumer: Any = None
         self._next: dict[int, int] = {}  # partition → next offset to read
@@ -74,14 +77,15 @@ class SchemaBook:
 
     def refresh(self) -> None:
         """Read the schema-change topic from where we stand to its current end (or for READ_TIMEOUT_S)."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
         self._refreshed = time.monotonic()
         try:
             if self._consumer is None:
-                self._consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "icetide-schemas",
-                                           "enable.auto.commit": False, "isolation.level": "read_committed",
-                                           "logger": logging.getLogger("icetide.kafka.schemas")})
+                self._consumer = kafka_client.consumer(
+                    self.settings, "apply", self.bootstrap,
+                    {"group.id": "icetide-schemas", "enable.auto.commit": False, "isolation.level": "read_committed",
+                     "logger": logging.getLogger("icetide.kafka.schemas")})
             meta = self._consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
             if meta is None or meta.error is not None:
                 return  # no schema-change topic (yet): nothing to learn

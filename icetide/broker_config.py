@@ -16,7 +16,8 @@ NODE_ID = 1
 
 
 def server_properties(host: str, port: int, controller_port: int, data_dir: Path,
-                      num_partitions: int) -> dict[str, str]:
+                      num_partitions: int, security: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The properties; `security` (`kafka_security.listener_properties`) replaces the plaintext listeners."""
     return {
         "process.roles": "broker,controller",
         "node.id": str(NODE_ID),
@@ -40,6 +41,7 @@ def server_properties(host: str, port: int, controller_port: int, data_dir: Path
         "num.network.threads": "2",
         "num.io.threads": "4",
         "log.retention.hours": "168",
+        **(security or {}),
     }
 
 

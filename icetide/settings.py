@@ -46,6 +46,14 @@ class KafkaSettings(_Section):
     num_partitions: int = 1  # default partitions of auto-created topics
     start_timeout_s: float = 90.0  # how long `stack up` waits for the broker to answer
     jvm_opts: list[str] = Field(default_factory=list)  # extra broker JVM options (after icetide's own)
+    # plaintext: no auth (the local default). sasl_ssl: SCRAM-SHA-512 over TLS, ACLs per principal
+    # (docs/security.md); the embedded broker makes its CA, certificate and passwords at `stack up`
+    security: Literal["plaintext", "sasl_ssl"] = "plaintext"
+    ca_file: Path | None = None  # sasl_ssl: the CA certificate (PEM); default <state_dir>/kafka/tls/ca.pem
+    secrets_dir: Path | None = None  # sasl_ssl: <user>.password files; default <state_dir>/kafka/secrets
+    users: dict[str, str] = Field(default_factory=dict)  # role → SCRAM user name (default: the role's name)
+    passwords: dict[str, SecretStr] = Field(default_factory=dict)  # role → password (else the secret file)
+    reauth_ms: int = 60000  # sasl_ssl: connections.max.reauth.ms (a deleted credential ends connections)
 
 
 class CatalogSettings(_Section):

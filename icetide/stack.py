@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from icetide import jvm
+from icetide import jvm, kafka_client, kafka_security
 from icetide.broker_config import cluster_id, log4j2_config, server_properties
 from icetide.errors import StackError
 from icetide.jvm import FAST_START_OPTS
@@ -59,6 +59,8 @@ class StackStatus:
     log_file: str | None
     lake: dict[str, dict[str, Any]] = field(default_factory=dict)  # `catalog` and `storage` (services.lake)
     monitoring: dict[str, Any] = field(default_factory=dict)  # services.monitoring's status
+    security: str = "plaintext"  # kafka.security
+    ca_file: str | None = None  # sasl_ssl: the CA certificate clients trust
 
     def to_dict(self) -> dict[str, Any]:
         """Flat fields plus `kafka` / `catalog` / `storage` groups (what `stack status --json` prints)."""
@@ -67,7 +69,7 @@ class StackStatus:
             **flat,
             "kafka": {"bootstrap": self.bootstrap, "running": self.running, "embedded": self.embedded,
                       "port": self.kafka_port, "controller_port": self.controller_port, "pid": self.pid,
-                      "log_file": self.log_file},
+                      "log_file": self.log_file, "security": self.security, "ca_file": self.ca_file},
             "catalog": {"name": self.catalog_name, "uri": self.catalog_uri, "warehouse": self.warehouse,
                         **self.lake.get("catalog", {})},
             "storage": self.lake.get("storage", {}),
@@ -85,8 +87,9 @@ def _wait_free(host: str, port: int, seconds: float) -> bool:
     return True
 
 
-def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    """True if a Kafka cluster at `bootstrap` returns metadata within the timeout."""
+def broker_answers(bootstrap: str, timeout_s: float = 2.0, conf: dict[str, Any] | None = None) -> bool:
+    """True if a Kafka cluster at `bootstrap` returns metadata within the timeout (`conf`: the admin
+    client's configuration, with its security settings; default plaintext at `bootstrap`)."""
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
@@ -96,8 +99,9 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": logging.getLogger("icetide.kafka.admin")}
-    admin = AdminClient(conf)
+    settings: dict[str, Any] = {"bootstrap.servers": bootstrap, **(conf or {}),
+                                "logger": logging.getLogger("icetide.kafka.admin")}
+    admin = AdminClient(settings)
     try:
         admin.list_topics(timeout=timeout_s)
     except KafkaException:
@@ -156,22 +160,27 @@ class Stack:
         lake.start(self.settings)
         external = self.settings.kafka.bootstrap_servers
         if external:
-            if not broker_answers(external, timeout_s=10):
+            if not broker_answers(external, 10, kafka_client.client_config(self.settings, "admin", external)):
                 raise StackError(f"Kafka at {external} (setting kafka.bootstrap_servers) does not answer")
             return self.status()
         pid = self._live_pid()
         if pid is not None:
             ports = self._read_ports()
-            if ports and self._wait_ready(pid, self._bootstrap(ports["port"]), allow_exit=False):
+            if ports and self.secure and "internal_port" not in ports:
+                raise StackError(f"the broker running from {self.home} was started with kafka.security=plaintext: "
+                                 "run `icetide stack down` and `icetide stack up` again")
+            if ports and self._wait_ready(pid, ports, allow_exit=False):
                 return self.status()
             raise StackError(
                 f"a broker (pid {pid}) runs from {self.home} but does not answer: "
                 "run `icetide stack down` and `icetide stack up` again"
             )
-        port, controller_port = self._choose_ports()
-        self._write_config(port, controller_port)
+        ports = self._choose_ports()
+        self._write_config(ports)
         self._format_storage()
-        self._start(port)
+        self._start(ports)
+        if self.secure:
+            kafka_security.bootstrap(self.settings, self._bootstrap(ports["internal_port"]))
         return self.status()
 
     def _down(self) -> bool:
@@ -194,17 +203,20 @@ class Stack:
             "lake": described,
             "monitoring": Monitoring(s.state_dir).status(),
         }
+        if self.secure:
+            common |= {"security": s.kafka.security, "ca_file": str(kafka_client.ca_file(s))}
         external = s.kafka.bootstrap_servers
         if external:
             return StackStatus(
-                running=broker_answers(external), embedded=False, bootstrap=external, kafka_port=None,
-                controller_port=None, pid=None, log_file=None, **common,
+                running=broker_answers(external, 2.0, kafka_client.client_config(s, "admin", external)),
+                embedded=False, bootstrap=external, kafka_port=None, controller_port=None, pid=None,
+                log_file=None, **common,
             )
         pid = self._live_pid()
         ports = self._read_ports() or {}
         port = ports.get("port")
         bootstrap = self._bootstrap(port) if port else ""
-        running = pid is not None and bool(port) and broker_answers(bootstrap)
+        running = pid is not None and bool(port) and self._answers(ports)
         return StackStatus(
             running=running, embedded=True, bootstrap=bootstrap, kafka_port=port,
             controller_port=ports.get("controller_port"), pid=pid, log_file=str(self.server_log), **common,
@@ -222,8 +234,22 @@ class Stack:
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
     # -- pid and ports ---------------------------------------------------------------------
+    @property
+    def secure(self) -> bool:
+        return kafka_client.secure(self.settings)
+
     def _bootstrap(self, port: int) -> str:
         return f"{self.settings.kafka.host}:{port}"
+
+    def _answers(self, ports: dict[str, int], timeout_s: float = 2.0) -> bool:
+        """The broker answers: plaintext on the client port; with sasl_ssl on the INTERNAL listener with the
+        broker's certificate (the SCRAM users may not exist yet)."""
+        if not self.secure:
+            return broker_answers(self._bootstrap(ports["port"]), timeout_s)
+        if "internal_port" not in ports:
+            return False
+        internal = self._bootstrap(ports["internal_port"])
+        return broker_answers(internal, timeout_s, kafka_security.internal_admin_config(self.settings, internal))
 
     def _pid_is_broker(self, pid: int) -> bool:
         """The pid is alive and is OUR broker (not a recycled pid, not a zombie)."""
@@ -245,14 +271,17 @@ class Stack:
             data = json.loads(self.ports_file.read_text())
         except (OSError, ValueError):
             return None
-        return {"port": int(data["port"]), "controller_port": int(data["controller_port"])}
+        return {name: int(data[name]) for name in ("port", "controller_port", "internal_port") if name in data}
 
-    def _choose_ports(self) -> tuple[int, int]:
+    def _choose_ports(self) -> dict[str, int]:
         """Configured ports (must be free) or free ones, preferring the previous run's."""
         host, cfg = self.settings.kafka.host, self.settings.kafka
         previous = self._read_ports() or {}
         chosen: list[int] = []
-        for name, wanted in (("port", cfg.port), ("controller_port", cfg.controller_port)):
+        wanted_ports = [("port", cfg.port), ("controller_port", cfg.controller_port)]
+        if self.secure:
+            wanted_ports.append(("internal_port", 0))
+        for name, wanted in wanted_ports:
             if wanted:
                 if not port_is_free(host, wanted):
                     raise StackError(
@@ -271,16 +300,25 @@ class Stack:
             while port in chosen:
                 port = free_port(host)
             chosen.append(port)
-        return chosen[0], chosen[1]
+        return {name: port for (name, _), port in zip(wanted_ports, chosen, strict=True)}
 
     # -- files -----------------------------------------------------------------------------
-    def _write_config(self, port: int, controller_port: int) -> None:
+    def _write_config(self, ports: dict[str, int]) -> None:
         host, cfg = self.settings.kafka.host, self.settings.kafka
         for folder in (self.home, self.data_dir, self.logs_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        props = server_properties(host, port, controller_port, self.data_dir, cfg.num_partitions)
+        security = None
+        if self.secure:
+            kafka_security.ensure_tls(self.settings)
+            kafka_security.ensure_passwords(self.settings)
+            security = kafka_security.listener_properties(self.settings, ports["port"], ports["internal_port"],
+                                                          ports["controller_port"])
+        props = server_properties(host, ports["port"], ports["controller_port"], self.data_dir, cfg.num_partitions,
+                                  security)
+        self.config_file.touch(mode=0o600)
+        self.config_file.chmod(0o600)  # with sasl_ssl it holds the key store's password
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        self.ports_file.write_text(json.dumps({"port": port, "controller_port": controller_port}))
+        self.ports_file.write_text(json.dumps(ports))
         self.log4j_file.write_text(log4j2_config(self.server_log))
 
     def _java(self, main_class: str, *args: str, heap: str) -> list[str]:
@@ -306,7 +344,8 @@ class Stack:
             raise StackError("formatting the Kafka storage failed:\n" + "\n".join(detail))
 
     # -- process ---------------------------------------------------------------------------
-    def _start(self, port: int) -> None:
+    def _start(self, ports: dict[str, int]) -> None:
+        port = ports["port"]
         cmd = self._java(MAIN_CLASS, str(self.config_file), heap=self.settings.kafka.heap)
         if self.settings.monitoring.enabled:  # the JMX exporter agent: the broker's metrics for Prometheus
             cmd[1:1] = Monitoring().broker_agent(self.settings.state_dir)
@@ -317,7 +356,7 @@ class Stack:
             )
         self.pid_file.write_text(f"{proc.pid}\n")
         try:
-            if not self._wait_ready(proc.pid, self._bootstrap(port), allow_exit=True, proc=proc):
+            if not self._wait_ready(proc.pid, ports, allow_exit=True, proc=proc):
                 raise StackError(
                     f"the Kafka broker did not answer on {self._bootstrap(port)} within "
                     f"{self.settings.kafka.start_timeout_s:.0f}s\n" + self._output()
@@ -326,7 +365,7 @@ class Stack:
             abandon_start(proc, self.pid_file)
             raise
 
-    def _wait_ready(self, pid: int, bootstrap: str, *, allow_exit: bool,
+    def _wait_ready(self, pid: int, ports: dict[str, int], *, allow_exit: bool,
                     proc: subprocess.Popen[bytes] | None = None) -> bool:
         deadline = time.monotonic() + self.settings.kafka.start_timeout_s
         while time.monotonic() < deadline:
@@ -337,7 +376,7 @@ class Stack:
                         "the Kafka broker exited during start-up\n" + self._output()
                     )
                 return False
-            if broker_answers(bootstrap, timeout_s=2.0):
+            if self._answers(ports):
                 return True
             time.sleep(0.3)
         return False

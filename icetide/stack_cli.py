@@ -12,6 +12,7 @@ import click
 
 from icetide.cli import App, emit
 from icetide.errors import ConfigError
+from icetide.settings import Settings
 from icetide.stack import Stack, StackStatus
 from icetide.storage import roles
 
@@ -105,31 +106,58 @@ def access_log(app: App, as_json: bool, since: str | None, identity: str | None,
     emit(records, as_json, "\n".join(lines) if lines else f"no access records ({log})")
 
 
-def _rotate_s3(app: App, role: str | None, grace: float) -> list[dict[str, Any]]:
+def _rotate_s3(settings: Settings, role: str | None, grace: float) -> tuple[Any, str]:
     from icetide.services.identities import rotate_s3
 
     if role is not None and role not in roles():
         raise ConfigError(f"--role: one of {', '.join(roles())}, got {role!r}")
-    return rotate_s3(app.settings, role, grace)
+    results = rotate_s3(settings, role, grace)
+    text = "\n".join(f"s3 {r['role']}: new key {r['access_key_id']}, deleted {', '.join(r['deleted']) or '-'}"
+                     f" (old key refused: {r['old_key_refused']}) → {r['credentials_file']}"
+                     + (f"\n  restart to take the new key: {r['restart_needed']}" if r["restart_needed"] else "")
+                     for r in results)
+    return results, text
 
 
-# what `stack rotate KIND` rotates: each kind's function returns one result per credential rotated
-ROTATORS: dict[str, Callable[[App, str | None, float], list[dict[str, Any]]]] = {"s3": _rotate_s3}
+def _rotate_kafka(settings: Settings, principal: str | None, grace: float) -> tuple[Any, str]:
+    """SCRAM passwords of one principal (or all): `kafka_security.rotate` (the change is at once: no grace)."""
+    from icetide import kafka_client, kafka_security
+    from icetide.stack import kafka_bootstrap
+
+    chosen = kafka_client.ROLES if principal is None else (principal,)
+    for role in chosen:
+        kafka_client.username(settings, role)  # ConfigError for an unknown principal
+    users = kafka_security.rotate(settings, kafka_bootstrap(settings), chosen)
+    # Java clients (the Flink job and mirror, Kafka Connect) read their password once, at start
+    restart = [kafka_client.username(settings, r) for r in chosen if r in kafka_client.JAVA_ROLES]
+    done = {"kind": "kafka", "users": users, "secrets_dir": str(kafka_client.secrets_dir(settings)),
+            "restart": restart}
+    tail = f"; restart the running clients of {', '.join(restart)}" if restart else ""
+    return done, f"kafka: rotated {', '.join(users) or 'nothing'}{tail}"
+
+
+# what `stack rotate KIND` rotates: kind → function(settings, whom or None for all, grace seconds) returning
+# what it changed (no secrets) and its text form
+ROTATORS: dict[str, Callable[[Settings, str | None, float], tuple[Any, str]]] = {
+    "s3": _rotate_s3, "kafka": _rotate_kafka,
+}
 
 
 @stack.command()
 @click.argument("kind", type=click.Choice(sorted(ROTATORS)))
 @click.option("--role", help="s3: the role whose key is rotated (writer, cdc, maint, bi, catalog); default all.")
+@click.option("--principal", help="kafka: the principal rotated (admin, cdc, apply, mirror, connect); default all.")
 @click.option("--grace", type=float, default=5.0, show_default=True,
-              help="Seconds between writing the new credential and deleting the old one (clients re-read it).")
+              help="s3: seconds between writing the new key and deleting the old one (clients re-read it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no secrets).")
 @click.pass_obj
-def rotate(app: App, kind: str, role: str | None, grace: float, as_json: bool) -> None:
+def rotate(app: App, kind: str, role: str | None, principal: str | None, grace: float, as_json: bool) -> None:
     """Rotate a credential while the pipeline runs: a new one is made and written where the processes read
-    it, the old one is deleted after --grace seconds and refused from then on (docs/security.md)."""
-    results = ROTATORS[kind](app, role, grace)
-    text = "\n".join(f"{kind} {r['role']}: new key {r['access_key_id']}, deleted {', '.join(r['deleted']) or '-'}"
-                     f" (old key refused: {r['old_key_refused']}) → {r['credentials_file']}"
-                     + (f"\n  restart to take the new key: {r['restart_needed']}" if r["restart_needed"] else "")
-                     for r in results)
-    emit(results, as_json, text)
+    it (a 0600 file), the old one is refused afterwards; no restart of icetide's Python clients
+    (docs/security.md says which JVM clients still need one)."""
+    if role is not None and kind != "s3":
+        raise ConfigError("--role applies to `rotate s3`; use --principal for kafka")
+    if principal is not None and kind != "kafka":
+        raise ConfigError("--principal applies to `rotate kafka`; use --role for s3")
+    data, text = ROTATORS[kind](app.settings, role if kind == "s3" else principal, grace)
+    emit(data, as_json, text)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from icetide import jvm
+from icetide import jvm, kafka_client
 from icetide.events import topic_for, transaction_topic
 
 from streaming.poller import (
@@ -259,6 +259,7 @@ def sink_ddl(settings: Settings, bootstrap: str, name: str, topic: str, run_name
         "sink.delivery-guarantee": settings.cdc.delivery,
         "properties.linger.ms": "20",
         "properties.compression.type": "lz4",
+        **kafka_client.flink_options(settings, "cdc", bootstrap),
     }
     if settings.cdc.delivery == "exactly-once":
         options["sink.transactional-id-prefix"] = f"icetide-cdc-{run_name}-{name}"
@@ -340,7 +341,7 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     topics.append(schema_topic(settings.cdc.topic_prefix))
     if settings.cdc.transaction_metadata:  # one partition, written with the `fixed` partitioner
         topics.append(transaction_topic(settings.cdc.topic_prefix))
-        ensure_topic(bootstrap, topics[-1])
+        ensure_topic(bootstrap, topics[-1], settings=settings)
     for index, topic in enumerate(topics):
         sink = f"{SINK_TABLE}_{index}"
         t_env.execute_sql(sink_ddl(settings, bootstrap, sink, topic, Path(options.run_dir).name))

@@ -28,10 +28,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from icetide import jvm
+from icetide import jvm, kafka_client
 from icetide.catalog import flink_catalog_ddl, pyiceberg_catalog
 from icetide.errors import ConfigError
 from icetide.events import topic_for
@@ -152,9 +153,11 @@ def _column_block(plan: MirrorPlan, on_wire: bool = False) -> str:
     return ",\n  ".join(lines)
 
 
-def source_ddl(plan: MirrorPlan, bootstrap: str, bounded: bool, group_id: str) -> str:
+def source_ddl(plan: MirrorPlan, bootstrap: str, bounded: bool, group_id: str,
+               client: Mapping[str, str] | None = None) -> str:
     """The Kafka source table: the topic read from the beginning with Flink's `debezium-json`
-    (with `schema-include` for connect-json) or `debezium-avro-confluent` (Avro)."""
+    (with `schema-include` for connect-json) or `debezium-avro-confluent` (Avro). `client`: the
+    connector's security options (`kafka_client.flink_options`)."""
     options = {
         "connector": "kafka",
         "topic": plan.topic,
@@ -162,6 +165,7 @@ def source_ddl(plan: MirrorPlan, bootstrap: str, bounded: bool, group_id: str) -
         "properties.group.id": group_id,
         "properties.isolation.level": "read_committed",  # exactly-once runs publish in transactions
         "scan.startup.mode": "earliest-offset",
+        **(client or {}),
     }
     if plan.format == "avro":
         options |= {"format": "debezium-avro-confluent", "debezium-avro-confluent.url": plan.registry or ""}
@@ -269,7 +273,8 @@ def run_mirror(settings: Settings, table: str, bootstrap: str, mirror: str | Non
     plan = plan_mirror(settings, table, mirror, key)
     t_env = _table_environment(settings)
     t_env.execute_sql(flink_catalog_ddl(settings))
-    t_env.execute_sql(source_ddl(plan, bootstrap, bounded, f"icetide-mirror-{plan.mirror}"))
+    t_env.execute_sql(source_ddl(plan, bootstrap, bounded, f"icetide-mirror-{plan.mirror}",
+                                 kafka_client.flink_options(settings, "mirror", bootstrap)))
     t_env.execute_sql(mirror_ddl(settings, plan))
     _register_converters(t_env, plan)
     submitted = time.monotonic()

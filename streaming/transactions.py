@@ -36,8 +36,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+from icetide import kafka_client
 from icetide.errors import StackError
 from icetide.events import key_to_json, transaction_id
+from icetide.settings import Settings
 
 TRANSACTION_OP = "transaction"  # Record.op of a BEGIN/END record
 log = logging.getLogger(__name__)
@@ -63,12 +65,14 @@ def boundary(namespace: str, table: str, snapshot_id: int, sequence_number: int,
     return key_to_json({"id": txid}, ready=True), json.dumps(value, separators=(",", ":")).encode()
 
 
-def ensure_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> None:
-    """Create `topic` with one partition unless it exists (see the module docstring on order)."""
+def ensure_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, settings: Settings | None = None) -> None:
+    """Create `topic` with one partition unless it exists (see the module docstring on order), as the
+    CDC job's principal (`kafka_client`)."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": logging.getLogger("icetide.kafka.admin")})
+    admin = kafka_client.admin(settings or Settings(), "cdc", bootstrap,
+                               {"logger": logging.getLogger("icetide.kafka.admin")})
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

@@ -126,6 +126,8 @@ class KafkaConnect(StateHome):
         require(self.needs())
         self.home.mkdir(parents=True, exist_ok=True)
         port = settings.port or free_port(settings.host)
+        self.config_file.touch(mode=0o600)
+        self.config_file.chmod(0o600)  # it may hold the worker's Kafka password (`kafka_client.worker_properties`)
         self.config_file.write_text(render_properties(worker_properties(settings, port, self.home)))
         self.port_file.write_text(f"{port}\n")
         self.log4j_file.write_text(log4j2_config(self.log_file, LOGGERS))
