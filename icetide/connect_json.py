@@ -173,7 +173,19 @@ def _decimal_text(payload: Any, scale: int) -> str:
     if not raw:
         raise ValueError("empty decimal bytes")
     n = int.from_bytes(raw, "big", signed=True)
-    return str(decimal.Decimal((1 if n < 0 else 0, tuple(int(c) for c in str(abs(n))), -scale)))
+    return decimal_text(n, scale)
+
+
+def decimal_text(unscaled: int, scale: int) -> str:
+    """`str(Decimal)` of `unscaled` × 10^-scale, built from the digits when that is plain notation
+    (the adjusted exponent ≥ -6, as `Decimal.__str__` decides); through `Decimal` otherwise."""
+    digits = str(abs(unscaled))
+    if scale == 0:
+        return str(unscaled)
+    if scale < 0 or len(digits) - 1 - scale < -6:
+        return str(decimal.Decimal((1 if unscaled < 0 else 0, tuple(int(c) for c in digits), -scale)))
+    digits = digits.rjust(scale + 1, "0")
+    return ("-" if unscaled < 0 else "") + digits[:-scale] + "." + digits[-scale:]
 
 
 def _micros(text: Any) -> int:
@@ -235,13 +247,27 @@ def payload_converter(schema: dict[str, Any], to_connect: bool) -> Convert | Non
         convert = _zoned
     elif kind == "struct":
         fields = [(f["field"], payload_converter(f, to_connect)) for f in schema.get("fields", [])]
-        convert = lambda v: {n: (c(v.get(n)) if c else v.get(n)) for n, c in fields}  # noqa: E731
+        convert = _struct_converter(fields)
     elif kind == "array":
         item = payload_converter(schema["items"], to_connect)
         convert = (lambda v: [item(x) for x in v]) if item else None
     elif kind == "map":
         convert = _map_converter(schema, to_connect)
     return _nullable(convert) if convert is not None else None
+
+
+def _struct_converter(fields: list[tuple[str, Convert | None]]) -> Convert:
+    """A struct's fields in schema order, converting only those that need it (most pass as they are)."""
+    names = [name for name, _ in fields]
+    special = [(name, c) for name, c in fields if c is not None]
+
+    def struct(v: Any) -> dict[str, Any]:
+        out = {name: v.get(name) for name in names}
+        for name, convert in special:
+            out[name] = convert(out[name])
+        return out
+
+    return struct
 
 
 def _map_converter(schema: dict[str, Any], to_connect: bool) -> Convert:

@@ -4,11 +4,14 @@ exact round trips to the JSON-ready images, and the RowSchema the decoder yields
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pyiceberg.schema import Schema
 from pyiceberg.types import (
     BinaryType,
@@ -224,3 +227,13 @@ def test_malformed_records_are_event_errors(raw: Any) -> None:
 def test_an_image_that_does_not_fit_its_schema_is_an_event_error(bad: dict[str, Any]) -> None:
     with pytest.raises(EventError):
         _codec().encode_value(ChangeEvent("c", None, bad, SOURCE))
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40), st.integers(min_value=-3, max_value=38))
+def test_decimal_text_is_str_of_the_decimal(unscaled: int, scale: int) -> None:
+    """The fast digit-string path gives exactly `str(Decimal)` (plain or scientific notation)."""
+    from icetide.connect_json import decimal_text
+
+    sign = 1 if unscaled < 0 else 0
+    expected = str(decimal.Decimal((sign, tuple(int(c) for c in str(abs(unscaled))), -scale)))
+    assert decimal_text(unscaled, scale) == expected
