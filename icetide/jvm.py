@@ -37,7 +37,9 @@ _CANDIDATES = (
 
 
 def jar_cache() -> Path:
-    return Path(os.environ.get("ICETIDE_JAR_CACHE", PROJECT_ROOT / ".cache" / "jars"))
+    """Where the jar groups live: `$ICETIDE_JAR_CACHE` (an installed wheel, the image), else the source
+    tree's `.cache/jars/` that `make setup` fills."""
+    return Path(os.environ.get("ICETIDE_JAR_CACHE") or PROJECT_ROOT / ".cache" / "jars")
 
 
 def _java_major(java_home: Path) -> int | None:
@@ -87,5 +89,6 @@ def jars(group: str) -> list[Path]:
     folder = jar_cache() / group
     found = sorted(folder.glob("*.jar"))
     if not found:
-        raise SetupError(f"no jars in {folder}: run `make setup` (it fetches them with Maven)")
+        raise SetupError(f"no jars in {folder}: run `make setup` in the source tree (it fetches them with Maven), "
+                         "or point ICETIDE_JAR_CACHE at a folder holding the jar groups")
     return found
