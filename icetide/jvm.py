@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -73,8 +75,28 @@ def java_home() -> Path:
     )
 
 
+@contextmanager
+def gateway_launch(extra: Mapping[str, str] | None = None) -> Iterator[None]:
+    """JAVA_HOME (JDK 17) and `extra` in `os.environ` only while a library starts its gateway JVM, then the
+    previous values back. pyspark's and PyFlink's gateway launchers take their child's environment from
+    `os.environ` (no argument for it), so this is the one place that touches it; every other child
+    process gets `java_env()`."""
+    wanted = {"JAVA_HOME": str(java_home()), **(extra or {})}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def java_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of the environment with JAVA_HOME and PATH pointing at JDK 17."""
+    """A copy of the environment with JAVA_HOME and PATH pointing at JDK 17 (for child processes;
+    `os.environ` is left alone)."""
     env = dict(os.environ if base is None else base)
     home = java_home()
     env["JAVA_HOME"] = str(home)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,15 @@ def test_missing_jars_name_the_setting(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(SetupError, match="ICETIDE_JAR_CACHE") as caught:
         jvm.jars("flink")
     assert str(tmp_path / "flink") in str(caught.value)
+
+
+def test_gateway_launch_sets_java_home_only_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JAVA_HOME", "/somewhere/else")
+    monkeypatch.delenv("HADOOP_CLASSPATH", raising=False)
+    with jvm.gateway_launch({"HADOOP_CLASSPATH": "a.jar"}):
+        assert os.environ["JAVA_HOME"] == str(jvm.java_home())
+        assert os.environ["HADOOP_CLASSPATH"] == "a.jar"
+    assert os.environ["JAVA_HOME"] == "/somewhere/else"
+    assert "HADOOP_CLASSPATH" not in os.environ
+    env = jvm.java_env()
+    assert env["JAVA_HOME"] == str(jvm.java_home()) and os.environ["JAVA_HOME"] == "/somewhere/else"
