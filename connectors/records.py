@@ -164,6 +164,9 @@ def decode(msg: Any, avro: AvroDecoder | None = None, connect: ConnectJsonDecode
 
 
 def _json_event(value: bytes, connect: ConnectJsonDecoder) -> tuple[ChangeEvent, RowSchema | None]:
+    fast = connect.record(value)  # connect-json with a schema seen before: only the payload is parsed
+    if fast is not None:
+        return fast
     raw = loads(value)
     if is_connect_json(raw):
         return connect.event(raw)

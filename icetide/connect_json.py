@@ -312,6 +312,9 @@ def _dumps(convert: Convert | None, value: Any) -> bytes:
         raise EventError(f"cannot encode as connect-json: {exc!r}") from None
 
 
+_HEAD, _PAYLOAD = b'{"schema":', b',"payload":'  # a record as JsonConverter spells it
+
+
 class ConnectJsonDecoder:
     """`{"schema", "payload"}` records → events with JSON-ready images and their `RowSchema`.
 
@@ -319,7 +322,36 @@ class ConnectJsonDecoder:
 
     def __init__(self, cache_size: int = 256) -> None:
         self._cache: dict[bytes, tuple[Convert | None, RowSchema]] = {}
+        self._by_text: dict[bytes, tuple[Convert | None, RowSchema]] = {}  # the schema's text as sent
         self._cache_size = cache_size
+
+    def record(self, value: bytes) -> tuple[ChangeEvent, RowSchema] | None:
+        """Decode a record's bytes without parsing its schema again: a record `{"schema":S,"payload":P}`
+        whose S was seen before (and was one whole JSON object) parses only P. None when the record is
+        not spelled that way (or S is new and not a whole object): then parse it all and call `event`."""
+        if not (value.startswith(_HEAD) and value.endswith(b"}")):
+            return None
+        end = value.find(_PAYLOAD)
+        if end < 0:
+            return None
+        text = value[len(_HEAD):end]
+        compiled = self._by_text.get(text)
+        if compiled is None:
+            try:
+                schema = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return None  # the marker was inside the schema, or the record is malformed: the slow path says
+            if not isinstance(schema, dict):
+                return None
+            compiled = self._compiled(schema)
+            if len(self._by_text) >= self._cache_size:
+                self._by_text.clear()
+            self._by_text[text] = compiled
+        try:
+            payload = orjson.loads(value[end + len(_PAYLOAD):-1])
+        except orjson.JSONDecodeError:
+            return None
+        return self._event(payload, compiled)
 
     def _compiled(self, schema: dict[str, Any]) -> tuple[Convert | None, RowSchema]:
         cache_key = orjson.dumps(schema)
@@ -335,9 +367,12 @@ class ConnectJsonDecoder:
     def event(self, raw: Any) -> tuple[ChangeEvent, RowSchema]:
         """Decode one parsed value (`{"schema", "payload"}`); EventError if it is not an envelope."""
         schema, payload = split(raw)
+        return self._event(payload, self._compiled(schema))
+
+    def _event(self, payload: Any, compiled: tuple[Convert | None, RowSchema]) -> tuple[ChangeEvent, RowSchema]:
         if not isinstance(payload, dict):
             raise EventError("connect-json payload is not an object")
-        convert, rows = self._compiled(schema)
+        convert, rows = compiled
         for image in ("before", "after"):
             if payload.get(image) is not None and not isinstance(payload[image], dict):
                 raise EventError(f"'{image}' is not an object")

@@ -207,6 +207,27 @@ def test_decode_gives_the_json_ready_images_and_the_row_schema() -> None:
     assert rows == RowSchema.from_iceberg(SCHEMA)
 
 
+def test_a_known_schema_is_not_parsed_again_and_gives_the_same_event() -> None:
+    """`record()` (only the payload parsed, the schema found by its text) equals the full parse."""
+    image = encode_row(ROW)
+    decoder = ConnectJsonDecoder()
+    values = [_codec().encode_value(ChangeEvent("c", None, {**image, "id": i}, SOURCE, ts_ms=i)) for i in range(3)]
+    for value in values:
+        assert decoder.record(value) == ConnectJsonDecoder().event(orjson.loads(value))
+    assert len(decoder._by_text) == 1
+
+
+@pytest.mark.parametrize("value", [
+    b'{"schema":{"type":"struct"},"payload":{"op":"c"',  # cut short
+    b'{"schema":{"type":"struct","x":"a,\\"payload\\":"},"payload":{"op":"c"}} ',  # not spelled as JsonConverter
+    b'{"schema":{"type":"struct","fields":[{"field":"after","type":"struct","fields":[]}]},"payload":{nope}}',
+    b'{"schema":[1,"payload":{}}',
+])
+def test_the_fast_path_steps_aside_for_what_it_cannot_vouch_for(value: bytes) -> None:
+    """None (the caller parses it all, which gives the EventError) — never a wrong event."""
+    assert ConnectJsonDecoder().record(value) is None
+
+
 @pytest.mark.parametrize("raw", [
     {"schema": {"type": "struct", "fields": []}, "payload": {}},
     {"schema": None, "payload": {}},
