@@ -35,6 +35,11 @@ def _workers(topics: list[str]) -> list[str]:
             "--once", "--idle-timeout", "60", "--workers", "2", "--json"]
 
 
+def _applied(dsn: str) -> int:
+    with PostgresSink(PostgresConfig(dsn)) as sink:
+        return sum(off + 1 for off in sink.positions().values())
+
+
 def _worker_pids(parent: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -64,11 +69,13 @@ def test_two_workers_then_one_killed_mid_stream_end_equal(kafka_bootstrap: str, 
     proc = subprocess.Popen(_workers([keyed, keyless]), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        deadline = time.monotonic() + 60
-        while len(_worker_pids(proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(4.0)  # both joined and applying
-        victim = _worker_pids(proc.pid)[0]
+        done_before = _applied(postgres_db)
+        deadline = time.monotonic() + 120
+        while _applied(postgres_db) == done_before and time.monotonic() < deadline:
+            time.sleep(0.05)  # kill as soon as the second run has committed its first batch: mid-stream
+        pids = _worker_pids(proc.pid)
+        assert pids, "the workers ended before one could be killed"
+        victim = pids[0]
         os.kill(victim, signal.SIGKILL)
         out, err = proc.communicate(timeout=400)
     finally:
