@@ -89,7 +89,7 @@ $(KUSTOMIZE):
 test: setup  ## run every test tier (unit, integration, e2e)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-unit: setup  ## only the unit tier (no JVM, seconds)
+test-unit: $(CACHE)/system.stamp $(BIN)/.stamp $(KUSTOMIZE)  ## only the unit tier (no JVM): the venv, promtool and kustomize, no jars, registry or object-store build
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
 demo: setup  ## the main job end to end on the embedded stack
@@ -104,8 +104,11 @@ bench: setup  ## every benchmark at its default size (JSON on stdout; reports in
 	$(BIN)/python bench/cdc_throughput.py --events 300000 --partitions 2 --consumers 1,2
 	$(BIN)/python bench/cdc_latency.py --rates 2000,5000,10000 --seconds 60
 
-lint: setup  ## ruff + mypy
+lint: $(BIN)/.stamp  ## ruff + mypy (needs the venv only)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+typecheck: $(BIN)/.stamp  ## mypy alone (needs the venv only)
 	$(BIN)/mypy
 
 clean:  ## remove runtime state (.state)

@@ -208,14 +208,14 @@ def exporter(app: Any, table_names: tuple[str, ...], port: int, interval: float,
 
 @maint.command()
 @click.option("--policy", "policy_path", required=True, type=click.Path(exists=True, dir_okay=False,
-              path_type=Path), help="Maintenance policy YAML (see batch/policy.py).")
+              path_type=Path), help="Maintenance policy YAML (see batch/maint_policy.py).")
 @click.option("--table", "table_names", multiple=True, help="Only these tables (default: every table).")
 @click.option("--dry-run", is_flag=True, help="Say what is due without changing anything.")
 @JSON
 @click.pass_obj
 def run(app: Any, policy_path: Path, table_names: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
     """Apply the maintenance policy to every table: compact, expire, orphans, manifests."""
-    from batch.policy import load_policy, run_policy
+    from batch.maint_policy import load_policy, run_policy
     from batch.stats import list_tables
 
     policy = load_policy(policy_path)

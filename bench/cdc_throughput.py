@@ -8,16 +8,17 @@ One run, one set of messages, one machine:
      plain confluent-kafka producer (lz4, linger 20 ms, acks=all): the Python produce rate.
   2. consume   — the same N records read back by a plain consumer (read_committed, no decoding, no
      sink): the raw Kafka consume rate, the ceiling of any consumer on this machine.
-  3. apply     — the real `icetide cdc apply --sink postgres --once` (subprocess, its own summary)
+  3. apply     — the real `icetide cdc apply --sink postgres --once --workers K` (subprocess, its summary)
      into a fresh database of a real PostgreSQL server, with 1..K consumer processes of one group
      over P partitions. events/s = events applied / the longest active time of a process (first
      record received → last batch committed: the sustained rate, without process start-up and
      group join, which `events_per_s_incl_startup` includes).
-The figure is the ratio apply / produce. The events: a keyed table (vendas-like, 10 columns),
+Each encoding (`--encodings`: plain JSON, connect-json) × worker count is one run on its own topic. The
+figure is the ratio apply / produce. The events: a keyed table (vendas-like, 10 columns),
 70 % inserts of new keys, 20 % updates, 10 % deletes, in snapshots of 5,000 events.
 
     .venv/bin/python bench/cdc_throughput.py --events 300000 --partitions 2 --consumers 1,2 \
-        --out docs/results/cdc-throughput.json
+        --encodings json,connect-json --out docs/results/cdc-throughput.json
 """
 
 from __future__ import annotations
@@ -81,6 +82,31 @@ def make_events(n: int, seed: int) -> list[tuple[bytes, bytes]]:
         event = ChangeEvent("u" if before else "c", before, after, source)
         out.append((key_to_json({"sale_id": key}), to_json(event)))
     return out
+
+
+def bench_schema() -> Any:
+    """The Iceberg schema of the bench table (what connect-json events carry)."""
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import DateType, DecimalType, LongType, NestedField, StringType, TimestampType
+
+    return Schema(NestedField(1, "sale_id", LongType(), required=True), NestedField(2, "sale_date", DateType()),
+                  NestedField(3, "customer_id", LongType()), NestedField(4, "product", StringType()),
+                  NestedField(5, "category", StringType()), NestedField(6, "region", StringType()),
+                  NestedField(7, "quantity", LongType()), NestedField(8, "unit_price", DecimalType(10, 2)),
+                  NestedField(9, "total", DecimalType(12, 2)), NestedField(10, "created_at", TimestampType()),
+                  identifier_field_ids=[1])
+
+
+def encoded(records: list[tuple[bytes, bytes]], encoding: str) -> list[tuple[bytes, bytes]]:
+    """The JSON records re-encoded (`connect-json`: Kafka Connect's JsonConverter with schemas)."""
+    if encoding == "json":
+        return records
+    from icetide.connect_json import ConnectJsonCodec, key_schema, value_schema
+    from icetide.events import from_json, loads
+
+    topic = f"icetide.{NAMESPACE}.{TABLE}"
+    codec = ConnectJsonCodec(key_schema(bench_schema(), ["sale_id"], topic), value_schema(bench_schema(), topic))
+    return [(codec.encode_key(loads(k)), codec.encode_value(from_json(v))) for k, v in records]
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -152,26 +178,24 @@ def consume_raw(bootstrap: str, topic: str, expected: int) -> float:
 
 
 def run_apply(env: dict[str, str], topic: str, consumers: int, group: str) -> dict[str, Any]:
-    """K `cdc apply --once` processes of one group; wall seconds until the last one ends."""
+    """`cdc apply --once --workers K` (K consumer processes of one group under the supervisor); wall
+    seconds until it ends."""
     env = {**env, "ICETIDE__SINK__GROUP_ID": group}
     argv = [ICETIDE, "cdc", "apply", "--sink", "postgres", "--topics", topic, "--once", "--json",
-            "--idle-timeout", "20"]
+            "--idle-timeout", "20", "--workers", str(consumers)]
     started = time.perf_counter()
-    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(consumers)]
-    outputs = [p.communicate(timeout=1800) for p in procs]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - started
-    summaries = []
-    for proc, (out, err) in zip(procs, outputs, strict=True):
-        if proc.returncode != 0:
-            raise RuntimeError(f"cdc apply failed ({proc.returncode}):\n{err[-3000:]}")
-        summaries.append(json.loads(out))
-    applied = sum(s["applied"] for s in summaries)
-    active = max(s["active_seconds"] for s in summaries)
+    if done.returncode != 0:
+        raise RuntimeError(f"cdc apply failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout)
+    per_worker = summary.get("workers") or [summary]
+    applied = summary["applied"]
+    active = max(w["active_seconds"] or 0 for w in per_worker)
     return {"consumers": consumers, "applied": applied, "wall_s": round(wall, 2),
             "active_s": round(active, 2), "events_per_s": round(applied / active, 1),
             "events_per_s_incl_startup": round(applied / wall, 1),
-            "per_process_active_events_per_s": [s["active_events_per_s"] for s in summaries]}
+            "per_process_active_events_per_s": [w["active_events_per_s"] for w in per_worker]}
 
 
 def downstream_rows(dsn: str) -> int:
@@ -188,6 +212,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--consumers", default="1,2", help="Comma-separated consumer-process counts to try.")
+    parser.add_argument("--encodings", default="json,connect-json",
+                        help="Comma-separated event encodings to try (json, connect-json).")
     parser.add_argument("--batch-size", type=int, default=5000, help="Records per poll / transaction.")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".state" / "bench-throughput")
@@ -216,7 +242,10 @@ def main() -> None:
             "bytes_per_event": round(sum(len(k) + len(v) for k, v in records) / len(records), 1),
             "encode_events_per_s": round(len(records) / encode_s, 1), "cpus": os.cpu_count(),
             "load_avg_start": os.getloadavg()[0], "runs": []}
-        for consumers in [int(c) for c in args.consumers.split(",")]:
+        plans = [(e, int(c)) for e in args.encodings.split(",") for c in args.consumers.split(",")]
+        by_encoding = {e: encoded(records, e) for e in {e for e, _ in plans}}
+        for encoding, consumers in plans:
+            records = by_encoding[encoding]
             topic = f"icetide.{NAMESPACE}.{TABLE}.{consumers}c.{time.time_ns()}"
             create_topic(status.bootstrap, topic, args.partitions)
             create_topic(status.bootstrap, topic + ".kafka", args.partitions)
@@ -228,7 +257,8 @@ def main() -> None:
                                 f"bench-{time.time_ns()}")
             rows = downstream_rows(dsn)
             run = {
-                "consumers": consumers,
+                "encoding": encoding, "consumers": consumers,
+                "bytes_per_event": round(sum(len(k) + len(v) for k, v in records) / len(records), 1),
                 "kafka_produce_events_per_s": kafka_rate,
                 "python_produce_events_per_s": round(len(records) / produce_s, 1),
                 "raw_consume_events_per_s": round(len(records) / consume_s, 1),
@@ -242,7 +272,8 @@ def main() -> None:
             print(json.dumps(run), file=sys.stderr)
         results["load_avg_end"] = os.getloadavg()[0]
         best = max(results["runs"], key=lambda r: r["apply"]["events_per_s"])
-        results["best"] = {"consumers": best["consumers"], "events_per_s": best["apply"]["events_per_s"],
+        results["best"] = {"encoding": best["encoding"], "consumers": best["consumers"],
+                           "events_per_s": best["apply"]["events_per_s"],
                            "ratio_apply_to_kafka_produce": best["ratio_apply_to_kafka_produce"],
                            "goal_events_per_s": 100_000}
     finally:

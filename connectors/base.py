@@ -10,7 +10,8 @@ re-publishes events at NEW offsets. Every event carries its position in its tabl
 (snapshot sequence number, ordinal), and one table's events reach one partition in that order, so
 the sink also stores the last applied event position per (topic, partition) and drops any event at
 or below it (counted as `replayed`). Without that, a keyless table would get the row twice.
-That is the exactly-once *effect* of DESIGN.md over an at-least-once transport.
+That is the exactly-once *effect* (docs/architecture.md, "Exactly-once effect downstream") over an
+at-least-once transport.
 
 Within a batch the events of one keyed table collapse to their net effect per key (last image wins,
 or gone), applied as delete-by-key + insert: the same result as replaying them one by one, in two

@@ -67,17 +67,25 @@ dsn_option = click.option("--dsn", default=None, help="PostgreSQL DSN (default: 
                    "(needs cdc.transaction_metadata on the job; events wait in memory for their snapshot's END).")
 @click.option("--max-held-events", type=click.IntRange(min=1), default=DEFAULT_MAX_HELD, show_default=True,
               help="--snapshot-consistent: most events held in memory; a larger snapshot stops the consumer.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Consumer processes of one group under a supervisor that restarts a worker that dies and "
+                   "stops them all on SIGTERM (useful up to one per partition); worker i serves its metrics "
+                   "on --metrics-port + i.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: str | None, pattern: str | None,
           audience: str | None, batch_size: int | None, idle_timeout: float, metrics_port: int | None,
-          registry: str | None, snapshot_consistent: bool, max_held_events: int, as_json: bool) -> None:
+          registry: str | None, snapshot_consistent: bool, max_held_events: int, workers: int,
+          as_json: bool) -> None:
     """Consume change events and apply them downstream, exactly once in effect.
 
     A database that is full, away or out of connections is waited for (back-off, retried without
     end, gauge icetide_cdc_sink_retrying), never a reason to dead-letter or exit. With
     --snapshot-consistent, readers of the downstream database only ever see states the source
     table had: whole snapshots, each committed in one transaction."""
+    if workers > 1:
+        _supervise(workers, metrics_port, once, as_json)
+        return
     from icetide.metrics import register_target, serve
 
     from connectors.consumer import ChangeConsumer, ConsumeOptions, run_consumer
@@ -118,6 +126,26 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
     if once and not summary.caught_up:
         raise TransientError("--once stopped before reaching the end offsets that existed at start "
                              "(no records or no partition assignment in time); run it again")
+
+
+def _supervise(workers: int, metrics_port: int | None, once: bool, as_json: bool) -> None:
+    """`--workers N`: this command line again in N worker processes (connectors/workers.py)."""
+    import threading
+
+    from connectors.workers import strip_options, supervise
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    base = strip_options(sys.argv[1:], {"--workers": 1, "--metrics-port": 1, "--json": 0})
+    data = supervise(base, workers, metrics_port, stop=stop)
+    text = (f"{workers} workers applied {data['applied']} events ({data['skipped']} duplicates skipped, "
+            f"{data['dead_letters']} dead-lettered), {data['restarts']} restarts")
+    emit(data, as_json, text)
+    if not data["ok"]:
+        sys.exit(f"workers {data['failed_workers']} failed")
+    if once and not data["caught_up"]:
+        raise TransientError("--once stopped before reaching the end offsets that existed at start; run it again")
 
 
 @click.command()

@@ -26,11 +26,35 @@ from connectors.base import Change
 FLUSH_TIMEOUT_S = 30.0
 
 
+_CONNECT_HEAD, _CONNECT_PAYLOAD = b'{"schema":', b',"payload":'
+_KEY_SCHEMAS: dict[bytes, tuple[str, ...]] = {}  # a connect-json key's schema text → its field names
+
+
 def key_fields_of(raw_key: bytes | None) -> tuple[str, ...]:
     """The key fields named by a JSON record key (an object, or connect-json's struct schema); ()
-    for keyless tables."""
+    for keyless tables.
+
+    A connect-json key repeats one schema text on every record: its field names are cached by that
+    text (checked to be one whole JSON value when first seen), so the key is not parsed again."""
     if raw_key is None or raw_key in (b"", b"null"):
         return ()
+    if raw_key.startswith(_CONNECT_HEAD) and (end := raw_key.find(_CONNECT_PAYLOAD)) > 0:
+        schema_text = raw_key[len(_CONNECT_HEAD):end]
+        found = _KEY_SCHEMAS.get(schema_text)
+        if found is not None:
+            return found
+        try:
+            whole = isinstance(loads(schema_text), dict)
+        except EventError:
+            whole = False
+        fields = _key_fields_parsed(raw_key)
+        if whole and len(_KEY_SCHEMAS) < 1024:
+            _KEY_SCHEMAS[schema_text] = fields
+        return fields
+    return _key_fields_parsed(raw_key)
+
+
+def _key_fields_parsed(raw_key: bytes) -> tuple[str, ...]:
     try:
         key = loads(raw_key)
     except EventError:
@@ -142,6 +166,9 @@ def decode(msg: Any, avro: AvroDecoder | None = None, connect: ConnectJsonDecode
 
 
 def _json_event(value: bytes, connect: ConnectJsonDecoder) -> tuple[ChangeEvent, RowSchema | None]:
+    fast = connect.record(value)  # connect-json with a schema seen before: only the payload is parsed
+    if fast is not None:
+        return fast
     raw = loads(value)
     if is_connect_json(raw):
         return connect.event(raw)

@@ -274,6 +274,18 @@ def envelope_event(raw: Any, ready: Callable[[Any], Any]) -> ChangeEvent:
         raise EventError(f"bad Avro change event: {exc!r}") from None
 
 
+_AS_IS_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "string"})
+
+
+def _as_is(avro: Any) -> bool:
+    """True if fastavro decodes values of `avro` to their JSON-ready form already (no logical type)."""
+    if isinstance(avro, str):
+        return avro in _AS_IS_PRIMITIVES
+    if isinstance(avro, list):
+        return all(_as_is(branch) for branch in avro)
+    return isinstance(avro, dict) and "logicalType" not in avro and avro.get("type") in _AS_IS_PRIMITIVES
+
+
 def ready_converter(avro: Any, named: dict[str, Any] | None = None) -> Callable[[Any], Any]:
     """Decoded Avro value → its JSON-ready form (maps as [key, value] pairs, as the changelog's)."""
     named = {} if named is None else named
@@ -288,8 +300,19 @@ def ready_converter(avro: Any, named: dict[str, Any] | None = None) -> Callable[
     if kind in ("record", "fixed"):
         named[avro["name"]] = avro
     if kind == "record":
-        fields = [(f["name"], ready_converter(f["type"], named)) for f in avro["fields"]]
-        return lambda v: {name: convert(v.get(name)) for name, convert in fields}
+        names = [f["name"] for f in avro["fields"]]
+        special = [(f["name"], ready_converter(f["type"], named)) for f in avro["fields"]
+                   if not _as_is(f["type"])]
+        if not special:  # every field decodes to its JSON-ready value already (str, int, bool)
+            return lambda v: {name: v.get(name) for name in names}
+
+        def record(v: Any) -> dict[str, Any]:
+            out = {name: v.get(name) for name in names}
+            for name, convert in special:  # only the fields that need it (dates, decimals, floats, …)
+                out[name] = convert(out[name])
+            return out
+
+        return record
     if kind == "array":
         item = ready_converter(avro["items"], named)
         return lambda v: [item(x) for x in v]

@@ -173,7 +173,19 @@ def _decimal_text(payload: Any, scale: int) -> str:
     if not raw:
         raise ValueError("empty decimal bytes")
     n = int.from_bytes(raw, "big", signed=True)
-    return str(decimal.Decimal((1 if n < 0 else 0, tuple(int(c) for c in str(abs(n))), -scale)))
+    return decimal_text(n, scale)
+
+
+def decimal_text(unscaled: int, scale: int) -> str:
+    """`str(Decimal)` of `unscaled` × 10^-scale, built from the digits when that is plain notation
+    (the adjusted exponent ≥ -6, as `Decimal.__str__` decides); through `Decimal` otherwise."""
+    digits = str(abs(unscaled))
+    if scale == 0:
+        return str(unscaled)
+    if scale < 0 or len(digits) - 1 - scale < -6:
+        return str(decimal.Decimal((1 if unscaled < 0 else 0, tuple(int(c) for c in digits), -scale)))
+    digits = digits.rjust(scale + 1, "0")
+    return ("-" if unscaled < 0 else "") + digits[:-scale] + "." + digits[-scale:]
 
 
 def _micros(text: Any) -> int:
@@ -235,13 +247,27 @@ def payload_converter(schema: dict[str, Any], to_connect: bool) -> Convert | Non
         convert = _zoned
     elif kind == "struct":
         fields = [(f["field"], payload_converter(f, to_connect)) for f in schema.get("fields", [])]
-        convert = lambda v: {n: (c(v.get(n)) if c else v.get(n)) for n, c in fields}  # noqa: E731
+        convert = _struct_converter(fields)
     elif kind == "array":
         item = payload_converter(schema["items"], to_connect)
         convert = (lambda v: [item(x) for x in v]) if item else None
     elif kind == "map":
         convert = _map_converter(schema, to_connect)
     return _nullable(convert) if convert is not None else None
+
+
+def _struct_converter(fields: list[tuple[str, Convert | None]]) -> Convert:
+    """A struct's fields in schema order, converting only those that need it (most pass as they are)."""
+    names = [name for name, _ in fields]
+    special = [(name, c) for name, c in fields if c is not None]
+
+    def struct(v: Any) -> dict[str, Any]:
+        out = {name: v.get(name) for name in names}
+        for name, convert in special:
+            out[name] = convert(out[name])
+        return out
+
+    return struct
 
 
 def _map_converter(schema: dict[str, Any], to_connect: bool) -> Convert:
@@ -286,6 +312,9 @@ def _dumps(convert: Convert | None, value: Any) -> bytes:
         raise EventError(f"cannot encode as connect-json: {exc!r}") from None
 
 
+_HEAD, _PAYLOAD = b'{"schema":', b',"payload":'  # a record as JsonConverter spells it
+
+
 class ConnectJsonDecoder:
     """`{"schema", "payload"}` records → events with JSON-ready images and their `RowSchema`.
 
@@ -293,7 +322,36 @@ class ConnectJsonDecoder:
 
     def __init__(self, cache_size: int = 256) -> None:
         self._cache: dict[bytes, tuple[Convert | None, RowSchema]] = {}
+        self._by_text: dict[bytes, tuple[Convert | None, RowSchema]] = {}  # the schema's text as sent
         self._cache_size = cache_size
+
+    def record(self, value: bytes) -> tuple[ChangeEvent, RowSchema] | None:
+        """Decode a record's bytes without parsing its schema again: a record `{"schema":S,"payload":P}`
+        whose S was seen before (and was one whole JSON object) parses only P. None when the record is
+        not spelled that way (or S is new and not a whole object): then parse it all and call `event`."""
+        if not (value.startswith(_HEAD) and value.endswith(b"}")):
+            return None
+        end = value.find(_PAYLOAD)
+        if end < 0:
+            return None
+        text = value[len(_HEAD):end]
+        compiled = self._by_text.get(text)
+        if compiled is None:
+            try:
+                schema = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return None  # the marker was inside the schema, or the record is malformed: the slow path says
+            if not isinstance(schema, dict):
+                return None
+            compiled = self._compiled(schema)
+            if len(self._by_text) >= self._cache_size:
+                self._by_text.clear()
+            self._by_text[text] = compiled
+        try:
+            payload = orjson.loads(value[end + len(_PAYLOAD):-1])
+        except orjson.JSONDecodeError:
+            return None
+        return self._event(payload, compiled)
 
     def _compiled(self, schema: dict[str, Any]) -> tuple[Convert | None, RowSchema]:
         cache_key = orjson.dumps(schema)
@@ -309,9 +367,12 @@ class ConnectJsonDecoder:
     def event(self, raw: Any) -> tuple[ChangeEvent, RowSchema]:
         """Decode one parsed value (`{"schema", "payload"}`); EventError if it is not an envelope."""
         schema, payload = split(raw)
+        return self._event(payload, self._compiled(schema))
+
+    def _event(self, payload: Any, compiled: tuple[Convert | None, RowSchema]) -> tuple[ChangeEvent, RowSchema]:
         if not isinstance(payload, dict):
             raise EventError("connect-json payload is not an object")
-        convert, rows = self._compiled(schema)
+        convert, rows = compiled
         for image in ("before", "after"):
             if payload.get(image) is not None and not isinstance(payload[image], dict):
                 raise EventError(f"'{image}' is not an object")

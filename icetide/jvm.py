@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,7 +40,9 @@ _CANDIDATES = (
 
 
 def jar_cache() -> Path:
-    return Path(os.environ.get("ICETIDE_JAR_CACHE", PROJECT_ROOT / ".cache" / "jars"))
+    """Where the jar groups live: `$ICETIDE_JAR_CACHE` (an installed wheel, the image), else the source
+    tree's `.cache/jars/` that `make setup` fills."""
+    return Path(os.environ.get("ICETIDE_JAR_CACHE") or PROJECT_ROOT / ".cache" / "jars")
 
 
 def _java_major(java_home: Path) -> int | None:
@@ -72,8 +76,28 @@ def java_home() -> Path:
     )
 
 
+@contextmanager
+def gateway_launch(extra: Mapping[str, str] | None = None) -> Iterator[None]:
+    """JAVA_HOME (JDK 17) and `extra` in `os.environ` only while a library starts its gateway JVM, then the
+    previous values back. pyspark's and PyFlink's gateway launchers take their child's environment from
+    `os.environ` (no argument for it), so this is the one place that touches it; every other child
+    process gets `java_env()`."""
+    wanted = {"JAVA_HOME": str(java_home()), **(extra or {})}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def java_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of the environment with JAVA_HOME and PATH pointing at JDK 17."""
+    """A copy of the environment with JAVA_HOME and PATH pointing at JDK 17 (for child processes;
+    `os.environ` is left alone)."""
     env = dict(os.environ if base is None else base)
     home = java_home()
     env["JAVA_HOME"] = str(home)
@@ -88,5 +112,6 @@ def jars(group: str) -> list[Path]:
     folder = jar_cache() / group
     found = sorted(folder.glob("*.jar"))
     if not found:
-        raise SetupError(f"no jars in {folder}: run `make setup` (it fetches them with Maven)")
+        raise SetupError(f"no jars in {folder}: run `make setup` in the source tree (it fetches them with Maven), "
+                         "or point ICETIDE_JAR_CACHE at a folder holding the jar groups")
     return found

@@ -6,7 +6,6 @@ catalog of `icetide.catalog.spark_conf` registered as the default catalog.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from icetide import jvm
@@ -43,17 +42,13 @@ def session_conf(settings: Settings, role: Role = "writer") -> dict[str, str]:
 def spark_session(settings: Settings, role: Role = "writer") -> SparkSession:
     """Create (or reuse) the process's Spark session for `settings`, as `role` (the first session of a
     process fixes it: one command, one role)."""
-    # pyspark launches the JVM through spark-submit, which reads JAVA_HOME from the environment;
-    # set it for this process only when it is not JDK 17 already.
-    home = str(jvm.java_home())
-    if os.environ.get("JAVA_HOME") != home:
-        os.environ["JAVA_HOME"] = home
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder
     for key, value in session_conf(settings, role).items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    with jvm.gateway_launch():  # pyspark launches the JVM through spark-submit, which reads JAVA_HOME
+        session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session

@@ -3,7 +3,7 @@
 Engine-independent and read-only: PyIceberg reads the table metadata, manifests and data files;
 nothing is written. For the snapshots s_a (exclusive) → s_b (inclusive) along the ancestor chain
 of s_b, each snapshot S with parent P yields the difference between the live rows of P and of S,
-restricted to the files S touched (DESIGN.md "Changelog semantics"):
+restricted to the files S touched (docs/architecture.md, "Changelog semantics"):
 
 - `replace` snapshots (compaction, rewritten delete files) yield nothing;
 - data files added by S → INSERT of their rows live in S (same-commit position deletes applied);

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -296,8 +295,6 @@ def flink_config(settings: Settings, checkpoints: Path, restore: Path | None) ->
 def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     """Build the job, run it (to the end with --once; until interrupted otherwise), summarize."""
     settings = options.settings
-    home = str(jvm.java_home())
-    os.environ["JAVA_HOME"] = home  # PyFlink starts its gateway JVM from JAVA_HOME
     from pyflink.common import Configuration
     from pyflink.common.typeinfo import Types
     from pyflink.datastream import StreamExecutionEnvironment
@@ -307,7 +304,8 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     tables_id = hashlib.sha1(",".join(sorted(options.tables)).encode()).hexdigest()[:12]
     checkpoints = cdc_dir(settings) / "checkpoints" / tables_id
     restore = None if options.once else latest_checkpoint(checkpoints)
-    config = Configuration()
+    with jvm.gateway_launch():  # PyFlink starts its gateway JVM (on first use) from JAVA_HOME
+        config = Configuration()
     for key, value in flink_config(settings, checkpoints, restore).items():
         config.set_string(key, value)
     started = time.monotonic()

@@ -236,9 +236,8 @@ def _table_environment(settings: Settings) -> Any:
     PyFlink's default log4j config sends Hadoop's INFO lines to stdout, which would corrupt
     `--json`: the gateway logs to `<state_dir>/mirror/flink.log` instead.
     """
-    os.environ["JAVA_HOME"] = str(jvm.java_home())
-    os.environ.setdefault("HADOOP_CLASSPATH",
-                          os.pathsep.join(str(p) for p in jvm.jars("flink") if "hadoop" in p.name))
+    hadoop = {} if "HADOOP_CLASSPATH" in os.environ else {
+        "HADOOP_CLASSPATH": os.pathsep.join(str(p) for p in jvm.jars("flink") if "hadoop" in p.name)}
     folder = settings.state_dir / "mirror"
     folder.mkdir(parents=True, exist_ok=True)
     if "LOG4J_PROPERTIES" not in os.environ:
@@ -248,7 +247,8 @@ def _table_environment(settings: Settings) -> Any:
     from pyflink.common import Configuration
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
-    config = Configuration()
+    with jvm.gateway_launch(hadoop):  # PyFlink starts its gateway JVM (on first use) from os.environ
+        config = Configuration()
     checkpoints = folder / "checkpoints"
     for key, value in flink_config(settings, checkpoints, None).items():
         config.set_string(key, value)

@@ -1,4 +1,5 @@
-"""Embedded services, one module each, all of one shape (DESIGN.md, "Embedded services: one shape").
+"""Embedded services, one module each, all of one shape (icetide/services/shape.py; docs/architecture.md,
+"Embedded stack").
 
 A service module has one class with:
 

@@ -1,4 +1,4 @@
-"""The changelog invariant on real Spark-written tables (DESIGN.md "Changelog semantics").
+"""The changelog invariant on real Spark-written tables (docs/architecture.md, "Changelog semantics").
 
 For every pair of snapshots a < b: applying the changelog (a, b] to the table as of a gives
 exactly the table as of b — for copy-on-write and merge-on-read tables, with and without

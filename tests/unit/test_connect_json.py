@@ -4,11 +4,14 @@ exact round trips to the JSON-ready images, and the RowSchema the decoder yields
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pyiceberg.schema import Schema
 from pyiceberg.types import (
     BinaryType,
@@ -204,6 +207,27 @@ def test_decode_gives_the_json_ready_images_and_the_row_schema() -> None:
     assert rows == RowSchema.from_iceberg(SCHEMA)
 
 
+def test_a_known_schema_is_not_parsed_again_and_gives_the_same_event() -> None:
+    """`record()` (only the payload parsed, the schema found by its text) equals the full parse."""
+    image = encode_row(ROW)
+    decoder = ConnectJsonDecoder()
+    values = [_codec().encode_value(ChangeEvent("c", None, {**image, "id": i}, SOURCE, ts_ms=i)) for i in range(3)]
+    for value in values:
+        assert decoder.record(value) == ConnectJsonDecoder().event(orjson.loads(value))
+    assert len(decoder._by_text) == 1
+
+
+@pytest.mark.parametrize("value", [
+    b'{"schema":{"type":"struct"},"payload":{"op":"c"',  # cut short
+    b'{"schema":{"type":"struct","x":"a,\\"payload\\":"},"payload":{"op":"c"}} ',  # not spelled as JsonConverter
+    b'{"schema":{"type":"struct","fields":[{"field":"after","type":"struct","fields":[]}]},"payload":{nope}}',
+    b'{"schema":[1,"payload":{}}',
+])
+def test_the_fast_path_steps_aside_for_what_it_cannot_vouch_for(value: bytes) -> None:
+    """None (the caller parses it all, which gives the EventError) — never a wrong event."""
+    assert ConnectJsonDecoder().record(value) is None
+
+
 @pytest.mark.parametrize("raw", [
     {"schema": {"type": "struct", "fields": []}, "payload": {}},
     {"schema": None, "payload": {}},
@@ -224,3 +248,13 @@ def test_malformed_records_are_event_errors(raw: Any) -> None:
 def test_an_image_that_does_not_fit_its_schema_is_an_event_error(bad: dict[str, Any]) -> None:
     with pytest.raises(EventError):
         _codec().encode_value(ChangeEvent("c", None, bad, SOURCE))
+
+
+@given(st.integers(min_value=-(10**40), max_value=10**40), st.integers(min_value=-3, max_value=38))
+def test_decimal_text_is_str_of_the_decimal(unscaled: int, scale: int) -> None:
+    """The fast digit-string path gives exactly `str(Decimal)` (plain or scientific notation)."""
+    from icetide.connect_json import decimal_text
+
+    sign = 1 if unscaled < 0 else 0
+    expected = str(decimal.Decimal((sign, tuple(int(c) for c in str(abs(unscaled))), -scale)))
+    assert decimal_text(unscaled, scale) == expected

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from batch.policy import load_policy
+from batch.maint_policy import load_policy
 from connectors.consumer import ConsumeOptions, select_topics
 from icetide.catalog import sqlalchemy_uri
 from icetide.events import topic_for

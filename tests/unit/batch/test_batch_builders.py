@@ -13,8 +13,8 @@ from sqlglot import exp
 from batch.bench import QUERIES, bind
 from batch.common import render
 from batch.evolve import add_column, check_widening, rename_column, widen_column
+from batch.maint_policy import load_policy
 from batch.merge import merge_statement
-from batch.policy import load_policy
 from batch.report import markdown, svg_chart
 from batch.timetravel import as_of, parse_timestamp
 from icetide.errors import ConfigError
