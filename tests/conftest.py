@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.registry",
     "tests.fixtures.connect",
+    "tests.fixtures.lake",
 ]

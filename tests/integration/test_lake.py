@@ -1,7 +1,8 @@
 """A real lake: Iceberg's reference REST catalog server over SeaweedFS (S3), written by Spark, read by PyIceberg.
 
-The lake services are the stack's own objects (`icetide.services.lake`), started once for the module from
-their own state dir; Spark is the session's, with this lake's catalog registered beside the default one.
+The lake services are the stack's own objects (`icetide.services.lake`), started once for the session from
+their own state dir (tests/fixtures/lake.py); Spark is the session's, with this lake's catalog registered
+beside the default one.
 Encryption at rest is checked on the store's files on disk: a value written through Spark is not in them,
 while the same file stored in an unencrypted control bucket is.
 """
@@ -9,19 +10,19 @@ while the same file stored in an unencrypted control bucket is.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from icetide.catalog import pyiceberg_catalog, spark_conf
+from icetide.catalog import pyiceberg_catalog
 from icetide.services import lake
 from icetide.services.object_store import ObjectStore, s3_client
 from icetide.services.rest_catalog import RestCatalogServer
 from icetide.settings import Settings, load_settings
 from icetide.stack import Stack
 from icetide.storage import s3_endpoint, s3_key
+from tests.fixtures.lake import LAKE_CATALOG
 from tests.fixtures.spark import fresh_table_name
 
 if TYPE_CHECKING:
@@ -29,31 +30,19 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-CATALOG = "rlake"  # this lake's catalog name in the session's Spark (beside the default `lake`)
+CATALOG = LAKE_CATALOG  # this lake's catalog name in the session's Spark (beside the default `lake`)
 
 
 @pytest.fixture(scope="module")
-def lake_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """REST catalog + S3 settings, with the object store and the REST server running from their state dir."""
-    state = tmp_path_factory.mktemp("lake-state")
-    settings = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(state), "ICETIDE__CATALOG__NAME": CATALOG,
-                                            "ICETIDE__CATALOG__TYPE": "rest", "ICETIDE__STORAGE__KIND": "s3"})
-    try:
-        endpoints = lake.start(settings)
-        print(f"lake endpoints: {endpoints}")
-        yield settings
-    finally:
-        lake.stop_all(settings.state_dir)
+def lake_settings(s3_lake: Settings) -> Settings:
+    """The session's lake (tests/fixtures/lake.py): REST catalog + S3, both running from their state dir."""
+    return s3_lake
 
 
 @pytest.fixture(scope="module")
-def lake_spark(spark: SparkSession, lake_settings: Settings) -> SparkSession:
-    """The session's Spark with this lake's catalog registered (catalog properties are runtime SQL conf)."""
-    for key, value in spark_conf(lake_settings).items():
-        if key.startswith(f"spark.sql.catalog.{CATALOG}"):
-            spark.conf.set(key, value)
-    spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {CATALOG}.test")
-    return spark
+def lake_spark(s3_lake_spark: SparkSession) -> SparkSession:
+    """The session's Spark with this lake's catalog registered."""
+    return s3_lake_spark
 
 
 def _files_containing(folder: Path, needle: bytes) -> list[Path]:
