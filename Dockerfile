@@ -27,6 +27,12 @@ RUN --mount=type=cache,target=/root/.m2 \
           dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="/opt/icetide/jars/$group" \
       || exit 1; \
     done
+# Flink's S3 file system, a plugin (FLINK_PLUGINS_DIR=<jars>/flink-plugins): the CDC job's checkpoints on S3
+COPY jars/flink-plugins/s3-fs-hadoop/pom.xml jars/flink-plugins/s3-fs-hadoop/pom.xml
+RUN --mount=type=cache,target=/root/.m2 \
+    mvn -q -B -f jars/flink-plugins/s3-fs-hadoop/pom.xml -Dmaven.repo.local=/root/.m2/repository \
+        dependency:copy-dependencies -DincludeScope=runtime \
+        -DoutputDirectory=/opt/icetide/jars/flink-plugins/s3-fs-hadoop
 
 # --- build: a venv with icetide and its pinned dependencies (transitive pins from requirements.lock) ------------
 FROM ${PYTHON_IMAGE} AS build

@@ -6,9 +6,10 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 CACHE   := .cache
 # connect: the Kafka Connect worker of the tests; connect-plugins/*: its plugin.path, one folder per plugin
+# flink-plugins/*: FLINK_PLUGINS_DIR of the CDC job (its S3 file system for checkpoints on the object store)
 # jmx: the Prometheus JMX exporter java agent (the broker's metrics when monitoring is on)
 # rest: Iceberg's reference REST catalog server (jar group + the loopback launcher compiled from jars/rest/src)
-JAR_GROUPS := spark flink kafka jmx connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro rest
+JAR_GROUPS := spark flink flink-plugins/s3-fs-hadoop kafka jmx connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro rest
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
 # Maven's own local repository, outside the clone: a fresh clone on the same machine reuses it
 M2      ?= $(HOME)/.m2/repository

@@ -114,6 +114,9 @@ class SparkSettings(_Section):
 class FlinkSettings(_Section):
     parallelism: int = 1
     checkpoint_interval_ms: int = 5000
+    # the CDC job's retained checkpoints (a file:// or s3:// URI); default <state_dir>/cdc/checkpoints, or
+    # s3://<storage.bucket>/checkpoints/cdc with storage.kind: s3 (streaming/checkpoints.py)
+    checkpoint_dir: str | None = None
     taskmanager_memory: str = "1024m"
 
 

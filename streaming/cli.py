@@ -97,7 +97,9 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
     run_dir = cdc_dir(settings) / "runs" / time.strftime("%Y%m%dT%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     if reset:
-        _drop_checkpoints(cdc_dir(settings) / "checkpoints")
+        from streaming.checkpoints import drop_checkpoints
+
+        drop_checkpoints(settings)
     options = JobOptions(
         settings=settings, tables=chosen, start=begin, once=once, run_dir=str(run_dir),
         seed_positions={} if reset else {t: p for t, p in read_positions(settings).items() if t in chosen},
@@ -108,10 +110,3 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
     lines = [f"{t}: {v['events']} events, last snapshot {v['last_snapshot']}" for t, v in summary["tables"].items()]
     lines.append(f"{summary['events']} events in {summary['duration_s']} s")
     emit(summary, as_json, "\n".join(lines))
-
-
-def _drop_checkpoints(folder: Path) -> None:
-    import shutil
-
-    if folder.is_dir():
-        shutil.rmtree(folder)

@@ -18,15 +18,16 @@ partition. Delivery is at-least-once (Flink flushes on checkpoints) or exactly-o
 transactions committed with each checkpoint).
 
 Positions survive restarts two ways: continuous runs keep retained checkpoints under
-`<state_dir>/cdc/checkpoints/<id of the table set>` and restore the newest one; a finished `--once` run stores its final
+`<checkpoint root>/<id of the table set>` and restore the newest one (the root is `<state_dir>/cdc/checkpoints`,
+or `s3://<bucket>/checkpoints/cdc` with `storage.kind: s3`: `checkpoints.py`); a finished `--once` run stores its final
 positions in `<state_dir>/cdc/positions.json`, which seeds the next run (`--reset` ignores both).
 Counters are written by the worker to `<run dir>/summary/<table>.json` for `--json`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -88,12 +89,6 @@ def write_positions(settings: Settings, positions: dict[str, str]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(merged, indent=2, sort_keys=True))
     tmp.replace(path)
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest completed retained checkpoint (`chk-N` with `_metadata`) under `root`."""
-    found = [p.parent for p in root.glob("*/chk-*/_metadata")] if root.is_dir() else []
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def _publish_function(options: JobOptions) -> Any:
@@ -271,25 +266,40 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def flink_config(settings: Settings, checkpoints: Path, restore: Path | None) -> dict[str, str]:
+def flink_config(settings: Settings, checkpoints: str | Path, restore: str | Path | None) -> dict[str, str]:
+    """The job's Flink configuration; with S3 storage it carries the key (`checkpoints.flink_s3_config`)."""
+    from streaming.checkpoints import flink_s3_config
+
     conf = {
         "pipeline.jars": ";".join(p.as_uri() for p in jvm.jars("flink")),
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
         "parallelism.default": str(settings.flink.parallelism),
         "execution.checkpointing.interval": f"{settings.flink.checkpoint_interval_ms}ms",
-        "execution.checkpointing.dir": checkpoints.as_uri(),
+        "execution.checkpointing.dir": checkpoints.as_uri() if isinstance(checkpoints, Path) else checkpoints,
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "2",
         "state.backend.type": "hashmap",
         "taskmanager.memory.managed.size": "128m",
         "python.fn-execution.bundle.time": "100",
         "pipeline.name": "icetide-cdc",
+        **flink_s3_config(settings),
     }
     if restore is not None:
-        conf["execution.state-recovery.path"] = restore.as_uri()
+        conf["execution.state-recovery.path"] = restore.as_uri() if isinstance(restore, Path) else restore
         conf["execution.state-recovery.ignore-unclaimed-state"] = "true"
     return conf
+
+
+def load_file_system_plugins(config: Any) -> None:
+    """Register the file systems of FLINK_PLUGINS_DIR (S3) with `config` in the gateway JVM: the local
+    mini-cluster PyFlink runs does not load plugins itself, a Flink cluster's processes do at start."""
+    from pyflink.java_gateway import get_gateway
+
+    jvm_view = get_gateway().jvm
+    j_config = config._j_configuration
+    plugins = jvm_view.org.apache.flink.core.plugin.PluginUtils.createPluginManagerFromRootFolder(j_config)
+    jvm_view.org.apache.flink.core.fs.FileSystem.initialize(j_config, plugins)
 
 
 def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
@@ -300,16 +310,26 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
+    from streaming.checkpoints import latest_checkpoint, on_s3, plugins_dir, tables_dir
+
     # one checkpoint folder per set of tables: a job restores only a checkpoint of the same job
-    tables_id = hashlib.sha1(",".join(sorted(options.tables)).encode()).hexdigest()[:12]
-    checkpoints = cdc_dir(settings) / "checkpoints" / tables_id
-    restore = None if options.once else latest_checkpoint(checkpoints)
-    with jvm.gateway_launch():  # PyFlink starts its gateway JVM (on first use) from JAVA_HOME
+    checkpoints = tables_dir(settings, options.tables)
+    restore = None if options.once else latest_checkpoint(settings, checkpoints)
+    extra: dict[str, str] = {}
+    if on_s3(checkpoints):  # read by the gateway JVM when it starts (below)
+        import pyflink
+
+        # without FLINK_HOME, PyFlink sets FLINK_PLUGINS_DIR to its own plugins folder (no S3 file system)
+        extra = {"FLINK_HOME": os.environ.get("FLINK_HOME") or os.path.dirname(os.path.abspath(pyflink.__file__)),
+                 "FLINK_PLUGINS_DIR": str(plugins_dir())}
+    with jvm.gateway_launch(extra):  # PyFlink starts its gateway JVM (on first use) from JAVA_HOME
         config = Configuration()
     for key, value in flink_config(settings, checkpoints, restore).items():
         config.set_string(key, value)
     started = time.monotonic()
     env = StreamExecutionEnvironment.get_execution_environment(config)
+    if on_s3(checkpoints):
+        load_file_system_plugins(config)
     t_env = StreamTableEnvironment.create(env)
     tables = list(options.tables)
     if options.once:
@@ -379,7 +399,7 @@ def _wait_interruptibly(result: Any) -> None:
 
 
 def collect_summary(options: JobOptions, submit_s: float, duration_s: float,
-                    restored: Path | None) -> dict[str, Any]:
+                    restored: str | None) -> dict[str, Any]:
     tables: dict[str, Any] = {}
     folder = Path(options.run_dir) / "summary"
     positions: dict[str, str] = {}
@@ -400,7 +420,7 @@ def collect_summary(options: JobOptions, submit_s: float, duration_s: float,
         "duration_s": round(duration_s, 2),
         "submit_s": round(submit_s, 2),
         "events_per_s": round(total / duration_s, 1) if duration_s > 0 else None,
-        "restored_from": str(restored) if restored else None,
+        "restored_from": restored,
         "delivery": options.settings.cdc.delivery,
         "format": options.settings.cdc.format,
     }

@@ -4,7 +4,8 @@ For every pair of snapshots a < b: applying the changelog (a, b] to the table as
 exactly the table as of b — for copy-on-write and merge-on-read tables, with and without
 identifier fields, interleaved with compaction. Hypothesis draws the operation sequences; the
 example count is small by default (each example is a few Spark commits); raise it with
-ICETIDE_CDC_EXAMPLES for a longer run.
+ICETIDE_CDC_EXAMPLES for a longer run. The invariant also runs on the REST catalog + S3
+(ICETIDE_CDC_S3_EXAMPLES, 3 by default).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from icetide.catalog import pyiceberg_catalog
 from icetide.events import ChangeEvent, encode_row
 from streaming.changelog import Changelog
 from streaming.changes import identity
+from tests.fixtures.lake import LAKE_CATALOG
 from tests.fixtures.spark import fresh_table_name
 
 pytestmark = pytest.mark.integration
@@ -121,7 +123,7 @@ def run_op(spark: Any, table: str, op: tuple[Any, ...], fresh: itertools.count[i
                   "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
     elif kind == "compact":
         # CALL takes no bound parameters; the name is a generated identifier, not user input
-        spark.sql(f"CALL lake.system.rewrite_data_files(table => '{table}', "
+        spark.sql(f"CALL {spark.catalog.currentCatalog()}.system.rewrite_data_files(table => '{table}', "
                   "options => map('rewrite-all', 'true'))")
 
 
@@ -169,6 +171,30 @@ def test_changelog_invariant(spark: Any, base_settings: Any, mode: dict[str, str
         run_op(spark, table, op, fresh, keyed)
     check_all_pairs(spark, base_settings, table)
     spark.sql(f"DROP TABLE {table}")
+
+
+S3_EXAMPLES = int(os.environ.get("ICETIDE_CDC_S3_EXAMPLES", "3"))
+
+
+@settings(max_examples=S3_EXAMPLES, deadline=None, derandomize=True, phases=PHASES,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(mode=st.sampled_from([COW, MOR]), keyed=st.booleans(), partitioned=st.booleans(),
+       version=st.sampled_from([2, 3]), steps=st.lists(ops, min_size=2, max_size=4))
+def test_changelog_invariant_on_rest_and_s3(lake_spark: Any, lake_settings: Any, mode: dict[str, str], keyed: bool,
+                                            partitioned: bool, version: int, steps: list[tuple[Any, ...]]) -> None:
+    """The same invariant on the REST catalog + S3 (the session's lake, tests/fixtures/lake.py), fewer examples."""
+    spark = lake_spark
+    spark.sql(f"USE {LAKE_CATALOG}")  # unqualified names (test.cdc_…) resolve in the lake's catalog
+    try:
+        table = create_table(spark, mode, keyed, partitioned, version)
+        fresh = itertools.count(100)
+        run_op(spark, table, ("insert", [(i, "a", i % 2) for i in range(6)]), fresh, keyed)
+        for op in steps:
+            run_op(spark, table, op, fresh, keyed)
+        check_all_pairs(spark, lake_settings, table)
+        spark.sql(f"DROP TABLE {table}")
+    finally:
+        spark.sql("USE lake")
 
 
 @pytest.mark.parametrize(("mode", "version"), [(COW, 2), (MOR, 2), (MOR, 3)], ids=["cow", "mor", "mor-v3-dv"])

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 from icetide.cli import main, root
 from icetide.errors import ConfigError
 from icetide.settings import load_settings
+from streaming.checkpoints import checkpoint_root, flink_s3_config, latest_checkpoint, tables_dir
 from streaming.cli import _check_start, _parse_keys, _with_overrides
-from streaming.job import flink_config, latest_checkpoint, sink_ddl
+from streaming.job import flink_config, sink_ddl
 
 pytestmark = pytest.mark.unit
 
@@ -70,13 +71,35 @@ def test_sink_ddl_quotes_values_and_sets_transactions(base_settings) -> None:  #
 
 
 def test_flink_config_restores_only_given_checkpoint(tmp_path, base_settings) -> None:  # type: ignore[no-untyped-def]
-    assert latest_checkpoint(tmp_path) is None
+    assert latest_checkpoint(base_settings, tmp_path.as_uri()) is None
     for n in (1, 2):
         (tmp_path / "job" / f"chk-{n}").mkdir(parents=True)
         (tmp_path / "job" / f"chk-{n}" / "_metadata").write_text("x")
     (tmp_path / "job" / "chk-3").mkdir()  # incomplete: no _metadata
-    chosen = latest_checkpoint(tmp_path)
-    assert chosen is not None and chosen.name in ("chk-1", "chk-2")
-    conf = flink_config(base_settings, tmp_path, chosen)
-    assert conf["execution.state-recovery.path"] == chosen.as_uri()
+    chosen = latest_checkpoint(base_settings, tmp_path.as_uri())
+    assert chosen is not None and chosen.rsplit("/", 1)[-1] in ("chk-1", "chk-2")
+    conf = flink_config(base_settings, tmp_path.as_uri(), chosen)
+    assert conf["execution.state-recovery.path"] == chosen
+    assert conf["execution.checkpointing.dir"] == tmp_path.as_uri()
     assert "execution.state-recovery.path" not in flink_config(base_settings, tmp_path, None)
+    assert not any(key.startswith("s3.") for key in conf)  # local storage: no S3 file system
+
+
+def test_checkpoints_go_to_the_bucket_with_s3_storage(tmp_path, base_settings) -> None:  # type: ignore[no-untyped-def]
+    assert checkpoint_root(base_settings) == (base_settings.state_dir / "cdc" / "checkpoints").as_uri()
+    creds = tmp_path / "creds"
+    creds.write_text("[default]\naws_access_key_id = AKID\naws_secret_access_key = s3cr3t-value\n")
+    s3 = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(tmp_path), "ICETIDE__STORAGE__KIND": "s3",
+                                      "ICETIDE__STORAGE__ENDPOINT": "http://127.0.0.1:9",
+                                      "ICETIDE__STORAGE__BUCKET": "lake",
+                                      "ICETIDE__STORAGE__CREDENTIALS__FILE": str(creds)})
+    assert tables_dir(s3, ["b.t", "a.t"]) == tables_dir(s3, ["a.t", "b.t"])
+    assert tables_dir(s3, ["a.t"]).startswith("s3://lake/checkpoints/cdc/")
+    conf = flink_config(s3, tables_dir(s3, ["a.t"]), None)
+    assert conf["execution.checkpointing.dir"].startswith("s3://lake/checkpoints/cdc/")
+    assert conf["s3.endpoint"] == "http://127.0.0.1:9" and conf["s3.path.style.access"] == "true"
+    assert conf["s3.connection.ssl.enabled"] == "false" and conf["s3.encryption.algorithm"] == "AES256"
+    assert conf["s3.access-key"] == "AKID" and conf["s3.secret-key"] == "s3cr3t-value"
+    assert flink_s3_config(base_settings) == {}
+    own = s3.model_copy(update={"flink": s3.flink.model_copy(update={"checkpoint_dir": "s3://other/ck/"})})
+    assert checkpoint_root(own) == "s3://other/ck"

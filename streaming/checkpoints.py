@@ -1,0 +1,126 @@
+"""Where the CDC job's retained checkpoints live: a local folder, or the object store (`storage.kind: s3`).
+
+`flink.checkpoint_dir` sets the root; by default `<state_dir>/cdc/checkpoints` on local storage and
+`s3://<storage.bucket>/checkpoints/cdc` on S3, so the positions survive the machine the job ran on. Under the
+root, one folder per set of tables (a job restores only a checkpoint of the same job), then Flink's own
+`<job id>/chk-N/_metadata`.
+
+Flink reaches S3 through its `flink-s3-fs-hadoop` plugin (a plugin has its own class loader: it is found in
+`FLINK_PLUGINS_DIR`, not on pipeline.jars), configured with `s3.*` keys from the same settings and key as
+Iceberg's S3FileIO. Listing and dropping checkpoints on S3 use boto3 with that key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from icetide import jvm
+from icetide.errors import SetupError
+
+if TYPE_CHECKING:
+    from icetide.settings import Settings
+
+PLUGIN_GROUP = "flink-plugins/s3-fs-hadoop"
+
+
+def checkpoint_root(settings: Settings) -> str:
+    """The URI under which every CDC job keeps its checkpoints."""
+    if settings.flink.checkpoint_dir:
+        return settings.flink.checkpoint_dir.rstrip("/")
+    if settings.storage.kind == "s3":  # under the prefix only the `cdc` identity may write (services.identities)
+        from icetide.storage import checkpoint_uri
+
+        return f"{checkpoint_uri(settings)}/cdc"
+    return (settings.state_dir / "cdc" / "checkpoints").as_uri()
+
+
+def tables_dir(settings: Settings, tables: list[str]) -> str:
+    """The checkpoint folder of one set of tables."""
+    tables_id = hashlib.sha1(",".join(sorted(tables)).encode()).hexdigest()[:12]
+    return f"{checkpoint_root(settings)}/{tables_id}"
+
+
+def on_s3(uri: str) -> bool:
+    return urlparse(uri).scheme in ("s3", "s3a")
+
+
+def plugins_dir() -> Path:
+    """FLINK_PLUGINS_DIR with the S3 file system plugin (`make setup` fetches it)."""
+    folder = jvm.jar_cache() / PLUGIN_GROUP
+    if not any(folder.glob("flink-s3-fs-hadoop-*.jar")):
+        raise SetupError(f"Flink's S3 file system plugin is not in {folder}: run `make setup`")
+    return folder.parent
+
+
+def flink_s3_config(settings: Settings) -> dict[str, str]:
+    """Flink's `s3.*` keys (mirrored to Hadoop's fs.s3a.*) for the object store; carries the secret key."""
+    if settings.storage.kind != "s3":
+        return {}
+    from icetide.storage import s3_endpoint, s3_key
+
+    endpoint, key = s3_endpoint(settings), s3_key(settings, "cdc")
+    conf = {
+        "s3.endpoint": endpoint,
+        "s3.endpoint.region": settings.storage.region,
+        "s3.path.style.access": "true" if settings.storage.path_style else "false",
+        "s3.connection.ssl.enabled": "false" if endpoint.startswith("http://") else "true",
+        "s3.access-key": key.access_key_id,
+        "s3.secret-key": key.secret_access_key.get_secret_value(),
+        "s3.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+    }
+    if settings.storage.sse == "s3":
+        conf["s3.encryption.algorithm"] = "AES256"  # SSE-S3 (Hadoop s3a names it by its cipher)
+    return conf
+
+
+def _client(settings: Settings) -> Any:
+    from icetide.services.object_store import s3_client
+    from icetide.storage import s3_endpoint, s3_key
+
+    return s3_client(s3_endpoint(settings), s3_key(settings, "cdc"), settings.storage.region,
+                     path_style=settings.storage.path_style, timeout_s=30.0)
+
+
+def _objects(settings: Settings, uri: str) -> list[dict[str, Any]]:
+    parsed = urlparse(uri)
+    prefix = parsed.path.lstrip("/").rstrip("/") + "/"
+    pages = _client(settings).get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=prefix)
+    return [obj for page in pages for obj in page.get("Contents", [])]
+
+
+def latest_checkpoint(settings: Settings, uri: str) -> str | None:
+    """The URI of the newest completed checkpoint (`chk-N` with `_metadata`) under `uri`, if any."""
+    if not on_s3(uri):
+        root = Path(urlparse(uri).path)
+        found = [p.parent for p in root.glob("*/chk-*/_metadata")] if root.is_dir() else []
+        return max(found, key=lambda p: p.stat().st_mtime).as_uri() if found else None
+    bucket = urlparse(uri).netloc
+    done = [o for o in _objects(settings, uri) if o["Key"].endswith("/_metadata")
+            and o["Key"].rsplit("/", 2)[-2].startswith("chk-")]
+    if not done:
+        return None
+    newest = max(done, key=lambda o: o["LastModified"])
+    return f"s3://{bucket}/{newest['Key'].rsplit('/', 1)[0]}"
+
+
+def drop_checkpoints(settings: Settings) -> int:
+    """Delete every CDC checkpoint (`cdc run --reset`); the number of files removed."""
+    uri = checkpoint_root(settings)
+    if not on_s3(uri):
+        import shutil
+
+        root = Path(urlparse(uri).path)
+        count = sum(1 for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+        if root.is_dir():
+            shutil.rmtree(root)
+        return count
+    keys = [o["Key"] for o in _objects(settings, uri)]
+    client = _client(settings)
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start:start + 1000]
+        client.delete_objects(Bucket=urlparse(uri).netloc,
+                              Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+    return len(keys)
