@@ -13,6 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# no per-example deadline: this suite shares 2 cores with JVMs, and speed is measured in bench/, not in tests
+# (a test's own @settings still wins for what it sets)
+hypothesis_settings.register_profile("icetide", deadline=None)
+hypothesis_settings.load_profile("icetide")
 
 pytest_plugins = [
     "tests.fixtures.common",
