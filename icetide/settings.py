@@ -131,6 +131,15 @@ class MetricsSettings(_Section):
     port: int = 0  # 0 → no endpoint unless a command asks for one with --metrics-port
 
 
+class TrinoSettings(_Section):
+    """The embedded Trino (the SQL endpoint for BI tools, `icetide trino up`): loopback, TLS, passwords."""
+
+    enabled: bool = False  # `icetide stack up` starts it too
+    port: int = 0  # the HTTPS port clients use; 0 → a free port chosen at start
+    heap: str = "1G"  # the JVM's -Xmx
+    bi_account: str | None = None  # a service account (Superset, a gateway) allowed to impersonate policy users
+
+
 class Settings(_Section):
     """All of icetide's settings; `source` records the file they were read from."""
 
@@ -143,6 +152,7 @@ class Settings(_Section):
     cdc: CdcSettings = Field(default_factory=CdcSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    trino: TrinoSettings = Field(default_factory=TrinoSettings)
 
     source: str = Field(default="<defaults>", exclude=True)
 
