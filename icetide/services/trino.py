@@ -74,9 +74,10 @@ def java_binary() -> Path:
 
 
 def pbkdf2_line(user: str, password: str) -> str:
-    """A Trino password-file line: `user:iterations:salt-hex:hash-hex` (PBKDF2WithHmacSHA256)."""
+    """A Trino password-file line: `user:iterations:salt-hex:hash-hex`. Trino's file authenticator checks
+    PBKDF2 with HMAC-SHA1 (`EncryptionUtil.doesPBKDF2PasswordMatch`), so that is the PRF used here."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ITERATIONS)
+    digest = hashlib.pbkdf2_hmac("sha1", password.encode(), salt, PBKDF2_ITERATIONS)
     return f"{user}:{PBKDF2_ITERATIONS}:{salt.hex()}:{digest.hex()}"
 
 
