@@ -73,6 +73,29 @@ def java_binary() -> Path:
     return java
 
 
+# Iceberg's JDBC catalog tables at schema version V1 (JdbcUtil's DDL): Spark and Flink create them on first
+# use, Trino's connector does not (on a fresh catalog it fails "Cannot check and eventually update SQL schema")
+_CATALOG_DDL = (
+    "CREATE TABLE IF NOT EXISTS iceberg_tables (catalog_name VARCHAR(255) NOT NULL, "
+    "table_namespace VARCHAR(255) NOT NULL, table_name VARCHAR(255) NOT NULL, metadata_location VARCHAR(1000), "
+    "previous_metadata_location VARCHAR(1000), iceberg_type VARCHAR(5), "
+    "PRIMARY KEY (catalog_name, table_namespace, table_name))",
+    "CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (catalog_name VARCHAR(255) NOT NULL, "
+    "namespace VARCHAR(255) NOT NULL, property_key VARCHAR(255), property_value VARCHAR(1000), "
+    "PRIMARY KEY (catalog_name, namespace, property_key))",
+)
+
+
+def create_catalog_tables(db: Path) -> None:
+    """Make sure the SQLite catalog has Iceberg's JDBC catalog tables before Trino opens it."""
+    import sqlite3
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db) as conn:
+        for ddl in _CATALOG_DDL:
+            conn.execute(ddl)
+
+
 def pbkdf2_line(user: str, password: str) -> str:
     """A Trino password-file line: `user:iterations:salt-hex:hash-hex`. Trino's file authenticator checks
     PBKDF2 with HMAC-SHA1 (`EncryptionUtil.doesPBKDF2PasswordMatch`), so that is the PRF used here."""
@@ -224,6 +247,7 @@ class TrinoServer(StateHome):
         https_port = self._choose_port(settings.trino.port)
         http_port = free_port(HOST)
         self.render(settings, https_port, http_port)
+        create_catalog_tables(Path(settings.catalog_uri.removeprefix("jdbc:sqlite:")))
         self.port_file.write_text(f"{https_port}\n")
         root = server_root()
         cmd = [str(java), f"-Xmx{settings.trino.heap}", *JVM_OPTS,
