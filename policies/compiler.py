@@ -207,7 +207,9 @@ def trino_rules(compiled: CompiledPolicy, catalog: str = "lake", bi_account: str
     rules: dict[str, Any] = {"catalogs": [{"catalog": ".*", "allow": "read-only"}], "tables": tables}
     if bi_account:
         users = "|".join(re.escape(u) for u in compiled.checked.policy.users)
-        rules["impersonation"] = [{"original_user": f"^{re.escape(bi_account)}$", "new_user": f"^({users})$",
+        # new_user is a Java replacement string before it is a pattern (`$` starts a group reference there),
+        # and Trino matches it against the whole name: no anchors
+        rules["impersonation"] = [{"original_user": f"^{re.escape(bi_account)}$", "new_user": f"({users})",
                                    "allow": True},
                                   {"original_user": ".*", "new_user": ".*", "allow": False}]
     return rules
