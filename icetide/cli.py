@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "maint": ("batch.maint_cli:maint", "Table maintenance: compact, expire, orphans, stats."),
     "policy": ("policies.cli:policy", "Access policies: check, compile, apply, test, explain."),
     "query": ("policies.gateway_cli:query", "Run a query as a user, through that user's secure views."),
+    "trino": ("icetide.trino_cli:trino", "The embedded Trino for BI tools: up, down, status, passwd."),
     "demo": ("icetide.demo:demo", "The main job end to end on the embedded stack."),
     "status": ("icetide.status_cli:status", "One screen for the deployment: tables, lag, latency, health."),
 }

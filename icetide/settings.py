@@ -160,6 +160,13 @@ class MonitoringSettings(_Section):
     time_scale: float = Field(default=1.0, gt=0, le=1)
     webhook_url: str | None = None  # Alertmanager's receiver; none → alerts stay in Alertmanager
     retention: str = "7d"
+class TrinoSettings(_Section):
+    """The embedded Trino (the SQL endpoint for BI tools, `icetide trino up`): loopback, TLS, passwords."""
+
+    enabled: bool = False  # `icetide stack up` starts it too
+    port: int = 0  # the HTTPS port clients use; 0 → a free port chosen at start
+    heap: str = "1G"  # the JVM's -Xmx
+    bi_account: str | None = None  # a service account (Superset, a gateway) allowed to impersonate policy users
 
 
 class Settings(_Section):
@@ -175,6 +182,7 @@ class Settings(_Section):
     sink: SinkSettings = Field(default_factory=SinkSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    trino: TrinoSettings = Field(default_factory=TrinoSettings)
 
     source: str = Field(default="<defaults>", exclude=True)
 

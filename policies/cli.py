@@ -174,6 +174,24 @@ def diff_cmd(ctx: click.Context, old: str, new: str, schema_file: str | None, as
          "\n".join(c.text() for c in changes) or "no change in effective access")
 
 
+def _trino_apply(ctx: click.Context) -> Any:
+    from icetide.services.trino import TrinoServer
+
+    from policies.trino_apply import apply_trino
+
+    settings = ctx.obj.settings
+    rules_file = TrinoServer(settings.state_dir).rules_file
+
+    def run(compiled: CompiledPolicy) -> dict[str, Any]:
+        return apply_trino(compiled, rules_file, settings.catalog.name, settings.trino.bi_account)
+
+    return run
+
+
+def _target_apply(ctx: click.Context, target: str, schema_file: str | None) -> Any:
+    return _trino_apply(ctx) if target == "trino" else _spark_apply(ctx, schema_file)
+
+
 def _spark_apply(ctx: click.Context, schema_file: str | None) -> Any:
     from icetide.spark import spark_session
 
@@ -200,36 +218,45 @@ def _audit_apply(ctx: click.Context, compiled: CompiledPolicy, result: str, reas
                          policy_hash=compiled.content_hash)
 
 
+APPLY_TARGETS = ("spark", "trino")
+target_option = click.option("--target", type=click.Choice(APPLY_TARGETS), default="spark", show_default=True,
+                             help="spark: the secure views; trino: the embedded Trino's rules.json (atomic write).")
+
+
 @policy.command("apply")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@target_option
 @schema_option
 @json_option
 @click.pass_context
-def apply_cmd(ctx: click.Context, file: str, schema_file: str | None, as_json: bool) -> None:
-    """Create or replace the secure views of FILE in Spark (a failure keeps the previous views)."""
+def apply_cmd(ctx: click.Context, file: str, target: str, schema_file: str | None, as_json: bool) -> None:
+    """Put FILE in force: Spark's secure views, or Trino's rules (a failure keeps the previous ones)."""
     from policies.apply import ApplyError
 
     compiled = compile_policy(load_checked(ctx, file, schema_file))
     try:
-        result = _spark_apply(ctx, schema_file)(compiled)
+        result = _target_apply(ctx, target, schema_file)(compiled)
     except ApplyError as exc:
         _audit_apply(ctx, compiled, "error", str(exc), [])
         raise
     _audit_apply(ctx, compiled, "applied", None, result["views"])
-    emit(result, as_json, f"applied {result['policy']} v{result['version']}: {len(result['views'])} views, "
-                          f"{len(result['dropped'])} dropped")
+    text = (f"applied {result['policy']} v{result['version']} to Trino: {result['rules_file']}" if target == "trino"
+            else f"applied {result['policy']} v{result['version']}: {len(result['views'])} views, "
+                 f"{len(result['dropped'])} dropped")
+    emit(result, as_json, text)
 
 
 @policy.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between checks of FILE.")
+@target_option
 @schema_option
 @click.pass_context
-def watch(ctx: click.Context, file: str, interval: float, schema_file: str | None) -> None:
+def watch(ctx: click.Context, file: str, interval: float, target: str, schema_file: str | None) -> None:
     """Re-apply FILE whenever it changes; a broken file keeps the last good policy in force."""
     from policies.apply import ApplyError, Watcher
 
-    spark_apply = _spark_apply(ctx, schema_file)
+    spark_apply = _target_apply(ctx, target, schema_file)
 
     def load(path: Path) -> CompiledPolicy:
         return compile_policy(load_checked(ctx, str(path), schema_file))

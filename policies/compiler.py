@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from icetide.errors import PolicyError
 from sqlglot import exp
 
 from policies.combine import Access, all_access
@@ -154,8 +155,29 @@ def spark_sql(compiled: CompiledPolicy, catalog: str = "lake") -> list[str]:
     return [s.sql(dialect="spark") for s in spark_statements(compiled, catalog)]
 
 
-def trino_rules(compiled: CompiledPolicy, catalog: str = "lake") -> dict[str, Any]:
-    """Trino file-based access control: explicit entries, then a catch-all that denies."""
+# BI tools list tables through these system schemas (JDBC DatabaseMetaData, Superset's table comments); their
+# rows are filtered by Trino's own access checks, so granting SELECT on them shows nothing a rule hides
+TRINO_METADATA_SCHEMAS = "^(jdbc|metadata)$"
+
+
+class TrinoTargetError(PolicyError):
+    """The policy cannot be put in force in Trino as written."""
+
+
+def _trino_hash_error(compiled: CompiledPolicy, access: Access, column: str, mask: MaskSpec) -> TrinoTargetError:
+    pos = mask.pos
+    return TrinoTargetError(
+        f"mask {mask.label()} on {access.table}.{column} for {access.user}: the Trino target refuses keyed hashes "
+        "(Trino's column masks are SQL that EXPLAIN shows to the querying user, so the HMAC key would leak); "
+        "use redact or null for the users Trino serves", file=pos.file, line=pos.line, col=pos.col)
+
+
+def trino_rules(compiled: CompiledPolicy, catalog: str = "lake", bi_account: str | None = None) -> dict[str, Any]:
+    """Trino file-based access control: explicit entries, BI metadata, then a catch-all that denies.
+
+    `bi_account`: a service account (Superset, a gateway) allowed to impersonate the policy's users (and
+    nobody else); it reads nothing itself. TrinoTargetError for a `hash` mask (see `_trino_hash_error`).
+    """
     tables: list[dict[str, Any]] = []
     for (user, table), access in compiled.access.items():
         schema_name, table_name = table.split(".", 1)
@@ -173,15 +195,24 @@ def trino_rules(compiled: CompiledPolicy, catalog: str = "lake") -> dict[str, An
             for c in access.columns:
                 if c.mask.kind == "none":
                     continue
-                # Trino requires a mask of the column's own type: hash (a string) of a number becomes null
-                mask = MaskSpec("null", c.mask.pos) if c.mask.kind == "hash" and c.type != "string" else c.mask
-                masked = render(mask, exp.column(c.name, quoted=True), c.type, "trino", compiled.key_for(mask))
+                if c.mask.kind == "hash":
+                    raise _trino_hash_error(compiled, access, c.name, c.mask)
+                masked = render(c.mask, exp.column(c.name, quoted=True), c.type, "trino", None)
                 columns.append({"name": c.name, "mask": masked.sql(dialect="trino")})
             if columns:
                 entry["columns"] = columns
         tables.append(entry)
+    tables.append({"catalog": "^system$", "schema": TRINO_METADATA_SCHEMAS, "privileges": ["SELECT"]})
     tables.append({"privileges": []})
-    return {"catalogs": [{"catalog": ".*", "allow": "read-only"}], "tables": tables}
+    rules: dict[str, Any] = {"catalogs": [{"catalog": ".*", "allow": "read-only"}], "tables": tables}
+    if bi_account:
+        users = "|".join(re.escape(u) for u in compiled.checked.policy.users)
+        # new_user is a Java replacement string before it is a pattern (`$` starts a group reference there),
+        # and Trino matches it against the whole name: no anchors
+        rules["impersonation"] = [{"original_user": f"^{re.escape(bi_account)}$", "new_user": f"({users})",
+                                   "allow": True},
+                                  {"original_user": ".*", "new_user": ".*", "allow": False}]
+    return rules
 
 
 def duckdb_sql(compiled: CompiledPolicy, user: str, table: str, source: str = "src") -> str:

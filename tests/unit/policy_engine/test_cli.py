@@ -12,7 +12,7 @@ import pytest
 from icetide.cli import main
 from policies.apply import Watcher
 from policies.compiler import CompiledPolicy
-from tests.unit.policy_engine.support import EXAMPLE, KEY_ENV, SCHEMA_FILE, compile_text
+from tests.unit.policy_engine.support import EXAMPLE, KEY_ENV, SCHEMA_FILE, compile_text, trino_example_text
 
 pytestmark = pytest.mark.unit
 
@@ -55,13 +55,15 @@ def test_check_lists_every_error_and_exits_1(capsys: pytest.CaptureFixture[str],
 def test_compile_targets(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = run(capsys, "policy", "compile", str(EXAMPLE), "--target", "spark", *SCHEMA)
     assert code == 0 and "CREATE OR REPLACE VIEW `lake`.`sec_ana`.`vendas`" in out and "icetide.policy_hash" in out
-    code, out, _ = run(capsys, "policy", "compile", str(EXAMPLE), "--target", "trino", *SCHEMA)
+    bi = tmp_path / "vendas-bi.yaml"
+    bi.write_text(trino_example_text())
+    code, out, _ = run(capsys, "policy", "compile", str(bi), "--target", "trino", *SCHEMA)
     rules = json.loads(out)
     assert code == 0 and rules["tables"][-1] == {"privileges": []}
     code, out, _ = run(capsys, "policy", "compile", str(EXAMPLE), "--target", "duckdb", *SCHEMA, "--json")
     assert code == 0 and "ana@sales.vendas" in json.loads(out)["queries"]
     target = tmp_path / "rules.json"
-    code, _, _ = run(capsys, "policy", "compile", str(EXAMPLE), "--target", "trino", *SCHEMA, "--out", str(target))
+    code, _, _ = run(capsys, "policy", "compile", str(bi), "--target", "trino", *SCHEMA, "--out", str(target))
     assert code == 0 and json.loads(target.read_text())["tables"]
 
 

@@ -132,13 +132,12 @@ def test_lookup_subquery_only_when_declared() -> None:
     assert view is not None and "'ana'" in view.filter.sql(dialect="spark")
 
 
-def test_trino_masks_keep_the_column_type() -> None:
-    from policies.compiler import trino_rules
+def test_trino_refuses_hash_masks_of_any_type() -> None:
+    from policies.compiler import TrinoTargetError, trino_rules
 
     compiled = compile_text(policy("      - {id: all, to: everyone}", """
       - {id: h, to: everyone, columns: [sale_id], mask: hash}
 """))
-    entry = next(e for e in trino_rules(compiled)["tables"] if e.get("user") == "^ana$")
-    masks = {c["name"]: c["mask"] for c in entry["columns"]}
-    assert masks["sale_id"] == "CAST(NULL AS BIGINT)"
+    with pytest.raises(TrinoTargetError, match="refuses keyed hashes"):
+        trino_rules(compiled)
     assert compiled.get("ana", VENDAS).mask_of("sale_id").kind == "hash"  # type: ignore[union-attr]
