@@ -13,8 +13,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -94,3 +95,20 @@ def log_tail(*paths: Path, lines: int = 25, empty: str = "(no output)") -> str:
             text = path.read_text(errors="replace").splitlines()[-lines:]
             chunks.append(f"--- {path} (last {len(text)} lines)\n" + "\n".join(text))
     return "\n".join(chunks) or empty
+
+
+@contextlib.contextmanager
+def results_only_on_stdout() -> Iterator[None]:
+    """Send everything written to stdout meanwhile to stderr — Python's prints and, at the file-descriptor level,
+    what child processes and JVMs started now write (PyFlink's gateway, Hadoop's S3 file system) — so that a
+    command's `--json` result, emitted afterwards, is the only thing on stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -106,7 +106,10 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
         metrics_port=metrics_port, key_fields=_parse_keys(keys),
         policy_file=str(Path(policy_file).resolve()) if policy_file else None,
     )
-    summary: dict[str, Any] = build_and_run(options, kafka_bootstrap(settings))
+    from icetide.process import results_only_on_stdout
+
+    with results_only_on_stdout():  # the JVMs' and Python workers' own output must not break --json
+        summary: dict[str, Any] = build_and_run(options, kafka_bootstrap(settings))
     lines = [f"{t}: {v['events']} events, last snapshot {v['last_snapshot']}" for t, v in summary["tables"].items()]
     lines.append(f"{summary['events']} events in {summary['duration_s']} s")
     emit(summary, as_json, "\n".join(lines))
