@@ -82,7 +82,13 @@ def secrets_in(path: Path) -> set[str]:
             if match and SECRET_KEY.search(match.group(1)):
                 found.add(match.group(2).strip().strip("\"'"))
             found |= set(INLINE.findall(line))
-    return {s for s in found if len(s) >= MIN_LEN}
+    return {s for s in found if len(s) >= MIN_LEN and not _names_a_file(s)}
+
+
+def _names_a_file(value: str) -> bool:
+    """`file.password-file=/…/password.db`: a key that names a secret's file, its value a path (logged by the
+    servers that read it), not the secret itself — the file is scanned on its own when it is owner-only."""
+    return value.startswith(("/", "file:/")) and not any(c.isspace() for c in value)
 
 
 def collect_secrets(roots: Iterable[Path]) -> dict[str, Path]:

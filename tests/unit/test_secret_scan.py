@@ -51,6 +51,16 @@ def test_every_kind_of_secret_file_is_read(state: Path) -> None:
     assert "icetide-abc" not in found and "SASL_SSL://127.0.0.1:9093" not in found  # identifiers, addresses
 
 
+def test_a_path_to_a_secret_file_is_not_a_secret(state: Path) -> None:
+    """Trino logs `file.password-file=/…/password.db` at start: the path is no leak (its file is scanned itself)."""
+    db = owner_only(state / "trino" / "password.db", "ana:100000:00ff:abcdef0123456789\n")
+    owner_only(state / "trino" / "etc" / "password-authenticator.properties",
+               f"password-authenticator.name=file\nfile.password-file={db}\n")
+    (state / "trino" / "trino.out").write_text(f"Bootstrap file.password-file {db}\n")
+    assert str(db) not in collect_secrets([state])
+    assert scan([state], [state]) == []
+
+
 def test_a_clean_run_has_no_leak(state: Path) -> None:
     plant(state)
     (state / "object-store" / "weed.log").write_text("s3 listening on 127.0.0.1\n")
