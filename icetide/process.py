@@ -50,6 +50,17 @@ def rss_bytes(pid: int) -> int | None:
     return None
 
 
+def runs_with(pid: int, *marks: bytes) -> bool:
+    """Whether `pid` is a live (not zombie) process whose command line has each of `marks` as an argument —
+    how a service tells its own process from a recycled pid."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and all(mark in cmdline for mark in marks)
+
+
 def live_pid(pid_file: Path, is_ours: Callable[[int], bool]) -> int | None:
     """The pid in `pid_file` if that process is still ours; otherwise None, and a stale file is removed."""
     try:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from icetide.errors import ConfigError, StackError
-from icetide.process import abandon_start, free_port, live_pid, log_tail, rss_bytes, stop_group
+from icetide.process import abandon_start, free_port, live_pid, log_tail, rss_bytes, runs_with, stop_group
 from icetide.services.shape import StateHome
 
 if TYPE_CHECKING:
@@ -163,12 +163,7 @@ class AccessLogCollector(StateHome):
         return []
 
     def _is_ours(self, pid: int) -> bool:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return False
-        return state != "Z" and __name__.encode() in cmdline and str(self.home).encode() in cmdline
+        return runs_with(pid, __name__.encode(), str(self.home).encode())
 
     def live_pid(self) -> int | None:
         return live_pid(self.pid_file, self._is_ours) if self._home is not None else None

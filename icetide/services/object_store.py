@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from icetide.errors import SetupError, StackError
 from icetide.jvm import PROJECT_ROOT
-from icetide.process import free_port, live_pid, log_tail, port_is_free, rss_bytes, stop_group
+from icetide.process import free_port, live_pid, log_tail, port_is_free, rss_bytes, runs_with, stop_group
 from icetide.services.access_log import AccessLogCollector
 from icetide.services.identities import Identities
 from icetide.services.shape import Need, StateHome, require
@@ -246,12 +246,7 @@ class ObjectStore(StateHome):
 
     # -- process -------------------------------------------------------------------------------
     def _is_ours(self, pid: int) -> bool:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return False
-        return state != "Z" and b"mini" in cmdline and f"-dir={self.data_dir}".encode() in cmdline
+        return runs_with(pid, b"mini", f"-dir={self.data_dir}".encode())
 
     def live_pid(self) -> int | None:
         return live_pid(self.pid_file, self._is_ours)

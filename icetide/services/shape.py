@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from icetide import jvm
 from icetide.errors import SetupError, StackError
-from icetide.process import abandon_start, live_pid, log_tail, rss_bytes, stop_group
+from icetide.process import abandon_start, live_pid, log_tail, rss_bytes, runs_with, stop_group
 
 
 @dataclass(frozen=True)
@@ -102,12 +102,7 @@ class JvmProcess:
         ]
 
     def is_ours(self, pid: int) -> bool:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return False
-        return state != "Z" and self.main_class.encode() in cmdline and str(self.marker).encode() in cmdline
+        return runs_with(pid, self.main_class.encode(), str(self.marker).encode())
 
     def live_pid(self) -> int | None:
         """The running process's pid, or None; a stale pid file is removed."""
