@@ -102,6 +102,8 @@ class StorageSettings(_Section):
     checkpoint_prefix: str = "checkpoints"  # the CDC job's checkpoints: s3://<bucket>/<prefix>/ (role cdc only)
     port: int = 0  # the embedded store's S3 port; 0 → a free port chosen at `stack up`
     start_timeout_s: float = 60.0  # how long `stack up` waits for the embedded store
+    access_log_max_mb: float = Field(default=64.0, gt=0)  # the embedded store's access.jsonl is rotated at this size
+    access_log_keep: int = Field(default=5, ge=0)  # rotated access-log files kept (access.jsonl.1 … .N)
 
 
 class SparkSettings(_Section):

@@ -98,7 +98,8 @@ def access_log(app: App, as_json: bool, since: str | None, identity: str | None,
     from icetide.services.access_log import AccessLogCollector, parse_since, read_records
 
     log = AccessLogCollector(app.settings.state_dir).log_file
-    records = list(read_records(log, since=parse_since(since) if since else None, identity=identity))
+    records = list(read_records(log, since=parse_since(since) if since else None, identity=identity,
+                                keep=app.settings.storage.access_log_keep))
     records = records[-limit:] if limit > 0 else records
     lines = [f"{r['time']}  {r['identity'] or '(unauthenticated)':<16} {r['operation'] or '-':<24} "
              f"{r['status'] or '-':>3} {r['error_code'] or '':<16} {r['bucket'] or ''}/{r['key'] or ''}"

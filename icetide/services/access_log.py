@@ -5,7 +5,9 @@ status) over the fluent forward protocol (`-s3.auditLogConfig`; `PutBucketLoggin
 Debian ships neither fluent-bit nor fluentd, so this collector receives them: a small forward-protocol
 server (msgpack; Message, Forward and PackedForward modes, acks when asked) on a unix socket under its
 home (owner-only, so no other local user can write records), or loopback TCP when that path is too long
-for a socket. Each record becomes one line of `access.jsonl` (mode 0600):
+for a socket. Each record becomes one line of `access.jsonl` (mode 0600), which is rotated by size
+(`storage.access_log_max_mb`; the newest `storage.access_log_keep` full files kept as `access.jsonl.1` …,
+the oldest deleted), so a long-lived store does not fill its disk with its own log:
 
     {"time": "2026-12-01T22:00:00Z", "identity": "icetide-writer", "access_key_id": "AKIA…",
      "operation": "REST.PUT.OBJECT", "bucket": "warehouse", "key": "warehouse/…", "status": 200,
@@ -14,7 +16,7 @@ for a socket. Each record becomes one line of `access.jsonl` (mode 0600):
 `identity` is the signing user (`anonymous` for an unsigned request, empty when the signature was refused);
 no secret is in a record. `icetide stack access-log` reads them (`read_records`). Everything lives under
 `<state_dir>/access-log/`: `access.jsonl`, `fluent.json` (the store's config), the socket or `port`,
-`collector.pid`, `collector.out`.
+`collector.pid`, `collector.out`; `read_records` reads the rotated files too, oldest first.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ HOST = "127.0.0.1"
 SOCKET_PATH_MAX = 100
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
+DEFAULT_MAX_MB, DEFAULT_KEEP = 64.0, 5  # StorageSettings.access_log_max_mb / access_log_keep
 FIELDS = {"identity": "requester", "access_key_id": "access_key_id", "operation": "operation", "bucket": "bucket",
           "key": "key", "status": "status", "error_code": "error_code", "remote_ip": "remote_ip",
           "request_id": "request_id"}
@@ -108,26 +111,54 @@ class _Handler(socketserver.StreamRequestHandler):
                     self.request.sendall(msgpack.packb({"ack": option["chunk"]}))
 
 
-class _Sink:
-    """Appends JSON lines to the log file, one writer at a time, flushed per message."""
+def rotated(path: Path, keep: int) -> list[Path]:
+    """The log's files, oldest first: `access.jsonl.<keep>` … `access.jsonl.1`, then `access.jsonl`."""
+    older = [path.with_name(f"{path.name}.{n}") for n in range(keep, 0, -1)]
+    return [p for p in older if p.is_file()] + [path]
 
-    def __init__(self, path: Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self.out: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
+
+class _Sink:
+    """Appends JSON lines to the log file, one writer at a time, flushed per message; once the file holds
+    `max_bytes` it becomes `<name>.1` (older ones shift up, the one past `keep` is deleted) and a new file
+    starts. A message's lines never straddle two files."""
+
+    def __init__(self, path: Path, max_bytes: int, keep: int) -> None:
+        self.path, self.max_bytes, self.keep = path, max_bytes, keep
         self.lock = threading.Lock()
+        self.out = self._open()
+
+    def _open(self) -> IO[str]:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "a", encoding="utf-8")
+
+    def _rotate(self) -> None:
+        self.out.close()
+        self.path.with_name(f"{self.path.name}.{self.keep}").unlink(missing_ok=True)
+        for n in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.is_file():
+                older.rename(self.path.with_name(f"{self.path.name}.{n + 1}"))
+        if self.keep > 0:
+            self.path.rename(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+        self.out = self._open()
 
     def write(self, lines: list[dict[str, Any]]) -> None:
         if not lines:
             return
+        text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
         with self.lock:
-            self.out.write("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+            if self.out.tell() and self.out.tell() + len(text) > self.max_bytes:
+                self._rotate()
+            self.out.write(text)
             self.out.flush()
 
 
-def serve(home: Path) -> None:
+def serve(home: Path, max_bytes: int, keep: int) -> None:
     """Run the collector from `home` until SIGTERM (the collector process's main)."""
     collector = AccessLogCollector(home.parent)
-    sink = _Sink(collector.log_file)
+    sink = _Sink(collector.log_file, max_bytes, keep)
     server: socketserver.BaseServer
     if collector.socket_file is not None:
         collector.socket_file.unlink(missing_ok=True)
@@ -183,8 +214,12 @@ class AccessLogCollector(StateHome):
             self.port_file.write_text(f"{port}\n")
             fluent |= {"fluent_network": "tcp", "fluent_host": HOST, "fluent_port": port}
         self.config_file.write_text(json.dumps(fluent))
+        storage = settings.storage if settings is not None else None
+        max_bytes = int((storage.access_log_max_mb if storage else DEFAULT_MAX_MB) * 2**20)
+        keep = storage.access_log_keep if storage else DEFAULT_KEEP
         with self.out_file.open("ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", __name__, str(self.home)], stdout=out,
+            proc = subprocess.Popen([sys.executable, "-m", __name__, str(self.home), str(max_bytes), str(keep)],
+                                    stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                     cwd=self.home)
         self.pid_file.write_text(f"{proc.pid}\n")
@@ -253,13 +288,21 @@ def record_time(record: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
 
 
-def read_records(path: Path, *, since: float | None = None, identity: str | None = None) -> Iterator[dict[str, Any]]:
-    """The log's records in order, those at or after `since` (epoch seconds) and of `identity` only if given.
-    `identity` matches the user (`icetide-writer`) or the role (`writer`)."""
-    if not path.is_file():
-        return
+def read_records(path: Path, *, since: float | None = None, identity: str | None = None,
+                 keep: int = DEFAULT_KEEP) -> Iterator[dict[str, Any]]:
+    """The log's records in order (its rotated files first), those at or after `since` (epoch seconds) and of
+    `identity` only if given. `identity` matches the user (`icetide-writer`) or the role (`writer`)."""
     wanted = {identity, f"icetide-{identity}"} if identity else None
-    with path.open(encoding="utf-8") as handle:
+    for part in rotated(path, keep):
+        yield from _records(part, since, wanted)
+
+
+def _records(path: Path, since: float | None, wanted: set[str] | None) -> Iterator[dict[str, Any]]:
+    try:
+        handle = path.open(encoding="utf-8")
+    except FileNotFoundError:  # not written yet, or rotated away while reading
+        return
+    with handle:
         for line in handle:
             try:
                 record = json.loads(line)
@@ -273,4 +316,4 @@ def read_records(path: Path, *, since: float | None = None, identity: str | None
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]))
+    serve(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

@@ -69,3 +69,27 @@ def test_since_takes_durations_and_iso_times() -> None:
     with pytest.raises(ConfigError, match="--since"):
         parse_since("yesterday", now)
     assert list(read_records(Path("/nonexistent/access.jsonl"))) == []
+
+
+@given(sizes=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=60),
+       keep=st.integers(min_value=0, max_value=3))
+def test_rotation_bounds_the_files_and_keeps_the_newest_records_in_order(
+        tmp_path_factory: pytest.TempPathFactory, sizes: list[int], keep: int) -> None:
+    from icetide.services.access_log import _Sink, rotated
+
+    path = tmp_path_factory.mktemp("log") / "access.jsonl"
+    max_bytes = 600
+    sink = _Sink(path, max_bytes, keep)
+    written = []
+    for n, size in enumerate(sizes):  # one message of `size` bytes of key, as the collector writes them
+        line = to_line(RECORD | {"key": "k" * size, "request_id": str(n)}, 1_800_000_000)
+        sink.write([line])
+        written.append(str(n))
+    sink.out.close()
+    files = rotated(path, keep)
+    assert len(files) <= keep + 1 and not path.with_name(f"{path.name}.{keep + 1}").exists()
+    assert all(f.stat().st_size <= max_bytes for f in files)  # no single line here exceeds the limit
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    kept = [r["request_id"] for r in read_records(path, keep=keep)]
+    assert kept == written[len(written) - len(kept):]  # a suffix of what was written, in order
+    assert kept and kept[-1] == written[-1]
