@@ -33,7 +33,7 @@ def generate(app: Any, table_name: str, rows: int, seed: int, as_json: bool) -> 
 
     table = table_ref(app.settings, table_name)
     spark = spark_for(app.settings)
-    with progress(f"generating {rows:,} rows into {table.db}.{table.name}"), spark_errors("generate"):
+    with progress(spark, f"generating {rows:,} rows into {table.db}.{table.name}", as_json), spark_errors("generate"):
         result = run(spark, table, rows, seed)
     text = (
         f"{result.table}: wrote {result.rows:,} rows (sale_id {result.first_sale_id}…{result.last_sale_id}) "
@@ -112,8 +112,9 @@ def merge(app: Any, target: str, source: str, keys: tuple[str, ...], as_json: bo
     from batch.merge import upsert
 
     target_table, source_table = table_ref(app.settings, target), table_ref(app.settings, source)
-    with progress(f"merging {source} into {target}"), spark_errors("merge"):
-        result = upsert(spark_for(app.settings), target_table, source_table, list(keys))
+    spark = spark_for(app.settings)
+    with progress(spark, f"merging {source} into {target}", as_json), spark_errors("merge"):
+        result = upsert(spark, target_table, source_table, list(keys))
     text = (f"{result.target}: {result.rows_before:,} → {result.rows_after:,} rows "
             f"({result.updated:,} updated, {result.inserted:,} inserted) in {result.seconds:.2f} s")
     emit(result.as_dict(), as_json, text)
@@ -189,6 +190,8 @@ def _sizes(text: str | None) -> list[int]:
 def bench(app: Any, table_name: str, sizes: str | None, runs: int, query_names: str | None, seed: int,
           out_dir: Path, stem: str, as_json: bool) -> None:
     """Ten analyst queries: warm medians and files read vs total, written as JSON + Markdown + SVG."""
+    from icetide.console import Bar
+    from icetide.console import progress as console_progress
     from sqlglot import exp
 
     from batch.bench import QUERIES, environment, run_suite
@@ -210,15 +213,17 @@ def bench(app: Any, table_name: str, sizes: str | None, runs: int, query_names: 
             table.set("this", exp.to_identifier(f"vendas_{size}"))
             have = table_stats(spark, table).records if table_exists(spark, table) else 0
             if have < size:
-                with progress(f"generating {size - have:,} rows into {table.db}.{table.name}"):
+                with progress(spark, f"generating {size - have:,} rows into {table.db}.{table.name}", as_json):
                     run_generate(spark, table, size - have, seed)
             targets.append(table)
         results = []
         for table in targets or [base]:
-            def note(name: str, i: int, n: int, table: exp.Table = table) -> None:
-                click.echo(f"[{table.name}] query {i}/{n}: {name}", err=True)
+            with console_progress(f"{table.name}: analyst queries", unit="queries", quiet=as_json) as bar:
+                def note(_name: str, i: int, n: int, bar: Bar = bar) -> None:
+                    bar.update(completed=i - 1, total=n)
 
-            results.append(run_suite(spark, table, runs, names, note))
+                results.append(run_suite(spark, table, runs, names, note))
+                bar.update(completed=len(results[-1]["queries"]))
     command = f"icetide batch bench --table {table_name} --runs {runs} --out {out_dir}"
     command += (f" --sizes {sizes}" if sizes else "") + (f" --queries {query_names}" if query_names else "")
     payload = {"runs": runs, "environment": environment(spark), "results": results, "command": command}

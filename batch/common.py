@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import click
+from icetide.console import table_text
 from icetide.errors import ConfigError, IcetideError
 from sqlglot import exp
 
@@ -102,39 +101,18 @@ def to_jsonable(value: Any) -> Any:
 
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """An aligned text table with a header rule; numbers right-aligned, NULL shown as `NULL`."""
-    if not columns:
-        return "OK"
-    cells = [["NULL" if v is None else str(to_jsonable(v)) for v in row] for row in rows]
-    widths = [len(c) for c in columns]
-    for row in cells:
-        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
-    numeric = [
-        bool(rows) and all(isinstance(r[i], int | float | decimal.Decimal) or r[i] is None for r in rows)
-        for i in range(len(columns))
-    ]
-
-    def line(values: Sequence[str]) -> str:
-        padded = [
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
-        ]
-        return " | ".join(padded).rstrip()
-
-    out = [line(list(columns)), "-+-".join("-" * w for w in widths)]
-    out += [line(row) for row in cells]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(out)
+    """Spark rows as a text table (icetide.console: numbers right-aligned, NULL shown as `NULL`)."""
+    return table_text(columns, rows, show=lambda v: str(to_jsonable(v)))
 
 
 @contextmanager
-def progress(label: str, enabled: bool = True) -> Iterator[None]:
-    """A one-line 'working…' / 'done in N s' note on stderr for long steps (silent with --json)."""
-    start = time.perf_counter()
-    if enabled:
-        click.echo(f"{label} …", err=True)
-    yield
-    if enabled:
-        click.echo(f"{label}: done in {time.perf_counter() - start:.1f} s", err=True)
+def progress(spark: SparkSession, label: str, quiet: bool) -> Iterator[None]:
+    """A long Spark step on a progress bar of its tasks (stderr; nothing with --json, one line on a pipe)."""
+    from icetide.console import progress as bar_for
+    from icetide.spark import task_progress
+
+    with bar_for(label, unit="tasks", quiet=quiet) as bar, task_progress(spark, bar):
+        yield
 
 
 class SqlError(IcetideError):

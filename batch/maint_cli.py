@@ -54,9 +54,9 @@ def compact(app: Any, table_name: str, strategy: str, columns: str | None, targe
     if measure:
         from batch.bench import run_suite
 
-        with progress("benchmark before compaction"), spark_errors("benchmark"):
+        with progress(spark, "benchmark before compaction", as_json), spark_errors("benchmark"):
             suite_before = run_suite(spark, table)
-    with progress(f"compacting {table_name} ({strategy})"), spark_errors("compaction"):
+    with progress(spark, f"compacting {table_name} ({strategy})", as_json), spark_errors("compaction"):
         result = run(spark, table, strategy, cols, target_file_mb * 2**20, where)
     text = (f"{table_name}: {result['files_before']:,} → {result['files_after']:,} data files "
             f"(−{result['file_reduction']:.1%}), {_mb(result['bytes_before'])} → {_mb(result['bytes_after'])}, "
@@ -64,7 +64,7 @@ def compact(app: Any, table_name: str, strategy: str, columns: str | None, targe
     if suite_before is not None:
         from batch.bench import run_suite
 
-        with progress("benchmark after compaction"), spark_errors("benchmark"):
+        with progress(spark, "benchmark after compaction", as_json), spark_errors("benchmark"):
             suite_after = run_suite(spark, table)
         result["queries"] = compare_suites(suite_before, suite_after)
         text += "\n" + format_table(
@@ -98,8 +98,9 @@ def expire(app: Any, table_name: str, older_than_days: float, retain_last: int, 
     from batch.maint import expire as run
 
     table = table_ref(app.settings, table_name)
-    with progress(f"expiring snapshots of {table_name}"), spark_errors("expire"):
-        result = run(spark_for(app.settings, "maint"), table, older_than_days, retain_last, _log_path(app))
+    spark = spark_for(app.settings, "maint")
+    with progress(spark, f"expiring snapshots of {table_name}", as_json), spark_errors("expire"):
+        result = run(spark, table, older_than_days, retain_last, _log_path(app))
     text = (f"{table_name}: snapshots {result['snapshots_before']} → {result['snapshots_after']}, "
             f"{result['files_removed']} files removed ({_mb(result['bytes_removed'])})")
     emit(result, as_json, text)
@@ -119,7 +120,7 @@ def orphans(app: Any, table_name: str, older_than_days: float, remove: bool, as_
 
     table = table_ref(app.settings, table_name)
     spark = spark_for(app.settings, "maint")
-    with progress(f"looking for orphan files of {table_name}"), spark_errors("orphans"):
+    with progress(spark, f"looking for orphan files of {table_name}", as_json), spark_errors("orphans"):
         if remove:
             result = remove_orphans(spark, table, older_than_days, _log_path(app))
         else:
@@ -220,7 +221,7 @@ def run(app: Any, policy_path: Path, table_names: tuple[str, ...], dry_run: bool
 
     policy = load_policy(policy_path)
     spark = spark_for(app.settings, "maint")
-    with progress("applying maintenance policy"), spark_errors("maintenance run"):
+    with progress(spark, "applying maintenance policy", as_json), spark_errors("maintenance run"):
         tables = ([table_ref(app.settings, n) for n in table_names] if table_names
                   else list_tables(spark, app.settings.catalog.name))
         report = run_policy(spark, tables, policy, _log_path(app), dry_run)

@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from icetide.cli import App, emit
+from icetide.console import progress, table_text
 from icetide.errors import IcetideError
 
 TABLE = "sales.vendas"
@@ -71,18 +72,14 @@ def demo(app: App, rows: int, state_dir: Path | None, keep: bool, as_json: bool)
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     started = time.monotonic()
-
-    def say(message: str) -> None:
-        if not as_json:
-            click.echo(message, err=True)
-
     try:
-        for i, (name, args) in enumerate(steps, 1):
-            say(f"[{i}/{len(steps)}] {name} …")
-            t0 = time.monotonic()
-            results[name] = _run(name, args, env, app.config_path)
-            timings[name] = round(time.monotonic() - t0, 2)
-            say(f"      done in {timings[name]:.1f} s")
+        with progress("demo", total=len(steps), unit="steps", quiet=as_json) as bar:
+            for i, (name, args) in enumerate(steps):
+                bar.update(completed=i, label=f"demo: {name}")
+                t0 = time.monotonic()
+                results[name] = _run(name, args, env, app.config_path)
+                timings[name] = round(time.monotonic() - t0, 2)
+            bar.update(completed=len(steps), label="demo")
     finally:
         if not keep:
             subprocess.run([sys.executable, "-m", "icetide.cli", "stack", "down"], env=env,
@@ -101,15 +98,16 @@ def demo(app: App, rows: int, state_dir: Path | None, keep: bool, as_json: bool)
         "total_seconds": round(time.monotonic() - started, 2),
         "state_dir": str(state),
     }
-    if as_json:
-        emit(summary, as_json=True)
-    else:
-        src, dst = summary["source"], summary["downstream"]
-        click.echo(
-            f"\nsource     {TABLE}: {src['rows']:>9} rows  checksum {src['checksum']}\n"
-            f"downstream sqlite:      {dst['rows']:>9} rows  checksum {dst['checksum']}\n"
-            f"{'EQUAL' if summary['equal'] else 'DIFFERENT'} — {summary['events_published']} events published, "
-            f"{summary['events_applied']} applied, total {summary['total_seconds']} s"
-        )
+    src, dst = summary["source"], summary["downstream"]
+    text = "\n".join([
+        table_text(["side", "rows", "checksum"], [[f"source {TABLE}", src["rows"], src["checksum"]],
+                                                 ["downstream sqlite", dst["rows"], dst["checksum"]]], count=False),
+        "",
+        table_text(["step", "seconds"], [[name, seconds] for name, seconds in timings.items()], count=False),
+        "",
+        f"{'EQUAL' if summary['equal'] else 'DIFFERENT'} — {summary['events_published']} events published, "
+        f"{summary['events_applied']} applied, total {summary['total_seconds']} s",
+    ])
+    emit(summary, as_json, text)
     if not summary["equal"]:
         raise DemoStepFailed("downstream differs from source")

@@ -1,11 +1,15 @@
 """The Spark session factory: built on demand, never at import time.
 
 One local session (`local[2]` by default) with the Iceberg runtime on its classpath and the
-catalog of `icetide.catalog.spark_conf` registered as the default catalog.
+catalog of `icetide.catalog.spark_conf` registered as the default catalog; `task_progress` shows a
+long action's tasks on a progress bar (icetide.console).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from icetide import jvm
@@ -14,6 +18,7 @@ from icetide.catalog import spark_conf
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from icetide.console import Bar
     from icetide.settings import Role, Settings
 
 
@@ -52,3 +57,44 @@ def spark_session(settings: Settings, role: Role = "writer") -> SparkSession:
         session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+@contextmanager
+def task_progress(spark: SparkSession, bar: Bar, interval_s: float = 0.5) -> Iterator[None]:
+    """Report the Spark tasks of the jobs started inside the block to `bar` (completed of total), polled from
+    Spark's status tracker — how a single long Spark action (an append, a compaction) shows it is moving.
+
+    Only jobs without a job group are seen (icetide sets none); a job that finished counts all its tasks,
+    so stages Spark skipped (their output reused) do not leave the bar short."""
+    tracker = spark.sparkContext.statusTracker()
+    before = set(tracker.getJobIdsForGroup(None))
+    stop = threading.Event()
+
+    def poll() -> None:
+        done = total = 0
+        for job_id in set(tracker.getJobIdsForGroup(None)) - before:
+            job = tracker.getJobInfo(job_id)
+            if job is None:
+                continue
+            stages = [s for s in (tracker.getStageInfo(i) for i in job.stageIds) if s is not None]
+            tasks = sum(s.numTasks for s in stages)
+            total += tasks
+            done += tasks if job.status == "SUCCEEDED" else sum(s.numCompletedTasks for s in stages)
+        if total:
+            bar.update(completed=done, total=total)
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                poll()
+            except Exception:  # the bar is cosmetic: a session going down must not print a thread traceback
+                return
+
+    thread = threading.Thread(target=loop, name="spark-task-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    poll()

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from icetide.cli import App, emit
+from icetide.console import table_text
 from icetide.errors import ConfigError
 from icetide.settings import Settings
 from icetide.stack import Stack, StackStatus
@@ -101,10 +102,11 @@ def access_log(app: App, as_json: bool, since: str | None, identity: str | None,
     records = list(read_records(log, since=parse_since(since) if since else None, identity=identity,
                                 keep=app.settings.storage.access_log_keep))
     records = records[-limit:] if limit > 0 else records
-    lines = [f"{r['time']}  {r['identity'] or '(unauthenticated)':<16} {r['operation'] or '-':<24} "
-             f"{r['status'] or '-':>3} {r['error_code'] or '':<16} {r['bucket'] or ''}/{r['key'] or ''}"
-             for r in records]
-    emit(records, as_json, "\n".join(lines) if lines else f"no access records ({log})")
+    rows = [[r["time"], r["identity"] or "(unauthenticated)", r["operation"] or "-", r["status"],
+             r["error_code"] or "", f"{r['bucket'] or ''}/{r['key'] or ''}"] for r in records]
+    text = (table_text(["time", "identity", "operation", "status", "error", "object"], rows) if rows
+            else f"no access records ({log})")
+    emit(records, as_json, text)
 
 
 def _rotate_s3(settings: Settings, role: str | None, grace: float) -> tuple[Any, str]:

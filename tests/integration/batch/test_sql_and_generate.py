@@ -47,7 +47,7 @@ def test_sql_runs_a_script_in_one_session(spark: SparkSession, base_settings: Se
 
 def test_sql_text_table_and_single_statement_json(spark: SparkSession, base_settings: Settings) -> None:
     text = invoke(sql, ["SELECT 1 AS one, 'x' AS s"], base_settings).stdout
-    assert text.splitlines()[:3] == ["one | s", "----+--", "  1 | x"]
+    assert text.splitlines()[:3] == ["one   s", "───────", "  1   x"]
     rows = json.loads(invoke(sql, ["SELECT 1 AS one", "--json"], base_settings).stdout)
     assert rows == [{"one": 1}]
 

@@ -72,11 +72,11 @@ def test_call_sql_renders_literals() -> None:
 def test_format_table_aligns_numbers_right() -> None:
     text = format_table(["name", "n"], [["a", 1], ["bbb", decimal.Decimal("10.50")], [None, None]])
     assert text.splitlines() == [
-        "name |     n",
-        "-----+------",
-        "a    |     1",
-        "bbb  | 10.50",
-        "NULL |  NULL",
+        "name       n",
+        "────────────",
+        "a          1",
+        "bbb    10.50",
+        "NULL    NULL",
         "(3 rows)",
     ]
 
