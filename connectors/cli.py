@@ -112,7 +112,13 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: consumer.stop.set())
 
-    summary = run_consumer(settings, sink, bootstrap, options, metrics, on_start=install_signals)
+    if once:
+        from icetide.console import progress
+
+        with progress("applying the lag", unit="records", quiet=as_json) as bar:
+            summary = run_consumer(settings, sink, bootstrap, options, metrics, on_start=install_signals, bar=bar)
+    else:
+        summary = run_consumer(settings, sink, bootstrap, options, metrics, on_start=install_signals)
     with make_sink(settings, sink_kind, dsn) as reader:
         positions = reader.positions()
     data = {"sink": sink.kind, **summary.to_dict(positions)}

@@ -5,7 +5,8 @@ Per poll batch: decode every record (poison → dead-letter topic), flush the de
 transaction. If the batch fails with a terminal error, it is retried event by event so that only
 the culprit goes to the dead-letter topic. Positions come from the sink: on assignment the
 consumer seeks to stored + 1, never to Kafka's committed offsets (those are written too, for
-outside lag tools only). `--once` stops when the end offsets that existed at start are reached.
+outside lag tools only). `--once` stops when the end offsets that existed at start are reached; the
+records between the starting positions and those end offsets (the lag to drain) are its progress bar.
 
 A transient sink error (the database is full, away, out of connections: `connectors/retry.py`) is
 never a reason to dead-letter or to exit: opening the sink, loading positions on assignment and
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from icetide import kafka_client
+from icetide.console import Bar
 from icetide.errors import EventError, TransientError
 from icetide.settings import Settings
 
@@ -68,7 +70,7 @@ class ChangeConsumer:
     """Consumes change events into `sink` until stopped (or, with `once`, until caught up)."""
 
     def __init__(self, settings: Settings, sink: Sink, bootstrap: str, options: ConsumeOptions,
-                 metrics: ConsumerMetrics | None = None) -> None:
+                 metrics: ConsumerMetrics | None = None, bar: Bar | None = None) -> None:
         self.settings = settings
         self.sink = sink
         self.bootstrap = bootstrap
@@ -78,6 +80,8 @@ class ChangeConsumer:
         self.stop = threading.Event()
         self._next: dict[TopicPartition, int] = {}  # next offset to read, per assigned partition
         self._ends: dict[TopicPartition, int] = {}
+        self._starts: dict[TopicPartition, int] = {}  # --once: the first offset to read, per partition
+        self.bar = bar
         self._consumer: Any = None
         self._assigned_at: float | None = None
         self.health = SinkHealth(self.metrics, sink.kind, options.retry_max_delay_s)
@@ -151,8 +155,10 @@ class ChangeConsumer:
             done = stored.get((tp.topic, tp.partition))
             tp.offset = done + 1 if done is not None else OFFSET_BEGINNING
             self._next[(tp.topic, tp.partition)] = max(done + 1 if done is not None else 0, 0)
+            self._starts.setdefault((tp.topic, tp.partition), self._next[(tp.topic, tp.partition)])
         consumer.assign(partitions)
         self._assigned_at = time.monotonic()
+        self._report_progress()
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         for tp in partitions:
@@ -182,6 +188,18 @@ class ChangeConsumer:
             for part in meta.topics[topic].partitions:
                 ends[(topic, part)] = self._consumer.get_watermark_offsets(KafkaTP(topic, part), timeout=10)[1]
         return ends
+
+    def _report_progress(self) -> None:
+        """--once: records read of the lag to drain (end offsets at start − starting positions), per assigned
+        partition. Offsets count every record, transaction markers and tombstones too."""
+        if self.bar is None or not self._ends:
+            return
+        total = done = 0
+        for tp, start in self._starts.items():
+            end = self._ends.get(tp, start)
+            total += max(0, end - start)
+            done += max(0, min(self._next.get(tp, start), end) - start)
+        self.bar.update(completed=done, total=total)
 
     def _caught_up(self) -> bool:
         """--once: every partition read up to the end offset it had at start."""
@@ -315,6 +333,7 @@ class ChangeConsumer:
             if tp in self._next:
                 self._next[tp] = max(self._next[tp], off + 1)
         self._commit_kafka(positions)
+        self._report_progress()
 
     def _apply(self, changes: list[Change], positions: dict[TopicPartition, int]) -> None:
         """sink.apply, retried without end on transient errors (reopening the sink between tries)."""
@@ -375,10 +394,11 @@ class ChangeConsumer:
 
 def run_consumer(settings: Settings, sink: Sink, bootstrap: str, options: ConsumeOptions,
                  metrics: ConsumerMetrics | None = None,
-                 on_start: Callable[[ChangeConsumer], None] | None = None) -> Summary:
+                 on_start: Callable[[ChangeConsumer], None] | None = None, bar: Bar | None = None) -> Summary:
     """Open the sink (retried until it opens or the consumer is stopped), consume, close; returns the
-    run's summary. `on_start` runs first (e.g. to install signal handlers that set `consumer.stop`)."""
-    consumer = ChangeConsumer(settings, sink, bootstrap, options, metrics)
+    run's summary. `on_start` runs first (e.g. to install signal handlers that set `consumer.stop`);
+    `bar` (--once) is told the lag drained so far."""
+    consumer = ChangeConsumer(settings, sink, bootstrap, options, metrics, bar)
     if on_start is not None:
         on_start(consumer)
     try:

@@ -149,9 +149,9 @@ def progress(label: str, total: float | None = None, unit: str = "", quiet: bool
         TransferSpeedColumn,
     )
 
-    amount: list[ProgressColumn] = [DownloadColumn(), TransferSpeedColumn()] if unit == "bytes" else [MofNCompleteColumn()]
-    if unit and unit != "bytes":
-        amount.append(TextColumn(unit))
+    amount: list[ProgressColumn] = [DownloadColumn(), TransferSpeedColumn()]
+    if unit != "bytes":
+        amount = [MofNCompleteColumn(), TextColumn(unit)]
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), *amount,
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:

@@ -106,9 +106,18 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
         metrics_port=metrics_port, key_fields=_parse_keys(keys),
         policy_file=str(Path(policy_file).resolve()) if policy_file else None,
     )
+    from icetide.console import progress
     from icetide.process import results_only_on_stdout
 
-    with results_only_on_stdout():  # the JVMs' and Python workers' own output must not break --json
+    from streaming import progress as run_progress
+
+    # the bar: --once only (an unbounded job has no total); its estimate reads the catalog, so not with --json
+    quiet = as_json or not once
+    total = None if quiet else run_progress.estimate(settings, chosen, options.seed_positions, begin,
+                                                    options.key_fields)
+    # results_only_on_stdout: the JVMs' and Python workers' own output must not break --json
+    with (results_only_on_stdout(), progress("publishing changes", total, "events", quiet=quiet) as bar,
+          run_progress.watch(options.run_dir, bar)):
         summary: dict[str, Any] = build_and_run(options, kafka_bootstrap(settings))
     lines = [f"{t}: {v['events']} events, last snapshot {v['last_snapshot']}" for t, v in summary["tables"].items()]
     lines.append(f"{summary['events']} events in {summary['duration_s']} s")

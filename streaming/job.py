@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from icetide import jvm, kafka_client
 from icetide.events import topic_for, transaction_topic
 
+from streaming import progress
 from streaming.poller import (
     SCHEMA_OP,
     TOMBSTONE_OP,
@@ -118,6 +119,7 @@ def _publish_function(options: JobOptions) -> Any:
             self.busy_s: dict[str, float] = {}
             self.schema_changes: dict[str, int] = {}
             self.tombstones: dict[str, int] = {}
+            self.progress_at = 0.0  # --once: when the progress file (streaming/progress.py) was last written
             self.encoder = make_encoder(self.opts.settings.cdc)  # Avro: schemas registered on first use
             self.server = None
             self.target: Path | None = None
@@ -193,6 +195,9 @@ def _publish_function(options: JobOptions) -> Any:
                     elif item.op != TRANSACTION_OP:
                         counts[item.op] += 1
                         self.metrics.published(table, item.op, time.time() - item.commit_ts_ms / 1000)
+                        if self.opts.once and time.monotonic() - self.progress_at > progress.PROGRESS_S:
+                            progress.write(self.opts.run_dir, table, counts.total())
+                            self.progress_at = time.monotonic()
                         if self.policy is not None:
                             pending.append(item)
                     yield Row(item.topic, item.key, item.value)  # value None: a Kafka null (tombstone)
@@ -208,6 +213,8 @@ def _publish_function(options: JobOptions) -> Any:
             self.busy_s[table] = self.busy_s.get(table, 0.0) + time.perf_counter() - began
             if moved or self.opts.once:
                 self._write_summary(table, position)
+            if self.opts.once:
+                progress.write(self.opts.run_dir, table, counts.total())
 
         def _audience_rows(self, table: str, poller: TablePoller, pending: list[Record]) -> Iterator[Any]:
             """The chunk's events filtered and masked per audience: one DuckDB batch per chunk."""

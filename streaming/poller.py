@@ -31,7 +31,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from icetide.errors import ConfigError
 from icetide.events import ChangeEvent, key_to_json, to_json, topic_for, transaction_topic
@@ -312,3 +312,34 @@ def start_position(changelog: Changelog, start: str) -> Position:
         return Position(after=resolved.after, snapshot_id=resolved.after, initial=True)
     return Position(after=resolved.after)
 
+
+
+def _summary_count(snapshot: Any, *names: str) -> int:
+    summary = snapshot.summary
+    return sum(int(summary[name] or 0) for name in names) if summary is not None else 0
+
+
+def estimated_events(changelog: Changelog, position: Position) -> int:
+    """How many change events publishing from `position` to the current snapshot will emit, from the snapshot
+    summaries alone (no data file is read) — the total of `cdc run --once`'s progress bar. Exact for appends
+    and initial snapshots; for an overwrite (copy-on-write rewrites whole files) the larger of the records
+    added and removed, an upper bound; replace (compaction) emits nothing."""
+    if position.initial and position.snapshot_id is not None:
+        return max(0, _summary_count(changelog.snapshot(position.snapshot_id), "total-records") - position.emitted)
+    total = 0
+    pending = changelog.snapshots_between(position.after, changelog.current_snapshot_id)
+    for index, snap in enumerate(pending):
+        operation = snap.summary.operation.value if snap.summary is not None else "overwrite"
+        if operation == "append":
+            count = _summary_count(snap, "added-records")
+        elif operation == "delete":
+            count = _summary_count(snap, "deleted-records", "added-position-deletes", "added-equality-deletes")
+        elif operation == "overwrite":
+            count = max(_summary_count(snap, "added-records"),
+                        _summary_count(snap, "deleted-records", "added-position-deletes", "added-equality-deletes"))
+        else:
+            count = 0
+        if index == 0 and snap.snapshot_id == position.snapshot_id:
+            count = max(0, count - position.emitted)
+        total += count
+    return total
