@@ -183,13 +183,13 @@ def _sizes(text: str | None) -> list[int]:
 @click.option("--queries", "query_names", help="Comma-separated subset of the ten queries.")
 @click.option("--seed", default=42, show_default=True)
 @click.option("--out", "out_dir", default="docs/results", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Where the JSON/Markdown/SVG go.")
+              type=click.Path(file_okay=False, path_type=Path), help="Where the JSON/Markdown/PNG go.")
 @click.option("--name", "stem", default="batch-bench", show_default=True, help="Report file name stem.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON.")
 @click.pass_obj
 def bench(app: Any, table_name: str, sizes: str | None, runs: int, query_names: str | None, seed: int,
           out_dir: Path, stem: str, as_json: bool) -> None:
-    """Ten analyst queries: warm medians and files read vs total, written as JSON + Markdown + SVG."""
+    """Ten analyst queries: warm medians and files read vs total, written as JSON + Markdown + a PNG chart."""
     from icetide.console import Bar
     from icetide.console import progress as console_progress
     from sqlglot import exp

@@ -1,48 +1,43 @@
-"""Benchmark reports: a results JSON, a Markdown page and an SVG bar chart (no plotting library needed).
+"""Benchmark reports: a results JSON, a Markdown page and a PNG bar chart (matplotlib).
 
-matplotlib is not a dependency of icetide, so the chart is a small hand-written SVG that any
-browser or Markdown viewer renders.
+matplotlib is a dev dependency (the results report's charts, bench/charts.py, draw with it too); it is
+imported only when a chart is drawn, and an install without it still gets the JSON and the Markdown.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
+
+COLOURS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"]
 
 
-def svg_chart(results: list[dict[str, Any]], width: int = 760) -> str:
-    """Horizontal bars: warm median seconds per query, one colour per table size."""
+def query_chart(results: list[dict[str, Any]], path: Path) -> None:
+    """Horizontal bars: warm median seconds per query, one colour per table size (a PNG at `path`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+
     names = [q["name"] for q in results[0]["queries"]] if results else []
-    colours = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"]
-    bar, gap, label_w = 10, 8, 190
-    group_h = bar * len(results) + gap
-    height = 40 + group_h * len(names) + 20 * len(results)
-    peak = max((q["median_s"] for r in results for q in r["queries"]), default=1.0) or 1.0
-    scale = (width - label_w - 70) / peak
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           'font-family="sans-serif" font-size="11">',
-           '<text x="10" y="18" font-size="13">Warm median query time (s) by table size</text>']
-    for i, name in enumerate(names):
-        y0 = 30 + i * group_h
-        out.append(f'<text x="{label_w - 6}" y="{y0 + bar * len(results) / 2 + 4}" '
-                   f'text-anchor="end">{escape(name)}</text>')
-        for j, result in enumerate(results):
-            seconds = result["queries"][i]["median_s"]
-            y = y0 + j * bar
-            w = max(1.0, seconds * scale)
-            out.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar - 1}" '
-                       f'fill="{colours[j % len(colours)]}"/>')
-            out.append(f'<text x="{label_w + w + 4:.1f}" y="{y + bar - 2}">{seconds:.3f}</text>')
-    legend_y = 30 + group_h * len(names) + 10
+    bar = 0.8 / max(1, len(results))
+    fig, ax = plt.subplots(figsize=(8, 1.8 + 0.15 * len(names) * max(1, len(results))), dpi=110)
     for j, result in enumerate(results):
-        y = legend_y + j * 18
-        out.append(f'<rect x="{label_w}" y="{y}" width="12" height="12" fill="{colours[j % len(colours)]}"/>')
-        out.append(f'<text x="{label_w + 18}" y="{y + 10}">{result["records"]:,} rows, '
-                   f'{result["data_files"]} files</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+        seconds = [q["median_s"] for q in result["queries"]]
+        ys = [i + (j - (len(results) - 1) / 2) * bar for i in range(len(names))]
+        ax.barh(ys, seconds, height=bar * 0.95, color=COLOURS[j % len(COLOURS)],
+                label=f"{result['records']:,} rows, {result['data_files']} files")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()  # the first query on top, as in the Markdown tables
+    ax.set_xlabel("warm median (s)")
+    ax.set_title("Warm median query time by table size", loc="left")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), fontsize="small", ncols=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})  # no version stamp: same data, same file
+    plt.close(fig)
 
 
 def markdown(payload: dict[str, Any], chart_name: str | None) -> str:
@@ -80,11 +75,17 @@ def markdown(payload: dict[str, Any], chart_name: str | None) -> str:
 
 
 def write_report(payload: dict[str, Any], out_dir: Path, stem: str = "batch-bench") -> dict[str, str]:
-    """Write <stem>.json, <stem>.md and <stem>.svg into out_dir; return their paths."""
+    """Write <stem>.json, <stem>.md and <stem>.png into out_dir; return their paths (no chart when matplotlib
+    is not installed: said on stderr, the Markdown then links none)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / f"{stem}.json", "markdown": out_dir / f"{stem}.md",
-             "chart": out_dir / f"{stem}.svg"}
+    paths = {"json": out_dir / f"{stem}.json", "markdown": out_dir / f"{stem}.md", "chart": out_dir / f"{stem}.png"}
     paths["json"].write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    paths["chart"].write_text(svg_chart(payload["results"]) + "\n")
-    paths["markdown"].write_text(markdown(payload, paths["chart"].name))
+    try:
+        query_chart(payload["results"], paths["chart"])
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        print("no chart: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+        del paths["chart"]
+    paths["markdown"].write_text(markdown(payload, paths["chart"].name if "chart" in paths else None))
     return {k: str(v) for k, v in paths.items()}

@@ -15,7 +15,7 @@ from batch.common import render
 from batch.evolve import add_column, check_widening, rename_column, widen_column
 from batch.maint_policy import load_policy
 from batch.merge import merge_statement
-from batch.report import markdown, svg_chart
+from batch.report import write_report
 from batch.timetravel import as_of, parse_timestamp
 from icetide.errors import ConfigError
 
@@ -121,7 +121,7 @@ def test_bad_policy_is_a_config_error(tmp_path: Path, text: str) -> None:
         load_policy(path)
 
 
-def test_report_renders_markdown_and_svg() -> None:
+def test_report_writes_json_markdown_and_a_png_chart(tmp_path: Path) -> None:
     query = {"name": "one_month", "median_s": 0.25, "min_s": 0.2, "max_s": 0.3, "rows": 4,
              "files_scanned": 1, "files_total": 12, "pruning": 0.9167}
     result = {"table": "sales.vendas", "records": 1000, "data_files": 12, "bytes": 2**20,
@@ -129,10 +129,11 @@ def test_report_renders_markdown_and_svg() -> None:
     payload = {"runs": 3, "results": [result], "command": "icetide batch bench",
                "environment": {"measured_at": "now", "spark": "4.0.5", "master": "local[2]",
                                "driver_memory": "2g", "cpus": 2, "load_avg_1m": 1.0}}
-    text = markdown(payload, "chart.svg")
+    paths = write_report(payload, tmp_path)
+    text = Path(paths["markdown"]).read_text()
     assert "| one_month | 0.250 | 0.200 | 0.300 | 4 | 1 / 12 | 92% |" in text
-    svg = svg_chart([result])
-    assert svg.startswith("<svg") and "one_month" in svg and "1,000 rows" in svg
+    assert "![warm median query time](batch-bench.png)" in text
+    assert Path(paths["chart"]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_example_maintenance_policy_loads() -> None:
