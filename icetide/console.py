@@ -118,8 +118,9 @@ def stderr_is_interactive() -> bool:
 @contextmanager
 def progress(label: str, total: float | None = None, unit: str = "", quiet: bool = False,
              interactive: bool | None = None) -> Iterator[Bar]:
-    """A progress bar on stderr for the work inside the block: counts, rate, elapsed and — when `total` is
-    known — the estimate of the time left. `unit` "bytes" shows sizes and transfer speed (backup, restore).
+    """A progress bar on stderr for the work inside the block: the count, the time elapsed and — when `total` is
+    known — the estimate of the time left. `unit` "bytes" shows sizes and transfer speed (backup, restore:
+    boto3's `upload_fileobj(..., Callback=bar.advance)` reports each chunk's bytes as it goes).
 
     `quiet` (the command's --json): nothing is printed. Not on a terminal (`interactive` defaults to
     asking stderr): no bar; one line at the end. The yielded Bar is always safe to update."""
