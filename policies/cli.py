@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from icetide.cli import emit
+from icetide.console import table_text
 from icetide.errors import PolicyError
 
 from policies.compiler import CompiledPolicy, compile_output, compile_policy, to_json
@@ -136,8 +137,9 @@ def explain(ctx: click.Context, file: str | None, user: str, table: str, schema_
             "rule_ids": list(access.rule_ids), "notes": list(access.notes), "columns": columns}
     lines = [f"{user} on {table}: " + ("visible" if access.visible else "NO ACCESS (deny by default)"),
              f"  rows where: {data['filter']}", f"  rules: {', '.join(access.rule_ids) or '-'}"]
-    lines += [f"  {c['name']:<20} {c['mask']:<16} ({c['source']}{'; ' + c['rules'] if c['rules'] else ''})"
-              for c in columns]
+    if columns:
+        lines.append(table_text(["column", "mask", "from", "rules"],
+                                [[c["name"], c["mask"], c["source"], c["rules"] or "-"] for c in columns], count=False))
     lines += [f"  note: {n}" for n in access.notes]
     emit(data, as_json, "\n".join(lines))
 
