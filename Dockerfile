@@ -33,6 +33,11 @@ RUN --mount=type=cache,target=/root/.m2 \
     mvn -q -B -f jars/flink-plugins/s3-fs-hadoop/pom.xml -Dmaven.repo.local=/root/.m2/repository \
         dependency:copy-dependencies -DincludeScope=runtime \
         -DoutputDirectory=/opt/icetide/jars/flink-plugins/s3-fs-hadoop
+# icetide's own JVM classes (jvm/): the providers and the SASL handler that follow a rotated credential
+COPY jvm jvm
+COPY scripts/build-jvm.sh scripts/build-jvm.sh
+RUN mkdir -p /opt/icetide/build && ln -s /opt/icetide/jars /opt/icetide/build/jars \
+ && bash scripts/build-jvm.sh /opt/icetide/build && rm -rf /opt/icetide/build
 
 # --- build: a venv with icetide and its pinned dependencies (transitive pins from requirements.lock) ------------
 FROM ${PYTHON_IMAGE} AS build

@@ -11,6 +11,10 @@ CACHE   := .cache
 # rest: Iceberg's reference REST catalog server (jar group + the loopback launcher compiled from jars/rest/src)
 JAR_GROUPS := spark flink flink-plugins/s3-fs-hadoop kafka jmx connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro rest
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
+# icetide's own JVM classes (jvm/): compiled by scripts/build-jvm.sh with the JDK's javac against the flink, kafka
+# and s3-fs-hadoop groups into .cache/jars/icetide/ and the s3-fs-hadoop plugin's folder (rebuilt after a refetch)
+JVM_STAMP := $(CACHE)/jars/icetide/.stamp
+JVM_SOURCES := $(shell find jvm -name '*.java')
 # Maven's own local repository, outside the clone: a fresh clone on the same machine reuses it
 M2      ?= $(HOME)/.m2/repository
 # Apicurio Registry (Confluent-compatible API), built by Quarkus from Maven Central artifacts; the build
@@ -40,7 +44,7 @@ help:  ## show this help
 TRINO_VERSION := 476
 TRINO_STAMP   := $(CACHE)/trino/.stamp-$(TRINO_VERSION)
 
-setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS) $(REGISTRY_JAR) $(KUSTOMIZE) $(WEED_STAMP) $(TRINO_STAMP)  ## venv + pinned deps, JVM jars (Maven), Debian packages, kustomize and the object store (Go); a no-op when done
+setup: $(CACHE)/system.stamp $(BIN)/.stamp $(JAR_STAMPS) $(JVM_STAMP) $(REGISTRY_JAR) $(KUSTOMIZE) $(WEED_STAMP) $(TRINO_STAMP)  ## venv + pinned deps, JVM jars (Maven), Debian packages, kustomize and the object store (Go); a no-op when done
 
 $(CACHE)/system.stamp: scripts/setup-system.sh
 	@mkdir -p $(CACHE)
@@ -70,6 +74,11 @@ $(CACHE)/jars/rest/.stamp: jars/rest/pom.xml $(wildcard jars/rest/src/main/java/
 	mvn -q -B -f jars/rest/pom.xml -Dmaven.repo.local=$(M2) package dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(CACHE))/jars/rest
 	cp $(CACHE)/build/rest/icetide-rest-launcher.jar $(CACHE)/jars/rest/
+	@touch $@
+
+$(JVM_STAMP): scripts/build-jvm.sh $(JVM_SOURCES) $(CACHE)/jars/flink/.stamp $(CACHE)/jars/kafka/.stamp \
+              $(CACHE)/jars/flink-plugins/s3-fs-hadoop/.stamp
+	bash scripts/build-jvm.sh $(CACHE)
 	@touch $@
 
 $(TRINO_STAMP): jars/trino/pom.xml

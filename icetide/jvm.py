@@ -26,6 +26,10 @@ TEST_JAR_GROUPS = ("connect", "connect-plugins/debezium-jdbc", "connect-plugins/
 # (`make setup` fetches it; the image does not run the embedded lake yet)
 LAKE_JAR_GROUPS = ("rest",)
 MONITORING_JAR_GROUPS = ("jmx",)  # the JMX exporter agent of the broker (stack up --monitoring)
+# icetide's own JVM classes (jvm/, compiled by `make setup`): the S3 credentials provider and the Kafka SASL
+# handler that follow a rotated credential; every group whose JVM reads the lake or Kafka as a role gets them
+OWN_GROUP = "icetide"
+OWN_JAR_USERS = ("spark", "flink", "rest", "connect")
 REQUIRED_JAVA = 17
 # On a small shared machine C2 compiler threads and G1's workers double a JVM service's start-up time
 # (measured for the broker: 21-24 s vs 8-12 s on 2 busy cores). Services append their own options after
@@ -106,12 +110,17 @@ def java_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def jars(group: str) -> list[Path]:
-    """The jars of one manifest group, fetched by `make setup`."""
+    """The jars of one manifest group, fetched by `make setup` (with icetide's own for `OWN_JAR_USERS`)."""
     if group not in JAR_GROUPS + TEST_JAR_GROUPS + LAKE_JAR_GROUPS + MONITORING_JAR_GROUPS:
         raise ValueError(f"unknown jar group {group!r}")
+    found = _group_jars(group)
+    return found + _group_jars(OWN_GROUP) if group in OWN_JAR_USERS else found
+
+
+def _group_jars(group: str) -> list[Path]:
     folder = jar_cache() / group
     found = sorted(folder.glob("*.jar"))
     if not found:
-        raise SetupError(f"no jars in {folder}: run `make setup` in the source tree (it fetches them with Maven), "
-                         "or point ICETIDE_JAR_CACHE at a folder holding the jar groups")
+        raise SetupError(f"no jars in {folder}: run `make setup` in the source tree (it fetches them with Maven "
+                         "and builds icetide's own), or point ICETIDE_JAR_CACHE at a folder holding the jar groups")
     return found

@@ -10,8 +10,12 @@ SCRAM-SHA-512 over TLS: its user name (`kafka.users`, default the role's name), 
 CA certificate that signed the broker's.
 
 - `client_config(settings, role, bootstrap)` → a confluent_kafka (librdkafka) configuration;
-- `java_properties(settings, role, bootstrap)` → Java client properties (Kafka Connect, Flink);
-- `flink_options(...)` → the same as Flink connector options (`properties.*`);
+- `java_properties(settings, role, bootstrap)` → Java client properties (Kafka Connect, Flink): the JAAS
+  configuration names the user and the secret *file*, and icetide's SASL callback handler (jvm/,
+  `FileScramCallbackHandler`) reads the file at every authentication, so a Java client follows a rotation
+  at its next re-authentication (`kafka.reauth_ms`) with no restart;
+- `flink_options(...)` → the same as Flink connector options (`properties.*`), with the handler built
+  against the SQL connector jar's relocated Kafka classes;
 - `producer` / `consumer` / `admin(settings, role, bootstrap, extra)` → clients that follow a
   rotated password: before a poll, consume or produce (at most once a second) they look at their
   secret file and hand a changed password to librdkafka (`set_sasl_credentials`), which uses it the
@@ -35,10 +39,13 @@ from icetide.settings import Settings
 log = logging.getLogger(__name__)
 
 ROLES = ("admin", "cdc", "apply", "mirror", "connect")
-JAVA_ROLES = ("cdc", "mirror", "connect")  # Java clients: their password is read once, when they start
+JAVA_ROLES = ("cdc", "mirror", "connect")  # Java clients: their password file is read by FILE_HANDLER
 MECHANISM = "SCRAM-SHA-512"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 FLINK_SHADE = "org.apache.flink.kafka.shaded."  # flink-sql-connector-kafka relocates kafka-clients
+# icetide's SASL client callback handler (jvm/src/main/java/io/icetide/jvm/), plain and for the relocated Kafka
+FILE_HANDLER = "io.icetide.jvm.FileScramCallbackHandler"
+FLINK_FILE_HANDLER = "io.icetide.jvm.flink.FileScramCallbackHandler"
 REFRESH_S = 1.0
 
 
@@ -115,18 +122,26 @@ def _jaas_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def java_properties(settings: Settings, role: str, bootstrap: str, login_module: str = SCRAM_LOGIN) -> dict[str, str]:
-    """Java Kafka client properties for `role` (Kafka Connect, the CLI tools); `login_module`: the SCRAM
-    login module's class name as the client's classpath has it."""
+def java_properties(settings: Settings, role: str, bootstrap: str, login_module: str = SCRAM_LOGIN,
+                    handler: str = FILE_HANDLER) -> dict[str, str]:
+    """Java Kafka client properties for `role` (Kafka Connect); `login_module` and `handler`: the SCRAM login
+    module's and icetide's callback handler's class names as the client's classpath has them. A password
+    from the settings (`kafka.passwords`) has no file to follow: it is put in the JAAS configuration."""
     props = {"bootstrap.servers": bootstrap}
     if not secure(settings):
         return props
-    secret = read_password(settings, role).get_secret_value()
+    secret = read_password(settings, role).get_secret_value()  # read now: a missing file fails here, named
+    user = _jaas_quote(username(settings, role))
+    if role in settings.kafka.passwords:
+        auth = {"sasl.jaas.config": f"{login_module} required username={user} password={_jaas_quote(secret)};"}
+    else:
+        path = _jaas_quote(str(password_file(settings, role)))
+        auth = {"sasl.jaas.config": f"{login_module} required username={user} passwordFile={path};",
+                "sasl.client.callback.handler.class": handler}
     return props | {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": MECHANISM,
-        "sasl.jaas.config": f"{login_module} required username={_jaas_quote(username(settings, role))} "
-                            f"password={_jaas_quote(secret)};",
+        **auth,
         "ssl.truststore.type": "PEM",
         "ssl.truststore.location": str(ca_file(settings)),
     }
@@ -145,7 +160,7 @@ def worker_properties(settings: Settings, role: str, bootstrap: str) -> dict[str
 def flink_options(settings: Settings, role: str, bootstrap: str) -> dict[str, str]:
     """Flink Kafka connector options: the Java properties as `properties.*` (Flink hides `jaas.config`), with
     the login module under the SQL connector jar's relocated package."""
-    props = java_properties(settings, role, bootstrap, FLINK_SHADE + SCRAM_LOGIN)
+    props = java_properties(settings, role, bootstrap, FLINK_SHADE + SCRAM_LOGIN, FLINK_FILE_HANDLER)
     return {f"properties.{k}": v for k, v in props.items()}
 
 

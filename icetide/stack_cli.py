@@ -117,9 +117,19 @@ def _rotate_s3(settings: Settings, role: str | None, grace: float) -> tuple[Any,
     results = rotate_s3(settings, role, grace)
     text = "\n".join(f"s3 {r['role']}: new key {r['access_key_id']}, deleted {', '.join(r['deleted']) or '-'}"
                      f" (old key refused: {r['old_key_refused']}) → {r['credentials_file']}"
-                     + (f"\n  restart to take the new key: {r['restart_needed']}" if r["restart_needed"] else "")
                      for r in results)
     return results, text
+
+
+def _rotate_catalog(settings: Settings, whom: str | None, grace: float) -> tuple[Any, str]:
+    """The embedded REST catalog server's own object-store key (role `catalog`), which it follows without a
+    restart. The reference server has no client authentication of its own (its adapter hands a token to
+    whoever asks and checks none), so there is no catalog token to rotate: that needs a catalog with OAuth2."""
+    if settings.catalog.type != "rest":
+        raise ConfigError("`stack rotate catalog` rotates the REST catalog server's object-store key: "
+                          "catalog.type is not rest")
+    results, text = _rotate_s3(settings, "catalog", grace)
+    return results, text.replace("s3 catalog:", "catalog (its s3 key):", 1)
 
 
 def _rotate_kafka(settings: Settings, principal: str | None, grace: float) -> tuple[Any, str]:
@@ -131,18 +141,16 @@ def _rotate_kafka(settings: Settings, principal: str | None, grace: float) -> tu
     for role in chosen:
         kafka_client.username(settings, role)  # ConfigError for an unknown principal
     users = kafka_security.rotate(settings, kafka_bootstrap(settings), chosen)
-    # Java clients (the Flink job and mirror, Kafka Connect) read their password once, at start
-    restart = [kafka_client.username(settings, r) for r in chosen if r in kafka_client.JAVA_ROLES]
     done = {"kind": "kafka", "users": users, "secrets_dir": str(kafka_client.secrets_dir(settings)),
-            "restart": restart}
-    tail = f"; restart the running clients of {', '.join(restart)}" if restart else ""
-    return done, f"kafka: rotated {', '.join(users) or 'nothing'}{tail}"
+            "reauth_ms": settings.kafka.reauth_ms}
+    return done, (f"kafka: rotated {', '.join(users) or 'nothing'}; running clients take the new password at "
+                  f"their next re-authentication (within {settings.kafka.reauth_ms / 1000:g} s)")
 
 
 # what `stack rotate KIND` rotates: kind → function(settings, whom or None for all, grace seconds) returning
 # what it changed (no secrets) and its text form
 ROTATORS: dict[str, Callable[[Settings, str | None, float], tuple[Any, str]]] = {
-    "s3": _rotate_s3, "kafka": _rotate_kafka,
+    "s3": _rotate_s3, "kafka": _rotate_kafka, "catalog": _rotate_catalog,
 }
 
 
@@ -151,13 +159,19 @@ ROTATORS: dict[str, Callable[[Settings, str | None, float], tuple[Any, str]]] = 
 @click.option("--role", help="s3: the role whose key is rotated (writer, cdc, maint, bi, catalog); default all.")
 @click.option("--principal", help="kafka: the principal rotated (admin, cdc, apply, mirror, connect); default all.")
 @click.option("--grace", type=float, default=5.0, show_default=True,
-              help="s3: seconds between writing the new key and deleting the old one (clients re-read it).")
+              help="s3, catalog: seconds between writing the new key and deleting the old one (clients re-read it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no secrets).")
 @click.pass_obj
 def rotate(app: App, kind: str, role: str | None, principal: str | None, grace: float, as_json: bool) -> None:
-    """Rotate a credential while the pipeline runs: a new one is made and written where the processes read
-    it (a 0600 file), the old one is refused afterwards; no restart of icetide's Python clients
-    (docs/security.md says which JVM clients still need one)."""
+    """Rotate a credential while the pipeline runs, restarting nothing: a new one is made and written where
+    the processes read it (a 0600 file), the old one is refused afterwards.
+
+    s3: a role's key on the embedded object store. PyIceberg readers take the new file before their next
+    table load; Spark, the Flink job (its tables and checkpoints) and the REST catalog server within about
+    a second, through icetide's credentials providers. kafka: a principal's SCRAM password; Python clients
+    take it within a second, Java clients (Flink, Kafka Connect) at the next re-authentication the broker
+    demands (kafka.reauth_ms). catalog: the REST catalog server's own S3 key (the embedded server has no
+    client authentication, so no token to rotate; docs/security.md)."""
     if role is not None and kind != "s3":
         raise ConfigError("--role applies to `rotate s3`; use --principal for kafka")
     if principal is not None and kind != "kafka":

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from icetide.settings import Role, Settings, StorageCredentials
 
 S3_FILE_IO = "org.apache.iceberg.aws.s3.S3FileIO"
+# Iceberg's AwsClientProperties: a provider class built by its static create(Map) from the `<property>.*` keys
+CREDENTIALS_PROVIDER_PROPERTY = "client.credentials-provider"
+FILE_CREDENTIALS_PROVIDER = "io.icetide.jvm.FileCredentialsProvider"  # jvm/src/main/java/io/icetide/jvm/
 STORE_DIR = "object-store"  # <state_dir>/object-store/: the embedded store's data, key and credentials
 IDENTITIES_DIR = "identities"  # <state_dir>/object-store/identities/<role>: each role's key (mode 0600)
 
@@ -115,12 +118,19 @@ def key_source(settings: Settings, role: Role) -> tuple[StorageCredentials | Non
     return None, ""
 
 
-def key_file(settings: Settings, role: Role) -> Path | None:
-    """The file `role`'s key is read from (None when it comes from environment variables)."""
+def key_reference(settings: Settings, role: Role) -> tuple[Path, str] | None:
+    """The credentials file and profile `role`'s key is read from (None when it comes from environment
+    variables): what the JVMs are handed instead of the key, so they follow a rotation."""
     creds, _ = key_source(settings, role)
     if creds is None:
-        return embedded_credentials_file(settings, role) if uses_embedded_store(settings) else None
-    return creds.file.expanduser() if creds.file else None
+        return (embedded_credentials_file(settings, role), "default") if uses_embedded_store(settings) else None
+    return (creds.file.expanduser().resolve(), creds.profile) if creds.file else None
+
+
+def key_file(settings: Settings, role: Role) -> Path | None:
+    """The file `role`'s key is read from (None when it comes from environment variables)."""
+    ref = key_reference(settings, role)
+    return ref[0] if ref else None
 
 
 def s3_key(settings: Settings, role: Role, environ: dict[str, str] | None = None) -> S3Key:
@@ -215,20 +225,32 @@ def s3_endpoint(settings: Settings) -> str:
 
 
 def iceberg_io_properties(settings: Settings, role: Role) -> dict[str, str]:
-    """Iceberg catalog properties for S3FileIO with `role`'s key (empty for local storage). They carry the
-    secret key: hand them to an engine, never to a log."""
+    """Iceberg catalog properties for S3FileIO as `role` (empty for local storage).
+
+    When the role's key is in a file (the embedded store's identity files, `storage.credentials.file`,
+    `storage.identities.<role>.file`) they name the file, not the key: S3FileIO asks icetide's
+    `FileCredentialsProvider` (jvm/, on every engine's classpath) for the key on each request, and it re-reads
+    the file once it changed, so Spark, the Flink job and the REST catalog server follow `stack rotate s3`
+    without a restart. A key from environment variables is passed as it is (it carries the secret: hand
+    such properties to an engine, never to a log) and is not followed."""
     storage = settings.storage
     if storage.kind != "s3":
         return {}
-    key = s3_key(settings, role)
+    key = s3_key(settings, role)  # read here too: a missing or malformed file fails now, naming the setting
     props = {
         "io-impl": S3_FILE_IO,
         "s3.endpoint": s3_endpoint(settings),
         "s3.path-style-access": "true" if storage.path_style else "false",
         "client.region": storage.region,
-        "s3.access-key-id": key.access_key_id,
-        "s3.secret-access-key": key.secret_access_key.get_secret_value(),
     }
+    ref = key_reference(settings, role)
+    if ref is None:
+        props["s3.access-key-id"] = key.access_key_id
+        props["s3.secret-access-key"] = key.secret_access_key.get_secret_value()
+    else:
+        props[CREDENTIALS_PROVIDER_PROPERTY] = FILE_CREDENTIALS_PROVIDER
+        props[f"{CREDENTIALS_PROVIDER_PROPERTY}.file"] = str(ref[0])
+        props[f"{CREDENTIALS_PROVIDER_PROPERTY}.profile"] = ref[1]
     if storage.sse == "s3":
         props["s3.sse.type"] = "s3"
     return props

@@ -5,7 +5,9 @@ the S3 port, a user `icetide-<role>` per role with one inline policy (`POLICY_NA
 written to `<state_dir>/object-store/identities/<role>` (an AWS shared-credentials file, mode 0600; never
 printed). On a later `stack up` the policy is put again (the settings may have moved the warehouse) and a
 role's key is kept while the store still lists it. `rotate` gives a role a new key, rewrites its file,
-waits `grace_s` for the processes that use it to re-read the file, then deletes the old key.
+waits `grace_s` for the processes that use it to re-read the file (PyIceberg before its next table load; the
+JVMs' S3 credentials providers, icetide's `FileCredentialsProvider`s, within about a second), then deletes the
+old key. No process is restarted.
 
 The policies, on the warehouse bucket B, the warehouse prefix W and the checkpoint prefix C
 (`storage.checkpoint_prefix`) — nothing else, deny by default:
@@ -57,11 +59,6 @@ GRANTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "bi": (READ, False),
     "catalog": (READ + WRITE + DELETE, False),
 }
-
-# who holds a role's key from start-up and must be restarted after its rotation (PyIceberg re-reads the file)
-JVM_USERS = {"writer": "running Spark jobs and the Flink mirror", "maint": "running Spark maintenance jobs",
-             "catalog": "the REST catalog server (icetide stack down && icetide stack up)"}
-
 
 def user_name(role: Role) -> str:
     return f"{USER_PREFIX}{role}"
@@ -202,7 +199,4 @@ def rotate_s3(settings: Settings, role: Role | None, grace_s: float) -> list[dic
             Bucket=bucket, Prefix=f"{warehouse}/", MaxKeys=1)
 
     manager = ObjectStore(settings.state_dir).identities(settings)
-    results = [manager.rotate(r, grace_s=grace_s, check=check) for r in ([role] if role else roles())]
-    for result in results:  # the JVMs' S3FileIO holds its key from start-up (docs/security.md)
-        result["restart_needed"] = JVM_USERS.get(result["role"], "")
-    return results
+    return [manager.rotate(r, grace_s=grace_s, check=check) for r in ([role] if role else roles())]

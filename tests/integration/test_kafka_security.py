@@ -24,10 +24,12 @@ import pytest
 
 from connectors.sqlite import SqliteConfig, SqliteSink
 from icetide import kafka_client
-from icetide.events import topic_for
+from icetide.catalog import pyiceberg_catalog
+from icetide.events import from_json, topic_for
 from icetide.settings import Settings, load_settings
 from icetide.stack import Stack, StackStatus
-from tests.fixtures.kafka import create_topic, new_topic_name
+from streaming.changelog import Changelog
+from tests.fixtures.kafka import consume_all, create_topic, new_topic_name
 from tests.fixtures.spark import fresh_table_name
 from tests.integration.test_connectors_consumer import Generator
 
@@ -244,6 +246,61 @@ def test_rotation_while_apply_runs_loses_nothing_and_refuses_the_old_password(
         return Counter(tuple(sorted((k, v) for k, v in r.items() if v is not None)) for r in items)
 
     assert norm(rows) == norm(gen.rows), "keyless rows: none lost, none applied twice"
+
+
+def test_a_running_cdc_job_follows_a_rotated_password_and_the_old_one_is_refused(
+        spark: Any, secure: tuple[Settings, StackStatus], secure_env: dict[str, str]) -> None:
+    """The Flink job's Java producer answers SCRAM from the secret file at every (re-)authentication
+    (icetide's FileScramCallbackHandler): after `rotate kafka --principal cdc` it keeps publishing across
+    several re-authentications, no restart, nothing lost."""
+    settings, status = secure
+    table = fresh_table_name("secured_rot")
+    spark.sql(f"CREATE TABLE {table} (id BIGINT NOT NULL, v STRING) USING iceberg "
+              "TBLPROPERTIES ('format-version'='2', 'write.update.mode'='merge-on-read')")
+    spark.sql(f"ALTER TABLE {table} SET IDENTIFIER FIELDS id")
+    spark.sql(f"INSERT INTO {table} SELECT id, 'a' FROM range(30)")
+    topic = topic_for("icetide", *table.split("."))
+    state = Path(secure_env["ICETIDE__STACK__STATE_DIR"])
+    reader = kafka_client.client_config(settings, "admin", status.bootstrap)
+    log_path = state / "cdc-rotation.log"
+    with log_path.open("ab") as out:
+        job = subprocess.Popen([ICETIDE, "cdc", "run", "--tables", table],
+                               env={**os.environ, **secure_env, "ICETIDE__FLINK__CHECKPOINT_INTERVAL_MS": "1000"},
+                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def positions(count: int) -> set[Any]:
+        deadline = time.monotonic() + 240
+        seen: set[Any] = set()
+        while time.monotonic() < deadline:
+            assert job.poll() is None, log_path.read_text()[-3000:]
+            seen = {from_json(m.value()).source.position for m in consume_all(status.bootstrap, topic, 10, reader)}
+            if len(seen) >= count:
+                return seen
+            time.sleep(2)
+        raise AssertionError(f"only {len(seen)} of {count} events\n{log_path.read_text()[-3000:]}")
+
+    old = kafka_client.client_config(settings, "cdc", status.bootstrap)
+    try:
+        positions(30)
+        rotated = _icetide(secure_env, "stack", "rotate", "kafka", "--principal", "cdc", "--json", timeout=60)
+        assert rotated.returncode == 0, rotated.stderr[-2000:]
+        _remember(settings)
+        for step in range(3):  # a snapshot in each of several re-authentication periods
+            spark.sql(f"UPDATE {table} SET v = 'u{step}' WHERE id < {5 * (step + 1)}")
+            time.sleep(REAUTH_MS / 1000 * 1.5)
+        expected = Changelog(pyiceberg_catalog(settings).load_table(table), settings.catalog.name).events(None)
+        seen = positions(len(expected))
+        assert seen == {e.source.position for e in expected}, "nothing lost"
+        assert "_AUTHENTICATION" in _errors(old, "metadata")  # the old password is refused
+        assert job.poll() is None, "the job kept running"
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGTERM)
+            try:
+                job.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(job.pid, signal.SIGKILL)
+                job.wait()
 
 
 def test_no_password_in_any_log(secure: tuple[Settings, StackStatus], secure_env: dict[str, str]) -> None:

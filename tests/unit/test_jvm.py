@@ -30,6 +30,20 @@ def test_missing_jars_name_the_setting(tmp_path: Path, monkeypatch: pytest.Monke
     assert str(tmp_path / "flink") in str(caught.value)
 
 
+def test_the_groups_that_act_as_a_role_get_icetides_own_jar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICETIDE_JAR_CACHE", str(tmp_path))
+    for group, name in (("spark", "iceberg.jar"), ("kafka", "kafka-clients.jar")):
+        (tmp_path / group).mkdir()
+        (tmp_path / group / name).write_bytes(b"")
+    with pytest.raises(SetupError, match="builds icetide's own") as caught:  # a cache from before jvm/ existed
+        jvm.jars("spark")
+    assert str(tmp_path / jvm.OWN_GROUP) in str(caught.value)
+    (tmp_path / jvm.OWN_GROUP).mkdir()
+    (tmp_path / jvm.OWN_GROUP / "icetide-jvm.jar").write_bytes(b"")
+    assert jvm.jars("spark") == [tmp_path / "spark" / "iceberg.jar", tmp_path / jvm.OWN_GROUP / "icetide-jvm.jar"]
+    assert jvm.jars("kafka") == [tmp_path / "kafka" / "kafka-clients.jar"]  # the broker does not need it
+
+
 def test_gateway_launch_sets_java_home_only_while_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JAVA_HOME", "/somewhere/else")
     monkeypatch.delenv("HADOOP_CLASSPATH", raising=False)

@@ -71,6 +71,21 @@ def test_the_jaas_line_quotes_any_password(secret: str) -> None:
     assert "".join(unescaped) == secret
 
 
+def test_java_clients_name_the_password_file_and_icetides_handler_never_the_password(tmp_path: Path) -> None:
+    s = _secure(tmp_path)
+    path = kafka_client.password_file(s, "cdc")
+    kafka_client.write_secret(path, "file-s3cr3t")
+    props = kafka_client.java_properties(s, "cdc", "h:1")
+    assert props["sasl.jaas.config"] == (f'{kafka_client.SCRAM_LOGIN} required username="cdc" '
+                                         f'passwordFile="{path}";')
+    assert props["sasl.client.callback.handler.class"] == "io.icetide.jvm.FileScramCallbackHandler"
+    flink = kafka_client.flink_options(s, "cdc", "h:1")
+    assert flink["properties.sasl.client.callback.handler.class"] == "io.icetide.jvm.flink.FileScramCallbackHandler"
+    assert not any("file-s3cr3t" in v for v in [*props.values(), *flink.values()])
+    given = _secure(tmp_path, ICETIDE__KAFKA__PASSWORDS__CDC="pw")  # no file to follow: the password itself
+    assert "sasl.client.callback.handler.class" not in kafka_client.java_properties(given, "cdc", "h:1")
+
+
 def test_connect_worker_gets_the_security_for_its_own_clients_too(tmp_path: Path) -> None:
     s = _secure(tmp_path, ICETIDE__KAFKA__PASSWORDS__CONNECT="pw")
     props = kafka_client.worker_properties(s, "connect", "h:1")
@@ -152,3 +167,10 @@ def test_flink_names_the_login_module_of_its_relocated_kafka_clients(tmp_path: P
         import zipfile
 
         assert module.replace(".", "/") + ".class" in zipfile.ZipFile(jars[0]).namelist()
+    own = jvm.jar_cache() / jvm.OWN_GROUP / "icetide-jvm.jar"
+    if own.is_file():  # both builds of icetide's handler are in its jar
+        import zipfile
+
+        names = zipfile.ZipFile(own).namelist()
+        for handler in (kafka_client.FILE_HANDLER, kafka_client.FLINK_FILE_HANDLER):
+            assert handler.replace(".", "/") + ".class" in names

@@ -55,10 +55,13 @@ def test_rest_and_s3_render_for_spark_flink_and_pyiceberg(tmp_path: Path) -> Non
     s = _rest_s3(tmp_path)
     assert s.warehouse == "s3://warehouse/warehouse"
     conf = spark_conf(s)
+    # the JVMs get the key's file and icetide's provider, which re-reads it after a rotation — not the key
     expected = {"catalog-impl": "org.apache.iceberg.rest.RESTCatalog", "uri": REST_URI,
                 "warehouse": "s3://warehouse/warehouse", "io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
                 "s3.endpoint": ENDPOINT, "s3.path-style-access": "true", "client.region": "us-east-1",
-                "s3.sse.type": "s3", "s3.access-key-id": "AKIDEXAMPLE", "s3.secret-access-key": "s3cr3t/Value+x"}
+                "s3.sse.type": "s3", "client.credentials-provider": "io.icetide.jvm.FileCredentialsProvider",
+                "client.credentials-provider.file": str((tmp_path / "creds.ini").resolve()),
+                "client.credentials-provider.profile": "default"}
     assert {k.removeprefix("spark.sql.catalog.lake."): v for k, v in conf.items()
             if k.startswith("spark.sql.catalog.lake.")} == expected
     ddl = flink_catalog_ddl(s)
@@ -88,7 +91,29 @@ def test_rest_token_and_credential_are_sent_and_never_printed(tmp_path: Path) ->
     props = catalog_properties(s)
     assert (props["token"], props["credential"]) == ("tok-9f8e7d", "client:cl-s3cr3t")
     assert pyiceberg_properties(s)["token"] == "tok-9f8e7d"
-    assert {"tok-9f8e7d", "client:cl-s3cr3t", "s3cr3t/Value+x"} <= secret_values(props)
+    assert {"tok-9f8e7d", "client:cl-s3cr3t"} <= secret_values(props)
+    assert not any("s3cr3t/Value" in v for v in props.values())  # the S3 key stays in its file
+
+
+def test_the_jvms_get_the_key_itself_only_when_it_comes_from_the_environment(tmp_path: Path) -> None:
+    s = load_settings(None, environ={"ICETIDE__STORAGE__KIND": "s3", "ICETIDE__STORAGE__ENDPOINT": ENDPOINT,
+                                     "ICETIDE__STACK__STATE_DIR": str(tmp_path),
+                                     "ICETIDE__STORAGE__CREDENTIALS__ACCESS_KEY_ENV": "ICETIDE_TEST_KEY_ID",
+                                     "ICETIDE__STORAGE__CREDENTIALS__SECRET_KEY_ENV": "ICETIDE_TEST_SECRET"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ICETIDE_TEST_KEY_ID", "AKIDENV")
+        mp.setenv("ICETIDE_TEST_SECRET", "env-s3cr3t")
+        props = catalog_properties(s)
+    assert (props["s3.access-key-id"], props["s3.secret-access-key"]) == ("AKIDENV", "env-s3cr3t")
+    assert "client.credentials-provider" not in props
+    role_file = _creds_file(tmp_path / "maint")
+    own = load_settings(None, environ={"ICETIDE__STORAGE__KIND": "s3", "ICETIDE__STORAGE__ENDPOINT": ENDPOINT,
+                                       "ICETIDE__STACK__STATE_DIR": str(tmp_path),
+                                       "ICETIDE__STORAGE__IDENTITIES__MAINT__FILE": str(role_file),
+                                       "ICETIDE__STORAGE__IDENTITIES__MAINT__PROFILE": "default"})
+    props = catalog_properties(own, "maint")
+    assert props["client.credentials-provider.file"] == str(role_file.resolve())
+    assert not {"s3.access-key-id", "s3.secret-access-key"} & set(props)
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -99,7 +99,11 @@ def test_checkpoints_go_to_the_bucket_with_s3_storage(tmp_path, base_settings) -
     assert conf["execution.checkpointing.dir"].startswith("s3://lake/checkpoints/cdc/")
     assert conf["s3.endpoint"] == "http://127.0.0.1:9" and conf["s3.path.style.access"] == "true"
     assert conf["s3.connection.ssl.enabled"] == "false" and conf["s3.encryption.algorithm"] == "AES256"
-    assert conf["s3.access-key"] == "AKID" and conf["s3.secret-key"] == "s3cr3t-value"
+    # the plugin's s3a gets icetide's provider and the key's file (it re-reads it after a rotation), not the key
+    assert conf["s3.aws.credentials.provider"] == "io.icetide.s3a.FileCredentialsProvider"
+    assert (conf["s3.icetide.credentials.file"], conf["s3.icetide.credentials.profile"]) == (
+        str(creds.resolve()), "default")
+    assert "s3cr3t-value" not in conf.values() and "s3.secret-key" not in conf
     assert flink_s3_config(base_settings) == {}
     own = s3.model_copy(update={"flink": s3.flink.model_copy(update={"checkpoint_dir": "s3://other/ck/"})})
     assert checkpoint_root(own) == "s3://other/ck"
