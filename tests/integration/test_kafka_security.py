@@ -288,7 +288,7 @@ def test_a_running_cdc_job_follows_a_rotated_password_and_the_old_one_is_refused
         for step in range(3):  # a snapshot in each of several re-authentication periods
             spark.sql(f"UPDATE {table} SET v = 'u{step}' WHERE id < {5 * (step + 1)}")
             time.sleep(REAUTH_MS / 1000 * 1.5)
-        expected = Changelog(pyiceberg_catalog(settings).load_table(table), settings.catalog.name).events(None)
+        expected = list(Changelog(pyiceberg_catalog(settings).load_table(table), settings.catalog.name).events(None))
         seen = positions(len(expected))
         assert seen == {e.source.position for e in expected}, "nothing lost"
         assert "_AUTHENTICATION" in _errors(old, "metadata")  # the old password is refused

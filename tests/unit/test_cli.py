@@ -71,3 +71,14 @@ def test_kernel_policies_and_connectors_type_check_strictly() -> None:
     mypy = Path(sys.executable).parent / "mypy"
     proc = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_rotate_catalog_needs_a_rest_catalog_and_takes_no_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ICETIDE__STACK__STATE_DIR", str(tmp_path))
+    assert main(["stack", "rotate", "catalog"]) == 2
+    assert "catalog.type is not rest" in capsys.readouterr().err
+    assert main(["stack", "rotate", "catalog", "--role", "bi"]) == 2
+    assert "--role applies to `rotate s3`" in capsys.readouterr().err
+    assert main(["stack", "rotate", "--help"]) == 0
+    assert "catalog" in capsys.readouterr().out
