@@ -274,7 +274,7 @@ def _literal(value: str) -> str:
 
 
 def flink_config(settings: Settings, checkpoints: str | Path, restore: str | Path | None) -> dict[str, str]:
-    """The job's Flink configuration; with S3 storage it carries the key (`checkpoints.flink_s3_config`)."""
+    """The job's Flink configuration; with S3 storage the `cdc` key's file (`checkpoints.flink_s3_config`)."""
     from streaming.checkpoints import flink_s3_config
 
     conf = {

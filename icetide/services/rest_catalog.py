@@ -7,7 +7,8 @@ their secrets, so it is started by a small launcher (`jars/rest/src/`) that bind
 properties from a file. Behind it is an Iceberg JDBC catalog in its own SQLite file; table files go through
 the same FileIO as the engines' (S3FileIO to the object store when `storage.kind: s3`).
 
-Everything lives under `<state_dir>/rest-catalog/`: `catalog.properties` (mode 0600: it holds the S3 key),
+Everything lives under `<state_dir>/rest-catalog/`: `catalog.properties` (mode 0600: it names the
+`catalog` role's key file, or holds the key when it comes from environment variables),
 `catalog.db`, `port`, the pid file and `rest-catalog.out` (the server's log).
 """
 
