@@ -44,6 +44,22 @@ def session_conf(settings: Settings, role: Role = "writer") -> dict[str, str]:
     return conf
 
 
+def with_metrics(conf: dict[str, str], settings: Settings, role: Role) -> dict[str, str]:
+    """`conf` plus, with monitoring on, Spark's JMX sink and the JMX exporter agent in the driver: the
+    driver serves its Spark metrics and heap to the state dir's Prometheus (job `spark`) while it runs."""
+    if not settings.monitoring.enabled:
+        return conf
+    import os
+
+    from icetide.services import monitoring_config
+    from icetide.services.monitoring import Monitoring
+
+    agent = Monitoring().jmx_agent(settings.state_dir, "spark", f"driver-{os.getpid()}", monitoring_config.JMX_SPARK,
+                                   labels={"role": role})
+    options = " ".join([conf.get("spark.driver.extraJavaOptions", ""), *agent]).strip()
+    return {**conf, **monitoring_config.spark_metrics_conf(), "spark.driver.extraJavaOptions": options}
+
+
 def spark_session(settings: Settings, role: Role = "writer") -> SparkSession:
     """Create (or reuse) the process's Spark session for `settings`, as `role` (the first session of a
     process fixes it: one command, one role)."""
@@ -51,7 +67,10 @@ def spark_session(settings: Settings, role: Role = "writer") -> SparkSession:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder
-    for key, value in session_conf(settings, role).items():
+    conf = session_conf(settings, role)
+    if SparkSession.getActiveSession() is None:  # a new driver JVM starts: with its metrics agent
+        conf = with_metrics(conf, settings, role)
+    for key, value in conf.items():
         builder = builder.config(key, value)
     with jvm.gateway_launch():  # pyspark launches the JVM through spark-submit, which reads JAVA_HOME
         session = builder.getOrCreate()

@@ -48,15 +48,24 @@ def render() -> str:
              "Generated from the code by `python scripts/metrics_catalogue.py` (a unit test fails when this file is",
              "stale). Every process registers its endpoint under `<state_dir>/monitoring/targets/<job>/`, which the",
              "embedded Prometheus (`icetide stack up --monitoring`) scrapes. Histograms also serve `_bucket`, `_sum`",
-             "and `_count`. The broker's metrics (job `kafka`) come from the Prometheus JMX exporter agent, its rules",
-             "in `icetide/services/monitoring_config.py` (`kafka_server_replicamanager_underreplicatedpartitions`,",
-             "`kafka_server_brokertopicmetrics_{bytesin,bytesout,messagesin}_total`,",
-             "`kafka_network_request_total_time_ms{request,quantile}`, `jvm_memory_used_bytes{area}` …).", ""]
+             "and `_count`. The JVMs and the object store serve their own metrics (last section).", ""]
     for process, job, rows in catalogue():
         lines += [f"## {process}", "", f"Scrape job `{job}`.", "", "| metric | type | labels | meaning |",
                   "|---|---|---|---|"]
         lines += [f"| `{r['name']}` | {r['type']} | {', '.join(r['labels']) or '-'} | {r['help']} |" for r in rows]
         lines.append("")
+    from icetide.services.monitoring_config import EXTERNAL_METRICS
+
+    lines += ["## The JVMs and the object store (with monitoring on)", "",
+              "Names as their exporters form them; listed are the ones an operator looks at first (heap,",
+              "throughput, checkpoints, jobs, requests): `EXTERNAL_METRICS` in",
+              "`icetide/services/monitoring_config.py`,",
+              "each checked to be served by a live run (tests/integration/test_monitoring.py,",
+              "bench/prometheus_screenshot.py).",
+              "", "| scrape job | source | metrics |", "|---|---|---|"]
+    lines += [f"| `{job}` | {source} | {', '.join(f'`{n}`' for n in names)} |"
+              for job, (source, names) in EXTERNAL_METRICS.items()]
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -329,9 +329,15 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
         # without FLINK_HOME, PyFlink sets FLINK_PLUGINS_DIR to its own plugins folder (no S3 file system)
         extra = {"FLINK_HOME": os.environ.get("FLINK_HOME") or os.path.dirname(os.path.abspath(pyflink.__file__)),
                  "FLINK_PLUGINS_DIR": str(plugins_dir())}
+    reporter: dict[str, str] = {}
+    if settings.monitoring.enabled:  # Flink's own metrics (JobManager, TaskManager, operators) for Prometheus
+        from icetide.services.monitoring import Monitoring
+
+        gateway_env, reporter = Monitoring().flink_reporter(settings.state_dir, f"cdc-{os.getpid()}")
+        extra.update(gateway_env)
     with jvm.gateway_launch(extra):  # PyFlink starts its gateway JVM (on first use) from JAVA_HOME
         config = Configuration()
-    for key, value in flink_config(settings, checkpoints, restore).items():
+    for key, value in {**flink_config(settings, checkpoints, restore), **reporter}.items():
         config.set_string(key, value)
     started = time.monotonic()
     env = StreamExecutionEnvironment.get_execution_environment(config)

@@ -16,6 +16,7 @@ Scrape targets are the files in `targets/<job>/` — every icetide process servi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import urllib.error
@@ -67,7 +68,6 @@ class Monitoring(StateHome):
         self.prom_config = home / "prometheus.yml"
         self.am_config = home / "alertmanager.yml"
         self.lag_config = home / "lag-exporter.json"
-        self.jmx_config = home / "jmx-kafka.yml"
         self.rules_dir = home / "rules"
         self.ports_file = home / "ports.json"
         self.prometheus = JvmProcess("prometheus", home, str(_binary("prometheus")), self.prom_config)
@@ -144,17 +144,49 @@ class Monitoring(StateHome):
         return {"prometheus": f"http://{HOST}:{ports['prometheus']}/",
                 "alertmanager": f"http://{HOST}:{ports['alertmanager']}/"}
 
-    # -- the broker's JMX agent --------------------------------------------------------------------
+    # -- the JVMs' exporters ------------------------------------------------------------------------
     def broker_agent(self, state_dir: Path) -> list[str]:
         """The `-javaagent:` option that makes the broker serve its JMX metrics, and its target file."""
+        return self.jmx_agent(state_dir, "kafka", "broker", cfg.JMX_KAFKA, remove_at_exit=False)
+
+    def jmx_agent(self, state_dir: Path, job: str, name: str, rules: dict[str, Any], *,
+                  remove_at_exit: bool = True, labels: dict[str, str] | None = None) -> list[str]:
+        """The `-javaagent:` option of the JMX exporter agent serving one JVM's MBeans (and heap) on a free
+        loopback port under `rules`, and the target file announcing it as `name` in scrape job `job`.
+
+        The target file goes with this process (`remove_at_exit`) when the JVM is its child (a Spark driver);
+        the broker outlives `stack up`, so `stack down` removes its file."""
         self._bind(state_dir)
         require([Need("the Prometheus JMX exporter agent", jvm.jar_cache() / JAR_GROUP)])
         self.home.mkdir(parents=True, exist_ok=True)
-        self.jmx_config.write_text(yaml.safe_dump(cfg.JMX_KAFKA, sort_keys=False))
+        config = self.home / f"jmx-{job}.yml"
+        tmp = config.with_name(f".{config.name}.{os.getpid()}")
+        tmp.write_text(yaml.safe_dump(rules, sort_keys=False))
+        tmp.replace(config)  # several drivers may start at once: none reads half a file
         port = free_port(HOST)
-        register_target(self.home.parent, "kafka", HOST, port, name="broker", remove_at_exit=False)
+        register_target(self.home.parent, job, HOST, port, name=name, remove_at_exit=remove_at_exit, labels=labels)
         agent = jvm.jars(JAR_GROUP)[0]
-        return [f"-javaagent:{agent}={HOST}:{port}:{self.jmx_config}"]
+        return [f"-javaagent:{agent}={HOST}:{port}:{config}"]
+
+    def flink_reporter(self, state_dir: Path, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(gateway environment, Flink configuration) that make the CDC job's JVM serve Flink's metrics.
+
+        PyFlink's local mini-cluster builds its metric registry without a plugin manager, so Flink finds
+        reporter factories only on the gateway JVM's class path (not in FLINK_PLUGINS_DIR, not on
+        pipeline.jars); PyFlink's launcher appends `HADOOP_CLASSPATH` to that class path. The jar is the one
+        the PyFlink wheel ships in plugins/metrics-prometheus/, so its version is PyFlink's by construction.
+        The reporter binds its port on every interface (it takes no host): the port is a free loopback one."""
+        import pyflink
+
+        self._bind(state_dir)
+        found = sorted((Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob(
+            "flink-metrics-prometheus-*.jar"))
+        if not found:
+            raise StackError("the PyFlink wheel has no plugins/metrics-prometheus/flink-metrics-prometheus-*.jar")
+        path = os.pathsep.join(p for p in (os.environ.get("HADOOP_CLASSPATH", ""), str(found[-1])) if p)
+        port = free_port(HOST)
+        register_target(self.home.parent, "flink", HOST, port, name=name, labels={"process": "minicluster"})
+        return {"HADOOP_CLASSPATH": path}, cfg.flink_reporter_conf(port)
 
     # -- files and processes ----------------------------------------------------------------------
     def _write_configs(self, settings: Settings, ports: dict[str, int]) -> None:

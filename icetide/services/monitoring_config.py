@@ -120,3 +120,56 @@ JMX_KAFKA: dict[str, Any] = {
          "name": "kafka_$1_$2_$3", "type": "GAUGE"},
     ],
 }
+
+# Spark's own metrics (DAG scheduler, block manager, app status, executor) reach JMX through Spark's JmxSink
+# (`spark.metrics.conf.*.sink.jmx.class`) under the namespace `icetide` (instead of the application id, so
+# names do not change from run to run); Dropwizard names them `metrics:name=icetide.driver.<source>.<metric>,
+# type=gauges|counters` (property order varies, hence the optional groups). Dots become underscores.
+_SPARK_BEAN = r"metrics<(?:type=\w+, )?name=icetide\.(driver|executor)\.([^,>]+)(?:, type=\w+)?>"
+JMX_SPARK: dict[str, Any] = {
+    "lowercaseOutputName": True,
+    "lowercaseOutputLabelNames": True,
+    "includeObjectNames": ["metrics:type=gauges,*", "metrics:type=counters,*"],
+    "rules": [
+        {"pattern": _SPARK_BEAN + "<>Count", "name": "spark_$1_$2_total", "type": "COUNTER"},
+        {"pattern": _SPARK_BEAN + "<>Value", "name": "spark_$1_$2", "type": "GAUGE"},
+    ],
+}
+
+
+def spark_metrics_conf() -> dict[str, str]:
+    """The Spark settings that put its metrics on JMX for the agent (namespace `icetide`)."""
+    return {"spark.metrics.namespace": "icetide",
+            "spark.metrics.conf.*.sink.jmx.class": "org.apache.spark.metrics.sink.JmxSink",
+            "spark.metrics.appStatusSource.enabled": "true"}
+
+
+FLINK_REPORTER_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+
+def flink_reporter_conf(port: int) -> dict[str, str]:
+    """Flink's Prometheus reporter on one port: PyFlink's local mini-cluster is one JVM (JobManager and
+    TaskManager share its metric registry), so one port serves both (`flink_jobmanager_*`, `flink_taskmanager_*`)."""
+    return {"metrics.reporters": "prom", "metrics.reporter.prom.factory.class": FLINK_REPORTER_FACTORY,
+            "metrics.reporter.prom.port": str(port), "metrics.reporter.prom.filterLabelValueCharacters": "true"}
+
+# The metrics of the JVMs and the object store that icetide's rules, dashboards and `icetide status` read, by
+# scrape job: (where they come from, names). docs/metrics.md lists them; the live tests check that the job
+# serves every one of its names while it runs (tests/integration/test_monitoring.py, bench/prometheus_screenshot.py).
+EXTERNAL_METRICS: dict[str, tuple[str, list[str]]] = {
+    "kafka": ("the JMX exporter agent in the broker (rules `JMX_KAFKA`)",
+              ["kafka_server_replicamanager_underreplicatedpartitions", "kafka_server_brokertopicmetrics_bytesin_total",
+               "kafka_server_brokertopicmetrics_bytesout_total", "kafka_server_brokertopicmetrics_messagesin_total",
+               "kafka_network_request_total_time_ms", "jvm_memory_used_bytes", "jvm_memory_max_bytes"]),
+    "flink": ("Flink's Prometheus reporter in the CDC job's JVM (PyFlink's mini-cluster: JobManager and TaskManager)",
+              ["flink_jobmanager_numRunningJobs", "flink_jobmanager_Status_JVM_Memory_Heap_Used",
+               "flink_taskmanager_Status_JVM_Memory_Heap_Used", "flink_taskmanager_Status_JVM_Memory_Heap_Max",
+               "flink_jobmanager_job_numberOfCompletedCheckpoints", "flink_jobmanager_job_lastCheckpointDuration",
+               "flink_taskmanager_job_task_numRecordsOut"]),
+    "spark": ("the JMX exporter agent in each Spark driver (rules `JMX_SPARK`, Spark's JmxSink)",
+              ["spark_driver_dagscheduler_job_activejobs", "spark_driver_appstatus_jobs_succeededjobs_total",
+               "spark_driver_appstatus_jobduration", "spark_driver_blockmanager_memory_memused_mb",
+               "jvm_memory_used_bytes", "jvm_memory_max_bytes"]),
+    "object-store": ("SeaweedFS' own /metrics (`weed mini -metricsPort`)",
+                     ["SeaweedFS_s3_request_total", "SeaweedFS_s3_request_seconds_bucket"]),
+}

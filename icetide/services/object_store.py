@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from icetide.errors import SetupError, StackError
 from icetide.jvm import PROJECT_ROOT
+from icetide.metrics import register_target, targets_dir
 from icetide.process import free_port, live_pid, log_tail, port_is_free, rss_bytes, runs_with, stop_group
 from icetide.services.access_log import AccessLogCollector
 from icetide.services.identities import Identities
@@ -49,7 +50,7 @@ HOST = "127.0.0.1"
 STOP_TIMEOUT_S = 20.0
 # weed mini's listeners; each gets a free loopback port (gRPC ports too: the default +10000 may be taken)
 PORTS = ("s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-         "admin", "admin.grpc")
+         "admin", "admin.grpc", "metrics")  # metrics: its Prometheus /metrics (job `object-store`)
 SOCKET_PATH_MAX = 100  # unix socket paths longer than ~108 bytes cannot be bound
 
 
@@ -122,6 +123,9 @@ class ObjectStore(StateHome):
                              "run `icetide stack down` and `icetide stack up` again\n" + self.output())
         self.ensure_bucket(settings.storage.bucket, encrypted=settings.storage.sse == "s3")
         self.identities(settings).ensure()
+        port = self._ports().get("metrics")
+        if settings.monitoring.enabled and port:  # `stop` removes it: the store outlives `stack up`
+            register_target(self.home.parent, "object-store", HOST, port, name="seaweedfs", remove_at_exit=False)
         return self.endpoints()
 
     def identities(self, settings: Settings) -> Identities:
@@ -146,6 +150,7 @@ class ObjectStore(StateHome):
         if pid is not None:
             stop_group(pid, self._is_ours, STOP_TIMEOUT_S)
             self.pid_file.unlink(missing_ok=True)
+        (targets_dir(self.home.parent, "object-store") / "seaweedfs.json").unlink(missing_ok=True)
         AccessLogCollector(self.home.parent).stop()
         return pid is not None
 
@@ -279,7 +284,9 @@ class ObjectStore(StateHome):
                 "-s3.iam.readOnly=false", "-s3.iam.selfServiceRequiresGrant=true",
                 f"-s3.auditLogConfig={AccessLogCollector(self.home.parent).config_file}"]
         args += [f"-{name}.port={port}" if "." not in name else f"-{name.split('.')[0]}.port.grpc={port}"
-                 for name, port in ports.items()]
+                 for name, port in ports.items() if name != "metrics"]
+        if "metrics" in ports:
+            args += [f"-metricsPort={ports['metrics']}", f"-metricsIp={HOST}"]
         for name in ("filer", "s3"):
             sock = self.home / f"{name}.sock"
             if len(str(sock)) < SOCKET_PATH_MAX:
