@@ -175,15 +175,18 @@ def stats(app: Any, table_name: str, small_file_mb: float, as_json: bool) -> Non
 @click.option("--table", "table_names", multiple=True, help="Tables to watch (default: every table).")
 @click.option("--port", default=0, show_default=True, help="HTTP port for /metrics (0 → a free one).")
 @click.option("--interval", default=60.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--probe-sla-s", default=30.0, show_default=True,
+              help="Time a probe query per table each refresh and hold it to this SLA (0: no probe).")
 @click.option("--once", is_flag=True, help="Refresh once, print the exposition text and exit.")
 @click.pass_obj
-def exporter(app: Any, table_names: tuple[str, ...], port: int, interval: float, once: bool) -> None:
-    """Serve table-health gauges (icetide_table_*) for Prometheus."""
+def exporter(app: Any, table_names: tuple[str, ...], port: int, interval: float, probe_sla_s: float,
+             once: bool) -> None:
+    """Serve table-health gauges (icetide_table_*) and the probe query's time for Prometheus."""
     from icetide.metrics import register_target, serve
     from prometheus_client import generate_latest
 
     from batch.metrics import health_metrics
-    from batch.stats import list_tables, table_stats
+    from batch.stats import list_tables, probe_query, table_stats
 
     spark = spark_for(app.settings, "maint")
     metrics = health_metrics()
@@ -193,7 +196,10 @@ def exporter(app: Any, table_names: tuple[str, ...], port: int, interval: float,
             tables = ([table_ref(app.settings, n) for n in table_names] if table_names
                       else list_tables(spark, app.settings.catalog.name))
             for table in tables:
-                metrics.update(table_stats(spark, table), time.time())
+                stats = table_stats(spark, table)
+                metrics.update(stats, time.time())
+                if probe_sla_s > 0:
+                    metrics.probed(stats.table, probe_query(spark, table), probe_sla_s)
 
     refresh()
     if once:

@@ -1,14 +1,15 @@
-"""Table-health gauges for Prometheus, on an explicit registry (never the global default).
+"""Table-health gauges and the probe query's time for Prometheus, on an explicit registry (never the global default).
 
-`maint exporter` refreshes them from `batch.stats.table_stats` every interval; one label, `table`.
+`maint exporter` refreshes them from `batch.stats.table_stats` every interval and times one probe query per
+table against the SLA it is given (`--probe-sla-s`); one label, `table`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from icetide.metrics import new_registry
-from prometheus_client import CollectorRegistry, Gauge
+from icetide.metrics import LATENCY_BUCKETS, new_registry
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from batch.stats import TableStats
 
@@ -28,6 +29,8 @@ class HealthMetrics:
     manifests: Gauge
     partitions: Gauge
     last_refresh: Gauge
+    probe_seconds: Histogram
+    probe_sla: Gauge
 
     def update(self, stats: TableStats, now: float) -> None:
         """Publish one table's stats."""
@@ -42,6 +45,11 @@ class HealthMetrics:
         self.manifests.labels(table).set(stats.manifests)
         self.partitions.labels(table).set(len(stats.partitions))
         self.last_refresh.labels(table).set(now)
+
+    def probed(self, table: str, seconds: float, sla_s: float) -> None:
+        """One probe query's wall time, and the SLA it is held to (the alert compares the two)."""
+        self.probe_seconds.labels(table).observe(seconds)
+        self.probe_sla.labels(table).set(sla_s)
 
 
 def health_metrics(registry: CollectorRegistry | None = None) -> HealthMetrics:
@@ -63,4 +71,8 @@ def health_metrics(registry: CollectorRegistry | None = None) -> HealthMetrics:
         manifests=gauge("manifests", "Manifests of the current snapshot."),
         partitions=gauge("partitions", "Partitions with at least one data file."),
         last_refresh=gauge("last_refresh_timestamp_seconds", "When these gauges were last refreshed."),
+        probe_seconds=Histogram("icetide_table_probe_query_seconds",
+                                "Wall time of the probe query (a count over the table: planning, metadata, scan).",
+                                ["table"], buckets=LATENCY_BUCKETS, registry=reg),
+        probe_sla=gauge("probe_query_sla_seconds", "The SLA the probe query is held to (`--probe-sla-s`)."),
     )

@@ -81,6 +81,15 @@ def table_stats(spark: SparkSession, table: exp.Table, small_file_bytes: int = S
     )
 
 
+def probe_query(spark: SparkSession, table: exp.Table) -> float:
+    """Seconds a `count(*)` over the table takes end to end: what a reader waits for before the first row
+    (planning over every snapshot's manifests and small files, then the count Iceberg answers from them)."""
+    sql = render(exp.select(exp.Count(this=exp.Star())).from_(table.copy()))
+    start = time.perf_counter()
+    spark.sql(sql).collect()
+    return time.perf_counter() - start
+
+
 def list_tables(spark: SparkSession, catalog: str) -> list[exp.Table]:
     """Every table of every namespace in the catalog (one level of namespaces)."""
     tables = []
