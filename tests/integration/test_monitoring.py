@@ -228,6 +228,111 @@ def test_stopped_consumer_fires_consumer_behind_then_resolves_on_restart(live: L
     assert live.value(f'sum(icetide_kafka_consumergroup_lag{{group="{group}"}})') == 0
 
 
+# A JVM that keeps `target` of its heap live (checked after a GC, so garbage does not count; topped up each
+# second, as the start-up's own data is collected later) and otherwise waits.
+HEAP_FILLER = """
+import java.lang.management.ManagementFactory;
+import java.util.ArrayList;
+import java.util.List;
+
+public class FillHeap {
+    public static void main(String[] args) throws Exception {
+        double target = Double.parseDouble(args[0]);
+        List<byte[]> kept = new ArrayList<>();
+        var memory = ManagementFactory.getMemoryMXBean();
+        while (true) {
+            var heap = memory.getHeapMemoryUsage();
+            if ((double) heap.getUsed() / heap.getMax() < target) {
+                kept.add(new byte[16 * 1024]);
+                continue;
+            }
+            System.gc();
+            heap = memory.getHeapMemoryUsage();
+            if ((double) heap.getUsed() / heap.getMax() >= target) {
+                Thread.sleep(1000);
+            }
+        }
+    }
+}
+"""
+
+
+def test_jvm_near_its_heap_limit_fires(live: Live, tmp_path: Path) -> None:
+    """The OOM alert, from the JMX exporter agent's heap gauges. The JVM is a 128 MiB one of the test's that
+    fills 93 % of its heap in a second (filling a real driver's 1 GiB takes a minute of both cores); it is
+    started with the very agent option, rules and target folder a Spark driver gets (`Monitoring.jmx_agent`)."""
+    from icetide import jvm
+    from icetide.metrics import targets_dir
+    from icetide.services import monitoring_config
+    from icetide.services.monitoring import Monitoring
+
+    state_dir = live.stack.settings.state_dir
+    agent = Monitoring().jmx_agent(state_dir, "spark", "heap-filler", monitoring_config.JMX_SPARK,
+                                   labels={"role": "test"})
+    source = tmp_path / "FillHeap.java"
+    source.write_text(HEAP_FILLER)
+    java = str(jvm.java_home() / "bin" / "java")
+    # 128 MiB with a 4 MiB young generation: the 93 % kept live fits the old one, so the JVM does not spend
+    # itself in full GCs and answers its scrapes (0.5 s timeout here) while it sits near its limit
+    proc = subprocess.Popen([java, "-Xmx128m", "-Xmn4m", "-XX:+UseSerialGC", *agent, str(source), "0.93"],
+                            env=jvm.java_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    ratio = 'jvm_memory_used_bytes{job="spark",area="heap"} / jvm_memory_max_bytes{job="spark",area="heap"}'
+    up = 'up{job="spark"}'
+    try:
+        try:
+            wait_for("IcetideJvmHeapNearLimit firing at the webhook",
+                     lambda: live.receiver.seen("IcetideJvmHeapNearLimit", "firing", job="spark"), timeout_s=90)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; up: {live.query(up)}; heap used/max: "
+                                 f"{live.query(ratio)}; the JVM: {proc.poll()=}") from None
+        assert (live.value(f"max({ratio})") or 0) > 0.9
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        (targets_dir(state_dir, "spark") / "heap-filler.json").unlink(missing_ok=True)
+
+
+def test_table_health_and_probe_query_alerts_fire(live: Live, spark: Any, base_settings: Any) -> None:
+    """Snapshot growth, small files and query time over SLA, from a real `maint exporter` (its own Spark, with
+    the JMX agent: job `spark`) on a real table: 120 tiny files in one commit, then 500 empty appends in one
+    transaction — the snapshots a streaming writer's checkpoints leave when nothing expires them. The probe
+    query is held to a 1 ms SLA, which no Spark query meets."""
+    from icetide.services.monitoring_config import EXTERNAL_METRICS
+    from tests.fixtures.spark import fresh_table_name
+
+    name = fresh_table_name("health")
+    spark.sql(f"CREATE TABLE lake.{name} (id BIGINT) USING iceberg")
+    spark.range(0, 120, 1, 120).writeTo(f"lake.{name}").append()
+    table = spark._jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, f"lake.{name}")
+    txn = table.newTransaction()
+    for _ in range(500):
+        txn.newFastAppend().commit()
+    txn.commitTransaction()
+    env = {**live.env, "ICETIDE__CATALOG__URI": base_settings.catalog_uri,
+           "ICETIDE__CATALOG__WAREHOUSE": base_settings.warehouse}
+    exporter = subprocess.Popen([ICETIDE, "maint", "exporter", "--table", name, "--interval", "1",
+                                 "--probe-sla-s", "0.001"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for alert in ("IcetideTableSnapshotGrowth", "IcetideTableSmallFiles", "IcetideQueryOverSLA"):
+            wait_for(f"{alert} firing at the webhook", lambda a=alert: live.receiver.seen(a, "firing", table=name),
+                     timeout_s=150)
+        assert live.value(f'icetide_table_snapshots{{table="{name}"}}') == 501
+        # over the last 30 s: one scrape of a busy driver may miss its 0.5 s timeout (and mark its series stale)
+        assert live.value('max(max_over_time(up{job="spark"}[30s]))') == 1
+        missing = [m for m in EXTERNAL_METRICS["spark"][1]
+                   if not live.query(f'last_over_time({m}{{job="spark"}}[30s])')]
+        assert not missing, f"the Spark driver does not serve {missing}"
+    finally:
+        exporter.send_signal(signal.SIGINT)  # KeyboardInterrupt: the exporter removes its target files
+        try:
+            exporter.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(exporter.pid, signal.SIGKILL)
+            exporter.wait()
+
+
 def test_broker_down_fires(live: Live) -> None:
     live.stop_consumer()
     pid = live.stack.status().pid
