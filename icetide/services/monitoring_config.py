@@ -154,8 +154,9 @@ def flink_reporter_conf(port: int) -> dict[str, str]:
             "metrics.reporter.prom.port": str(port), "metrics.reporter.prom.filterLabelValueCharacters": "true"}
 
 # The metrics of the JVMs and the object store that icetide's rules, dashboards and `icetide status` read, by
-# scrape job: (where they come from, names). docs/metrics.md lists them; the live tests check that the job
-# serves every one of its names while it runs (tests/integration/test_monitoring.py, bench/prometheus_screenshot.py).
+# scrape job: (where they come from, names). docs/metrics.md lists them; live runs check that the job serves
+# every one of its names while it runs: `spark` in tests/integration/test_monitoring.py, `kafka`, `flink` and
+# `spark` in bench/prometheus_screenshot.py (`object-store` was checked by hand, docs/results.md).
 EXTERNAL_METRICS: dict[str, tuple[str, list[str]]] = {
     "kafka": ("the JMX exporter agent in the broker (rules `JMX_KAFKA`)",
               ["kafka_server_replicamanager_underreplicatedpartitions", "kafka_server_brokertopicmetrics_bytesin_total",
