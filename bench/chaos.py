@@ -15,10 +15,17 @@ and is stopped, the consumer catches up and stops, `cdc apply --once` runs, then
 Prints one JSON report: kills, restart times, Kafka records vs distinct event positions (what the
 at-least-once replays duplicated) checked against the changelog re-derived here, events applied,
 a downstream audit (row images inserted more than once = a change applied twice), the row diff and
-verify result per table, wall time. Exit code 1 if a table differs, an event is missing from Kafka or
-a change was applied twice; 0 otherwise.
+verify result per table, wall time, and the processes still running from the state dir once everything
+was stopped. Exit code 1 if a table differs, an event is missing from Kafka, a change was applied twice
+or a process was left behind; 0 otherwise.
+
+The lake's shape is the settings' (ICETIDE__CATALOG__TYPE, ICETIDE__STORAGE__KIND in the environment), or
+`--shape`: `local` is the default (JDBC catalog on SQLite, a warehouse folder), `lake` is Iceberg's REST
+catalog server over the embedded object store (SeaweedFS, SSE-S3). On the lake, `icetide stack up` starts
+both servers from the state dir and `stack down` stops them; the job's checkpoints are in the bucket.
 
     .venv/bin/python bench/chaos.py --kills 20 --out docs/results/chaos.json
+    .venv/bin/python bench/chaos.py --kills 1 --shape lake --out docs/results/chaos-rest-s3.json
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ HERE = Path(__file__).resolve().parent
 KINDS = ("flink", "consumer", "broker")
 READY_TIMEOUT_S = 300.0
 CRASH_LOOP_S = 30.0
+SHAPES = {"local": {"ICETIDE__CATALOG__TYPE": "jdbc", "ICETIDE__STORAGE__KIND": "local"},
+          "lake": {"ICETIDE__CATALOG__TYPE": "rest", "ICETIDE__STORAGE__KIND": "s3"}}
 
 
 class CampaignError(Exception):
@@ -56,10 +65,13 @@ class Campaign:
         self.logs = self.state / "logs"
         inherited = {k: v for k, v in os.environ.items() if k.startswith("ICETIDE__") and not k.startswith(
             ("ICETIDE__STACK__", "ICETIDE__KAFKA__BOOTSTRAP", "ICETIDE__SINK__", "ICETIDE__CDC__"))}
-        self.environ = {**inherited, "ICETIDE__STACK__STATE_DIR": str(self.state)}
+        self.environ = {**inherited, **SHAPES.get(args.shape or "", {}), "ICETIDE__STACK__STATE_DIR": str(self.state)}
         self.settings = load_settings(None, environ=self.environ)
         self.rng = random.Random(args.seed)
         self.tables = [f"{parts.NAMESPACE}.{t}" for t in parts.TABLES]
+        from streaming.checkpoints import tables_dir
+
+        self.checkpoints = tables_dir(self.settings, self.tables)  # where `cdc run --tables …` keeps them
         self.topics = [f"{self.settings.cdc.topic_prefix}.{t}" for t in self.tables]
         self.started = time.monotonic()
         self.events: list[dict[str, Any]] = []  # kills and unexpected exits, in order
@@ -79,6 +91,8 @@ class Campaign:
     def setup(self) -> None:
         from icetide.stack import Stack
 
+        if self.state.is_dir():  # a broker or lake server of an earlier run would outlive its deleted files
+            Stack(self.settings).down()
         shutil.rmtree(self.state, ignore_errors=True)
         self.logs.mkdir(parents=True)
         self.stack = Stack(self.settings)
@@ -123,9 +137,11 @@ class Campaign:
 
     # -- supervision -------------------------------------------------------------------------
     def checkpoint_after(self, wall: float) -> bool:
-        """A completed checkpoint whose metadata was written after `wall` (time.time())."""
-        root = self.state / "cdc" / "checkpoints"
-        return any(p.stat().st_mtime > wall for p in root.glob("*/*/chk-*/_metadata")) if root.is_dir() else False
+        """A completed checkpoint whose metadata was written after `wall` (time.time()): in the state dir, or in
+        the bucket on S3 (whole seconds there, so this may see one up to a second late — never early)."""
+        from streaming.checkpoints import completed_checkpoints
+
+        return any(written > wall for _, written in completed_checkpoints(self.settings, self.checkpoints))
 
     def consumer_ready(self) -> bool:
         scraped = parts.scrape(self.consumer.log_file)
@@ -318,6 +334,8 @@ def report(c: Campaign, end: dict[str, Any], wall_s: float) -> dict[str, Any]:
     return {
         "benchmark": "chaos",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "shape": {"catalog": c.settings.catalog.type, "storage": c.settings.storage.kind,
+                  "checkpoints": c.checkpoints},
         "seed": c.args.seed, "sink": c.args.sink, "delivery": c.args.delivery, "partitions": c.args.partitions,
         "checkpoint_interval_ms": c.args.checkpoint_ms, "wall_s": round(wall_s, 1),
         "ok": all(equal.values()) and missing == 0 and twice == 0,
@@ -349,6 +367,8 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs of each kind (default 20)")
     parser.add_argument("--seed", type=int, default=1, help="seeds the kill order, the pauses and the writer")
     parser.add_argument("--sink", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                        help="local: JDBC catalog + warehouse folder; lake: REST catalog + S3 (default: the settings')")
     parser.add_argument("--delivery", choices=["at-least-once", "exactly-once"], default="at-least-once")
     parser.add_argument("--state-dir", type=Path, default=Path(".state/chaos"), help="wiped at start")
     parser.add_argument("--partitions", type=int, default=3, help="partitions of each table's topic")
@@ -378,6 +398,8 @@ def main() -> int:
                   "state_dir": str(campaign.state)}
     finally:
         campaign.cleanup()
+    result["left_behind"] = parts.left_behind(campaign.state)
+    result["ok"] = result["ok"] and not result["left_behind"]
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.out:

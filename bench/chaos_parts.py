@@ -52,6 +52,30 @@ def group_members(pgid: int) -> list[int]:
     return out
 
 
+def left_behind(root: Path, grace_s: float = 10.0) -> list[dict[str, Any]]:
+    """Live processes other than this one that run from `root` (their working directory is under it, or their
+    command line names it): what the campaign started and did not stop. Waits up to `grace_s` for them to go."""
+    mark = str(root)
+    deadline = time.monotonic() + grace_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if (entry / "stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                    continue
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd == mark or cwd.startswith(mark + "/") or mark in cmdline:
+                found.append({"pid": int(entry.name), "cwd": cwd, "cmdline": cmdline[:300]})
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 class Child:
     """A supervised child process in its own process group; one log file per incarnation."""
 

@@ -102,19 +102,23 @@ def _objects(settings: Settings, uri: str) -> list[dict[str, Any]]:
     return [obj for page in pages for obj in page.get("Contents", [])]
 
 
-def latest_checkpoint(settings: Settings, uri: str) -> str | None:
-    """The URI of the newest completed checkpoint (`chk-N` with `_metadata`) under `uri`, if any."""
+def completed_checkpoints(settings: Settings, uri: str) -> list[tuple[str, float]]:
+    """Every completed checkpoint (`chk-N` with `_metadata`) under `uri`: its URI and when its `_metadata` was
+    written (seconds since the epoch; the object's LastModified on S3, whole seconds there)."""
     if not on_s3(uri):
         root = Path(urlparse(uri).path)
-        found = [p.parent for p in root.glob("*/chk-*/_metadata")] if root.is_dir() else []
-        return max(found, key=lambda p: p.stat().st_mtime).as_uri() if found else None
+        found = list(root.glob("*/chk-*/_metadata")) if root.is_dir() else []
+        return [(p.parent.as_uri(), p.stat().st_mtime) for p in found]
     bucket = urlparse(uri).netloc
-    done = [o for o in _objects(settings, uri) if o["Key"].endswith("/_metadata")
-            and o["Key"].rsplit("/", 2)[-2].startswith("chk-")]
-    if not done:
-        return None
-    newest = max(done, key=lambda o: o["LastModified"])
-    return f"s3://{bucket}/{newest['Key'].rsplit('/', 1)[0]}"
+    return [(f"s3://{bucket}/{o['Key'].rsplit('/', 1)[0]}", o["LastModified"].timestamp())
+            for o in _objects(settings, uri)
+            if o["Key"].endswith("/_metadata") and o["Key"].rsplit("/", 2)[-2].startswith("chk-")]
+
+
+def latest_checkpoint(settings: Settings, uri: str) -> str | None:
+    """The URI of the newest completed checkpoint under `uri`, if any."""
+    done = completed_checkpoints(settings, uri)
+    return max(done, key=lambda c: c[1])[0] if done else None
 
 
 def drop_checkpoints(settings: Settings) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 from icetide.cli import main, root
 from icetide.errors import ConfigError
 from icetide.settings import load_settings
-from streaming.checkpoints import checkpoint_root, flink_s3_config, latest_checkpoint, tables_dir
+from streaming.checkpoints import checkpoint_root, completed_checkpoints, flink_s3_config, latest_checkpoint, tables_dir
 from streaming.cli import _check_start, _parse_keys, _with_overrides
 from streaming.job import flink_config, sink_ddl
 
@@ -76,6 +77,9 @@ def test_flink_config_restores_only_given_checkpoint(tmp_path, base_settings) ->
         (tmp_path / "job" / f"chk-{n}").mkdir(parents=True)
         (tmp_path / "job" / f"chk-{n}" / "_metadata").write_text("x")
     (tmp_path / "job" / "chk-3").mkdir()  # incomplete: no _metadata
+    done = completed_checkpoints(base_settings, tmp_path.as_uri())
+    assert sorted(uri.rsplit("/", 1)[-1] for uri, _ in done) == ["chk-1", "chk-2"]
+    assert all(abs(written - time.time()) < 60 for _, written in done)
     chosen = latest_checkpoint(base_settings, tmp_path.as_uri())
     assert chosen is not None and chosen.rsplit("/", 1)[-1] in ("chk-1", "chk-2")
     conf = flink_config(base_settings, tmp_path.as_uri(), chosen)
