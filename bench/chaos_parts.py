@@ -53,14 +53,22 @@ def group_members(pgid: int) -> list[int]:
 
 
 def left_behind(root: Path, grace_s: float = 10.0) -> list[dict[str, Any]]:
-    """Live processes other than this one that run from `root` (their working directory is under it, or their
-    command line names it): what the campaign started and did not stop. Waits up to `grace_s` for them to go."""
+    """Live processes other than this one and its ancestors (whose command line may name `root`: a shell, flock)
+    that run from `root` (their working directory is under it, or their command line names it): what the
+    campaign started and did not stop. Waits up to `grace_s` for them to go."""
     mark = str(root)
+    mine, pid = set(), os.getpid()
+    while pid > 1:
+        mine.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except OSError:
+            break
     deadline = time.monotonic() + grace_s
     while True:
         found = []
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            if not entry.name.isdigit() or int(entry.name) in mine:
                 continue
             try:
                 if (entry / "stat").read_text().rpartition(")")[2].split()[0] == "Z":
