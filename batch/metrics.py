@@ -2,14 +2,16 @@
 
 `maint exporter` refreshes them from `batch.stats.table_stats` every interval and times one probe query per
 table against the SLA it is given (`--probe-sla-s`); one label, `table`.
+`dr backup --every` keeps the backup gauges (`icetide_dr_*`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from icetide.metrics import LATENCY_BUCKETS, new_registry
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from batch.stats import TableStats
 
@@ -75,4 +77,47 @@ def health_metrics(registry: CollectorRegistry | None = None) -> HealthMetrics:
                                 "Wall time of the probe query (a count over the table: planning, metadata, scan).",
                                 ["table"], buckets=LATENCY_BUCKETS, registry=reg),
         probe_sla=gauge("probe_query_sla_seconds", "The SLA the probe query is held to (`--probe-sla-s`)."),
+    )
+
+
+@dataclass
+class BackupMetrics:
+    """The gauges of `dr backup --every`: how old the last good backup is, and how big it was."""
+
+    registry: CollectorRegistry
+    last_success: Gauge
+    seconds: Gauge
+    copied_bytes: Gauge
+    copied_files: Gauge
+    bytes: Gauge
+    files: Gauge
+    failures: Counter
+
+    def update(self, result: dict[str, Any], now: float) -> None:
+        self.last_success.set(now)
+        self.seconds.set(result["seconds"])
+        self.copied_bytes.set(result["copied_bytes"])
+        self.copied_files.set(result["copied_files"])
+        self.bytes.set(result["bytes"])
+        self.files.set(result["files"])
+
+
+def backup_metrics(registry: CollectorRegistry | None = None) -> BackupMetrics:
+    """Create the backup gauges on `registry` (a fresh one by default). Alert on
+    `time() - icetide_dr_last_backup_timestamp_seconds` (the age of the newest restorable point)."""
+    reg = registry if registry is not None else new_registry()
+
+    def gauge(name: str, doc: str) -> Gauge:
+        return Gauge(f"icetide_dr_{name}", doc, registry=reg)
+
+    return BackupMetrics(
+        registry=reg,
+        last_success=gauge("last_backup_timestamp_seconds", "When the newest backup was published."),
+        seconds=gauge("last_backup_duration_seconds", "How long the newest backup took."),
+        copied_bytes=gauge("last_backup_copied_bytes", "Bytes the newest backup copied (new files only)."),
+        copied_files=gauge("last_backup_copied_files", "Files the newest backup copied (new files only)."),
+        bytes=gauge("backup_bytes", "Bytes of every file the newest backup's tables need."),
+        files=gauge("backup_files", "Files the newest backup's tables need."),
+        failures=Counter("icetide_dr_backup_failures_total", "Backups that failed (and were retried next interval).",
+                         registry=reg),
     )

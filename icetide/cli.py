@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sql": ("batch.sql_cli:sql", "Run Spark SQL against the configured Iceberg catalog."),
     "batch": ("batch.cli:batch", "Lakehouse batch jobs: generate, bench, merge, time travel."),
     "maint": ("batch.maint_cli:maint", "Table maintenance: compact, expire, orphans, stats."),
+    "dr": ("batch.dr_cli:dr", "Disaster recovery: backup, restore, verify, drill (RTO and RPO)."),
     "policy": ("policies.cli:policy", "Access policies: check, compile, apply, test, explain."),
     "query": ("policies.gateway_cli:query", "Run a query as a user, through that user's secure views."),
     "trino": ("icetide.trino_cli:trino", "The embedded Trino for BI tools: up, down, status, passwd."),

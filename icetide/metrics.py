@@ -38,8 +38,8 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -
 # A process that dies without cleaning up leaves its file: its target goes `up == 0` (IcetideProcessDown).
 # The JVMs' jobs: `kafka` (the broker's JMX exporter agent), `flink` (the CDC job's Flink Prometheus reporter),
 # `spark` (every Spark driver's JMX exporter agent) and `object-store` (SeaweedFS's own /metrics).
-JOBS = ("icetide-cdc", "icetide-consumer", "icetide-table-health", "icetide-kafka-lag", "kafka", "flink", "spark",
-        "object-store")
+JOBS = ("icetide-cdc", "icetide-consumer", "icetide-table-health", "icetide-kafka-lag", "icetide-dr", "kafka", "flink",
+        "spark", "object-store")
 
 
 def targets_dir(state_dir: Path, job: str) -> Path:

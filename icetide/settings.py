@@ -171,6 +171,15 @@ class TrinoSettings(_Section):
     bi_account: str | None = None  # a service account (Superset, a gateway) allowed to impersonate policy users
 
 
+class DrSettings(_Section):
+    """Disaster recovery (`icetide dr`): where backups go and which tables they hold."""
+
+    # a directory, on another disk or machine in earnest (a backup beside the state it protects is a copy,
+    # not a recovery); default <state_dir>/backups
+    location: Path | None = None
+    tables: list[str] = Field(default_factory=list)  # namespace.table; empty → every table of the catalog
+
+
 class Settings(_Section):
     """All of icetide's settings; `source` records the file they were read from."""
 
@@ -185,6 +194,7 @@ class Settings(_Section):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     trino: TrinoSettings = Field(default_factory=TrinoSettings)
+    dr: DrSettings = Field(default_factory=DrSettings)
 
     source: str = Field(default="<defaults>", exclude=True)
 
@@ -213,6 +223,10 @@ class Settings(_Section):
     @property
     def sqlite_path(self) -> Path:
         return (self.sink.sqlite_path or self.state_dir / "downstream.db").expanduser().resolve()
+
+    @property
+    def backup_dir(self) -> Path:
+        return (self.dr.location or self.state_dir / "backups").expanduser().resolve()
 
     @property
     def dead_letter_topic(self) -> str:

@@ -17,7 +17,7 @@ DOC = ROOT / "docs" / "metrics.md"
 
 def catalogue() -> list[tuple[str, str, list[dict[str, Any]]]]:
     """(process, scrape job, [{name, type, labels, help}]) for every icetide process serving /metrics."""
-    from batch.metrics import health_metrics
+    from batch.metrics import backup_metrics, health_metrics
     from connectors.metrics import ConsumerMetrics
     from icetide.lag_exporter import families
     from streaming.metrics import CdcMetrics
@@ -39,6 +39,7 @@ def catalogue() -> list[tuple[str, str, list[dict[str, Any]]]]:
         ("`icetide cdc apply` (each consumer, `--metrics-port`)", "icetide-consumer",
          from_registry(ConsumerMetrics().registry)),
         ("`icetide maint exporter` (table health)", "icetide-table-health", from_registry(health_metrics().registry)),
+        ("`icetide dr backup --every` (`--metrics-port`)", "icetide-dr", from_registry(backup_metrics().registry)),
         ("the consumer-group lag exporter (started by `stack up --monitoring`)", "icetide-kafka-lag", lag),
     ]
 
