@@ -86,3 +86,21 @@ def test_positions_path_is_the_cdc_jobs() -> None:
 
     settings = load_settings(None, environ={})
     assert cdc_positions_path(settings) == cdc_dir(settings) / "positions.json"
+
+
+def test_a_downstream_ahead_of_the_restored_table_is_named(tmp_path: Path) -> None:
+    from batch.dr_restore import SINK_POSITIONS_TABLE, stream_ahead
+    from connectors.base import POSITIONS_TABLE
+
+    assert SINK_POSITIONS_TABLE == POSITIONS_TABLE
+    settings = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(tmp_path)})
+    conn = sqlite3.connect(settings.sqlite_path)
+    conn.execute(f'CREATE TABLE "{POSITIONS_TABLE}" (topic TEXT, kafka_partition INTEGER, applied_offset INTEGER, '
+                 "event_sequence INTEGER, event_ordinal INTEGER)")
+    conn.executemany(f'INSERT INTO "{POSITIONS_TABLE}" VALUES (?, 0, 9, ?, 0)',
+                     [("icetide.ns.ahead", 7), ("icetide.ns.even", 5)])
+    conn.commit()
+    conn.close()
+    warnings = stream_ahead(settings, {"ns.ahead": {"sequence_number": 5}, "ns.even": {"sequence_number": 5},
+                                       "ns.unseen": {"sequence_number": 1}})
+    assert len(warnings) == 1 and warnings[0].startswith("ns.ahead: the downstream applied changes up to sequence 7")
