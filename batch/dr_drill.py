@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from icetide.errors import ConfigError
 
 from batch.common import render, table_ref
 from batch.dr_restore import restore
-from batch.dr_store import BackupStore, is_local, local_path
+from batch.dr_store import BackupStore, is_local, local_path, source_exists
 from batch.dr_verify import content_digest, verify
 
 if TYPE_CHECKING:
@@ -38,14 +39,23 @@ def _readable(spark: SparkSession, sql: str) -> bool:
     return True
 
 
-def destroy(spark: SparkSession, catalog: Catalog, name: str, table: exp.Table) -> dict[str, Any]:
-    """DROP TABLE … PURGE, then delete what purge left under the table's location (local warehouses)."""
-    location = catalog.load_table(name).metadata.location
+def destroy(spark: SparkSession, catalog: Catalog, name: str, table: exp.Table,
+            known: Sequence[str] = ()) -> dict[str, Any]:
+    """DROP TABLE … PURGE, then delete what purge left: everything under a local table's location, and on an
+    object store each of the `known` files (the backup's) still there."""
+    loaded = catalog.load_table(name)
+    location, io = loaded.metadata.location, loaded.io
     spark.sql(f"DROP TABLE {render(table)} PURGE")
     leftover = 0
-    if is_local(location) and local_path(location).exists():
-        leftover = sum(1 for p in local_path(location).rglob("*") if p.is_file())
-        shutil.rmtree(local_path(location))
+    if is_local(location):
+        if local_path(location).exists():
+            leftover = sum(1 for p in local_path(location).rglob("*") if p.is_file())
+            shutil.rmtree(local_path(location))
+    else:
+        for path in known:
+            if source_exists(io, path):
+                io.delete(path)
+                leftover += 1
     return {"location": location, "files_left_by_purge": leftover}
 
 
@@ -63,7 +73,7 @@ def drill(settings: Settings, spark: SparkSession, catalog_factory: Any, store: 
                   key=lambda s: s.timestamp_ms)
     expected = content_digest(spark, table, entry["snapshot_id"])
 
-    destroyed = destroy(spark, catalog, name, table)
+    destroyed = destroy(spark, catalog, name, table, [f["path"] for f in entry["files"]])
     count_sql = f"SELECT count(*) FROM {render(table)}"
     if _readable(spark, count_sql):
         raise ConfigError(f"{name} is still readable after DROP TABLE … PURGE: the drill destroyed nothing")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from icetide.errors import ConfigError
 from sqlglot import exp
 
 from batch.common import render, table_ref
@@ -51,6 +52,8 @@ def verify(settings: Settings, spark: SparkSession, catalog: Catalog, store: Bac
            backup_id: str | None = None, tables: list[str] | None = None,
            expected: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Checksums of every backed-up file, then per table: at the backed-up version, and content equal."""
+    from pyiceberg.exceptions import NoSuchTableError
+
     manifest = store.load(backup_id)
     names = tables or sorted(manifest["tables"])
     checked = store.check(manifest, names)
@@ -58,8 +61,12 @@ def verify(settings: Settings, spark: SparkSession, catalog: Catalog, store: Bac
     for name in names:
         entry = manifest["tables"][name]
         table = table_ref(settings, name)
+        try:
+            current = catalog.load_table(name).metadata.current_snapshot()
+        except (NoSuchTableError, OSError) as exc:
+            raise ConfigError(f"{name} cannot be read from the catalog ({exc}): restore it first "
+                              "(`icetide dr restore`)") from exc
         spark.sql(f"REFRESH TABLE {render(table)}")  # Spark's catalog cache may hold the table before the restore
-        current = catalog.load_table(name).metadata.current_snapshot()
         got = content_digest(spark, table, entry["snapshot_id"])
         want = (expected or {}).get(name) or entry.get("digest")
         out["tables"][name] = {
