@@ -96,7 +96,7 @@ def backup_table(catalog: Catalog, name: str, store: BackupStore, held: dict[str
                              current.timestamp_ms if current else None)
         try:
             for path, kind in needed_files(table).items():
-                entry = held.get(path)
+                entry = held.get(path) or store.find(path)
                 if entry is None:
                     entry = store.copy_in(table.io, path, kind)
                     held[path] = entry

@@ -168,13 +168,24 @@ class BackupStore:
         return data
 
     def known(self) -> dict[str, FileEntry]:
-        """Every table file some finished backup holds, by original path (what an incremental skips)."""
-        held: dict[str, FileEntry] = {}
-        for backup_id in self.ids():
-            for table in self.load(backup_id)["tables"].values():
-                for item in table["files"]:
-                    held[item["path"]] = FileEntry.from_dict(item)
-        return held
+        """The table files the newest backup holds, by original path: what the next incremental skips (a file an
+        older backup holds is found by `find`, so a round of `--every` reads one manifest, not all of them)."""
+        ids = self.ids()
+        return self._entries(ids[-1]) if ids else {}
+
+    def find(self, location: str) -> FileEntry | None:
+        """The entry of a file some older backup holds (after a table went back to an older version)."""
+        if not self.file_path(location).is_file():
+            return None
+        for backup_id in reversed(self.ids()):
+            entry = self._entries(backup_id).get(location)
+            if entry is not None:
+                return entry
+        return None
+
+    def _entries(self, backup_id: str) -> dict[str, FileEntry]:
+        return {item["path"]: FileEntry.from_dict(item)
+                for table in self.load(backup_id)["tables"].values() for item in table["files"]}
 
     def copy_in(self, io: FileIO, entry_path: str, kind: str) -> FileEntry:
         """Copy one table file into the store (via a temporary name, so a crash leaves no half file)."""
