@@ -73,7 +73,11 @@ def drill(settings: Settings, spark: SparkSession, catalog_factory: Any, store: 
                   key=lambda s: s.timestamp_ms)
     expected = content_digest(spark, table, entry["snapshot_id"])
 
-    destroyed = destroy(spark, catalog, name, table, [f["path"] for f in entry["files"]])
+    from icetide.catalog import pyiceberg_catalog
+
+    # on the object store only `maint` may delete (icetide/services/identities.py): Spark's purge as `writer`
+    # leaves the files, which the drill then deletes as `maint`
+    destroyed = destroy(spark, pyiceberg_catalog(settings, "maint"), name, table, [f["path"] for f in entry["files"]])
     count_sql = f"SELECT count(*) FROM {render(table)}"
     if _readable(spark, count_sql):
         raise ConfigError(f"{name} is still readable after DROP TABLE … PURGE: the drill destroyed nothing")
