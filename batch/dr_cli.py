@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from icetide.cli import emit
+from icetide.console import progress as bar
 from icetide.errors import IcetideError
 
 from batch.common import progress, spark_errors, spark_for, table_ref
@@ -80,7 +81,7 @@ def backup(app: Any, tables: tuple[str, ...], every_s: float | None, digest: boo
         emit(result, as_json, text)
 
     if every_s is None:
-        with progress("backing up", enabled=not as_json):
+        with bar("backing up", quiet=as_json):
             say(once())
         return
     _loop(app, once, say, every_s, metrics_port)
@@ -137,7 +138,7 @@ def restore(app: Any, backup_id: str | None, tables: tuple[str, ...], replace: b
     """Check every file's sha256, copy the files back to their paths, register each table at its backed-up version."""
     from batch.dr_restore import restore as run
 
-    with progress("restoring", enabled=not as_json):
+    with bar("restoring", quiet=as_json):
         result = run(app.settings, lambda: _catalog(app, "writer"), _store(app), backup_id, list(tables) or None,
                      replace, catalog_db, downstream)
     lines = [f"restored backup {result['backup']} ({result['checked']['files']:,} files checked) in "
@@ -158,7 +159,7 @@ def verify(app: Any, backup_id: str | None, tables: tuple[str, ...], as_json: bo
     from batch.dr_verify import verify as run
 
     spark = spark_for(app.settings, "maint")
-    with progress("verifying", enabled=not as_json), spark_errors("verify"):
+    with progress(spark, "verifying", as_json), spark_errors("verify"):
         result = run(app.settings, spark, _catalog(app, "maint"), _store(app), backup_id, list(tables) or None)
     lines = [f"backup {result['backup']}: {result['checked']['files']:,} files, checksums equal"]
     for name, t in result["tables"].items():
@@ -184,7 +185,7 @@ def drill(app: Any, table_name: str, backup_id: str | None, yes: bool, out: Path
         raise click.UsageError("a drill destroys the table: pass --yes (on a table you can afford to lose)")
     table_ref(app.settings, table_name)
     spark = spark_for(app.settings, "writer")
-    with progress(f"drill on {table_name}", enabled=not as_json), spark_errors("drill"):
+    with progress(spark, f"drill on {table_name}", as_json), spark_errors("drill"):
         report = run(app.settings, spark, lambda: _catalog(app, "writer"), _store(app), table_name, backup_id)
     if out is not None:
         out.write_text(json.dumps(report, indent=2, sort_keys=True))
