@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from icetide import jvm, kafka_client
 from icetide.events import topic_for, transaction_topic
+from icetide.flink_sql import with_options
 
 from streaming import progress
 from streaming.poller import (
@@ -265,12 +266,7 @@ def sink_ddl(settings: Settings, bootstrap: str, name: str, topic: str, run_name
     if settings.cdc.delivery == "exactly-once":
         options["sink.transactional-id-prefix"] = f"icetide-cdc-{run_name}-{name}"
         options["properties.transaction.timeout.ms"] = "900000"  # ≤ the broker's max (15 min)
-    body = ",\n  ".join(f"{_literal(k)} = {_literal(v)}" for k, v in options.items())
-    return f"CREATE TEMPORARY TABLE {name} (\n  `k` BYTES,\n  `v` BYTES\n) WITH (\n  {body}\n)"
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    return f"CREATE TEMPORARY TABLE {name} (\n  `k` BYTES,\n  `v` BYTES\n) WITH (\n  {with_options(options)}\n)"
 
 
 def flink_config(settings: Settings, checkpoints: str | Path, restore: str | Path | None) -> dict[str, str]:
