@@ -323,9 +323,9 @@ class Sink(abc.ABC):
                 if event.after is not None:
                     self._insert_rows(table, list(event.after), [event.after])
             return
-        final = net_effect([c.event for c in items], key_fields)
+        final = net_effect([c.event for c in items], key_fields).after
         self._delete_keys(table, key_fields, list(final))
-        rows = [after for _, after in final.values() if after is not None]
+        rows = [row for row in final.values() if row is not None]
         if rows:
             self._insert_rows(table, ordered_columns(rows), rows)
 

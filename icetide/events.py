@@ -240,20 +240,30 @@ def key_of(image: Mapping[str, Any], key_fields: Sequence[str]) -> RowKey:
     return values
 
 
-def net_effect(changes: Iterable[Change], key_fields: Sequence[str]) -> dict[RowKey, tuple[Row | None, Row | None]]:
-    """Per key that `changes` touch, in order of first touch: its image before them and its image
-    after them (None: absent). An update that moves a row to another key touches both keys."""
-    net: dict[RowKey, tuple[Row | None, Row | None]] = {}
+@dataclass(frozen=True)
+class NetEffect:
+    """What a run of changes does, per key: `after` holds every key they touch, in order of first
+    touch, with its image after them (None: gone); `before` holds the image before them of each
+    touched key that existed (a key missing there was free)."""
+
+    before: dict[RowKey, Row]
+    after: dict[RowKey, Row | None]
+
+
+def net_effect(changes: Iterable[Change], key_fields: Sequence[str]) -> NetEffect:
+    """The net effect of `changes` in order. An update that moves a row to another key frees the
+    old key. One pass, a dict write per image (the sinks reduce every batch with it)."""
+    before: dict[RowKey, Row] = {}
+    after: dict[RowKey, Row | None] = {}
     for change in changes:
         if change.before is not None:
             key = key_of(change.before, key_fields)
-            first = net.get(key)
-            net[key] = (change.before if first is None else first[0], None)
+            if key not in after:
+                before[key] = change.before
+            after[key] = None
         if change.after is not None:
-            key = key_of(change.after, key_fields)
-            first = net.get(key)
-            net[key] = (None if first is None else first[0], change.after)
-    return net
+            after[key_of(change.after, key_fields)] = change.after
+    return NetEffect(before, after)
 
 
 def net_changes(changes: Iterable[Change], key_fields: Sequence[str]) -> list[Change]:
@@ -262,14 +272,16 @@ def net_changes(changes: Iterable[Change], key_fields: Sequence[str]) -> list[Ch
     the original row vanishes."""
     if not key_fields:
         raise ValueError("net changes need key fields")
+    net = net_effect(changes, key_fields)
     out: list[Change] = []
-    for before, after in net_effect(changes, key_fields).values():
-        if before is None and after is not None:
-            out.append(Change("c", None, after))
-        elif after is None and before is not None:
-            out.append(Change("d", before, None))
-        elif before is not None and after is not None and identity(before) != identity(after):
-            out.append(Change("u", before, after))
+    for key, last in net.after.items():
+        first = net.before.get(key)
+        if first is None and last is not None:
+            out.append(Change("c", None, last))
+        elif last is None and first is not None:
+            out.append(Change("d", first, None))
+        elif first is not None and last is not None and identity(first) != identity(last):
+            out.append(Change("u", first, last))
     return out
 
 

@@ -74,10 +74,10 @@ def test_net_effect_per_batch_equals_one_by_one(plan: list[tuple[str, int, int, 
     pos, i = 0, 0
     while pos < len(changes):
         batch = changes[pos:pos + cuts[i % len(cuts)]]
-        final = net_effect([c.event for c in batch], KEY)
+        final = net_effect([c.event for c in batch], KEY).after
         for k in final:  # delete-by-key for every key the batch touched …
             reduced.pop(k, None)
-        for k, (_, image) in final.items():  # … then insert the survivors
+        for k, image in final.items():  # … then insert the survivors
             if image is not None:
                 reduced[k] = image
         pos, i = pos + len(batch), i + 1
@@ -90,4 +90,4 @@ def test_a_delete_after_an_upsert_of_the_same_key_drops_the_upsert() -> None:
     row = {"k1": 1, "k2": "a", "v": 1}
     changes = [Consumed("t", 0, 0, ChangeEvent("c", None, row, source), KEY),
                Consumed("t", 0, 1, ChangeEvent("d", row, None, source), KEY)]
-    assert net_effect([c.event for c in changes], KEY) == {(1, "a"): (None, None)}
+    assert net_effect([c.event for c in changes], KEY).after == {(1, "a"): None}

@@ -91,7 +91,7 @@ def test_update_that_changes_the_key_deletes_the_old_key() -> None:
 
     changes = [ch("c", None, {"id": 1, "v": 1}), ch("u", {"id": 1, "v": 1}, {"id": 2, "v": 1}),
                ch("c", None, {"id": 3, "v": 0}), ch("d", {"id": 3, "v": 0}, None)]
-    final = {key: after for key, (_, after) in net_effect([c.event for c in changes], ["id"]).items()}
+    final = net_effect([c.event for c in changes], ["id"]).after
     assert final == {(1,): None, (2,): {"id": 2, "v": 1}, (3,): None}
 
 

@@ -83,9 +83,9 @@ def test_the_final_images_are_the_table_a_sink_reaches(table: dict[int, int], pl
     start = {(k,): _row(k, v) for k, v in table.items()}
     changes, expected = _stream(start, plan)
     state = dict(start)
-    final = net_effect(changes, KEY)
-    for key, (before, after) in final.items():
-        assert before == start.get(key)
+    net = net_effect(changes, KEY)
+    assert net.before == {key: start[key] for key in net.after if key in start}
+    for key, after in net.after.items():
         state.pop(key, None)
         if after is not None:
             state[key] = after
