@@ -1,5 +1,5 @@
 """Decode speed of `cdc apply` in one process, no Kafka and no database: Kafka records (key, value) of
-the throughput bench's events → `Change`s, per encoding (plain JSON, connect-json, Avro in the Confluent
+the throughput bench's events → `Consumed` events, per encoding (plain JSON, connect-json, Avro in the Confluent
 wire format with its schemas looked up once), beside the baseline of only parsing the same values
 (orjson.loads for JSON, fastavro's schemaless_reader with the parsed schema for Avro).
 

@@ -17,7 +17,7 @@ Within a batch the events of one keyed table collapse to their net effect per ke
 or gone), applied as delete-by-key + insert: the same result as replaying them one by one, in two
 bulk statements. Tables without key fields (no Kafka key) are replayed event by event.
 
-Column types come from the Iceberg schema the events carry (`Change.schema`): the sink creates,
+Column types come from the Iceberg schema the events carry (`Consumed.schema`): the sink creates,
 renames, widens and adds columns as `connectors.evolve` plans, remembers each column's field id and
 Iceberg type in `_icetide_columns`, and binds every value as its typed parameter (`connectors.types`).
 Without any schema (a foreign producer's plain JSON) a column's type is inferred from its first
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from icetide.errors import EventError, IcetideError
-from icetide.events import ChangeEvent
+from icetide.events import ChangeEvent, net_effect
 from icetide.rowschema import RowSchema
 
 from connectors import evolve
@@ -50,8 +50,8 @@ COLUMNS_TABLE = "_icetide_columns"  # per downstream column: the Iceberg field i
 
 
 @dataclass(frozen=True)
-class Change:
-    """One decoded change event and where it sits in Kafka."""
+class Consumed:
+    """One decoded change event and where it sits in Kafka (the change itself: `event`)."""
 
     topic: str
     partition: int
@@ -81,7 +81,7 @@ class ApplyResult:
     skipped: int = 0  # every duplicate: at or below the stored offset, or a replayed event
     replayed: int = 0  # of which re-published at a new offset (event position already applied)
     last_snapshot: dict[str, int] = field(default_factory=dict)
-    applied_changes: list[Change] = field(default_factory=list)
+    applied_changes: list[Consumed] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -90,36 +90,6 @@ class ApplyResult:
 
 def display_name(table: TableRef) -> str:
     return f"{table[0]}.{table[1]}"
-
-
-def _hashable(value: Any) -> Any:
-    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
-
-
-def key_of(image: Mapping[str, Any], key_fields: Sequence[str]) -> tuple[Any, ...]:
-    try:
-        values = tuple([image[name] for name in key_fields])
-    except KeyError:
-        missing = [name for name in key_fields if name not in image]
-        raise EventError(f"row image lacks key field(s) {missing}") from None
-    for value in values:
-        if isinstance(value, dict | list):  # rare: a nested key column, made hashable
-            return tuple(_hashable(v) for v in values)
-    return values
-
-
-def net_effect(changes: Sequence[Change], key_fields: Sequence[str]) -> dict[tuple[Any, ...], dict[str, Any] | None]:
-    """Per key, the final image after applying `changes` in order (None → the key is gone)."""
-    final: dict[tuple[Any, ...], dict[str, Any] | None] = {}
-    for change in changes:
-        event = change.event
-        if event.before is not None and event.op in ("u", "d"):
-            before_key = key_of(event.before, key_fields)
-            if event.after is None or key_of(event.after, key_fields) != before_key:
-                final[before_key] = None
-        if event.after is not None:
-            final[key_of(event.after, key_fields)] = event.after
-    return final
 
 
 def ordered_columns(images: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -272,7 +242,7 @@ class Sink(abc.ABC):
         except Exception as exc:
             raise self.classify(exc) from exc
 
-    def apply(self, changes: Sequence[Change], positions: Mapping[TopicPartition, int]) -> ApplyResult:
+    def apply(self, changes: Sequence[Consumed], positions: Mapping[TopicPartition, int]) -> ApplyResult:
         """Apply `changes` and store `positions` in one transaction; skip what is already applied.
 
         `positions` is the highest offset consumed per (topic, partition) in this batch, including
@@ -283,7 +253,7 @@ class Sink(abc.ABC):
             self._begin()
             stored = self._load_positions(lock=True)
             fresh, last = self._fresh(changes, stored, result)
-            by_table: dict[TableRef, list[Change]] = defaultdict(list)
+            by_table: dict[TableRef, list[Consumed]] = defaultdict(list)
             for change in fresh:
                 by_table[change.table].append(change)
             for table, items in by_table.items():
@@ -308,8 +278,8 @@ class Sink(abc.ABC):
         return result
 
     @staticmethod
-    def _fresh(changes: Sequence[Change], stored: Mapping[TopicPartition, Applied],
-               result: ApplyResult) -> tuple[list[Change], dict[TopicPartition, EventPosition | None]]:
+    def _fresh(changes: Sequence[Consumed], stored: Mapping[TopicPartition, Applied],
+               result: ApplyResult) -> tuple[list[Consumed], dict[TopicPartition, EventPosition | None]]:
         """The changes not applied yet, and the last event position per partition after them."""
         last = {tp: applied.event for tp, applied in stored.items()}
         fresh = []
@@ -329,7 +299,7 @@ class Sink(abc.ABC):
             fresh.append(change)
         return fresh, last
 
-    def _apply_table(self, table: TableRef, items: Sequence[Change]) -> None:
+    def _apply_table(self, table: TableRef, items: Sequence[Consumed]) -> None:
         target = next((c.schema for c in reversed(items) if c.schema is not None), None)
         if target is not None and self._reconciled.get(table) != target:
             self._reconcile(table, target, items)
@@ -353,7 +323,7 @@ class Sink(abc.ABC):
                 if event.after is not None:
                     self._insert_rows(table, list(event.after), [event.after])
             return
-        final = net_effect(items, key_fields)
+        final = net_effect([c.event for c in items], key_fields).after
         self._delete_keys(table, key_fields, list(final))
         rows = [row for row in final.values() if row is not None]
         if rows:
@@ -393,7 +363,7 @@ class Sink(abc.ABC):
             meta = self._meta[table] = self._load_meta(table)
         return meta
 
-    def _reconcile(self, table: TableRef, target: RowSchema, items: Sequence[Change]) -> None:
+    def _reconcile(self, table: TableRef, target: RowSchema, items: Sequence[Consumed]) -> None:
         """Bring the downstream table to `target` (create, rename, add, retype; `connectors.evolve`)."""
         declared = self._declared_types(table)
         meta = self._meta_of(table) if declared is not None else {}

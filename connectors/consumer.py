@@ -29,7 +29,7 @@ from icetide.console import Bar
 from icetide.errors import EventError, TransientError
 from icetide.settings import Settings
 
-from connectors.base import Change, Sink, TopicPartition
+from connectors.base import Consumed, Sink, TopicPartition
 from connectors.metrics import ConsumerMetrics
 from connectors.records import AvroDecoder, DeadLetters, decode
 from connectors.retry import SinkHealth, Stopped, call_until_ok
@@ -287,7 +287,7 @@ class ChangeConsumer:
         return False
 
     def _handle(self, msgs: list[Any]) -> None:
-        changes: list[Change] = []
+        changes: list[Consumed] = []
         by_position: dict[tuple[str, int, int], Any] = {}
         positions: dict[TopicPartition, int] = {}
         for msg in msgs:
@@ -335,7 +335,7 @@ class ChangeConsumer:
         self._commit_kafka(positions)
         self._report_progress()
 
-    def _apply(self, changes: list[Change], positions: dict[TopicPartition, int]) -> None:
+    def _apply(self, changes: list[Consumed], positions: dict[TopicPartition, int]) -> None:
         """sink.apply, retried without end on transient errors (reopening the sink between tries)."""
         result = call_until_ok(self.health, self.stop, lambda: self.sink.apply(changes, positions), self._reopen)
         now_ms = time.time() * 1000

@@ -1,4 +1,4 @@
-"""From Kafka records to `Change`s, and poison records to the dead-letter topic.
+"""From Kafka records to `Consumed` change events, and poison records to the dead-letter topic.
 
 A record that cannot be decoded (or later cannot be applied) is copied, key and value untouched,
 to the dead-letter topic with headers saying why and where it came from
@@ -21,7 +21,7 @@ from icetide.events import ChangeEvent, loads
 from icetide.rowschema import RowSchema
 from icetide.settings import Settings
 
-from connectors.base import Change
+from connectors.base import Consumed
 
 FLUSH_TIMEOUT_S = 30.0
 
@@ -133,12 +133,12 @@ def is_avro(payload: bytes | None) -> bool:
 _CONNECT_JSON = ConnectJsonDecoder()  # converters per distinct schema: shared, a cache only
 
 
-def decode(msg: Any, avro: AvroDecoder | None = None, connect: ConnectJsonDecoder | None = None) -> Change | None:
-    """A record as a Change; None for a tombstone (nothing to apply); EventError if malformed.
+def decode(msg: Any, avro: AvroDecoder | None = None, connect: ConnectJsonDecoder | None = None) -> Consumed | None:
+    """A record as a `Consumed` change event; None for a tombstone (nothing to apply); EventError if malformed.
 
     Reads the three encodings (docs/encodings.md): Avro in the Confluent wire format (needs `avro`),
     connect-json (`{"schema", "payload"}`, Kafka Connect's JsonConverter with schemas) and plain
-    JSON. Images are JSON-ready (`icetide.events`) whatever the encoding; `Change.schema` is the
+    JSON. Images are JSON-ready (`icetide.events`) whatever the encoding; `Consumed.schema` is the
     images' `RowSchema` when the encoding carries one (Avro, connect-json).
 
     A keyless table's records are keyed by the whole row (so one row's events share a partition),
@@ -162,7 +162,7 @@ def decode(msg: Any, avro: AvroDecoder | None = None, connect: ConnectJsonDecode
         fields = key_fields_of(key)
     if fields and len(fields) == len(event.row) and set(fields) == event.row.keys():
         fields = ()  # keyed by the whole row: a keyless table (see below)
-    return Change(msg.topic(), msg.partition(), msg.offset(), event, fields, schema)
+    return Consumed(msg.topic(), msg.partition(), msg.offset(), event, fields, schema)
 
 
 def _json_event(value: bytes, connect: ConnectJsonDecoder) -> tuple[ChangeEvent, RowSchema | None]:

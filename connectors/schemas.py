@@ -27,7 +27,7 @@ from icetide.events import loads, topic_for
 from icetide.rowschema import RowSchema
 from icetide.settings import Settings
 
-from connectors.base import Change
+from connectors.base import Consumed
 
 log = logging.getLogger(__name__)
 REFRESH_EVERY_S = 1.0
@@ -58,7 +58,7 @@ class SchemaBook:
     def add(self, value: dict[str, Any]) -> None:
         self.schemas[schema_key(value)] = RowSchema.from_schema_change(value)
 
-    def attach(self, changes: Sequence[Change]) -> list[Change]:
+    def attach(self, changes: Sequence[Consumed]) -> list[Consumed]:
         """`changes`, each base-topic change without a schema given the one its schema id names."""
         out = list(changes)
         for i, change in enumerate(out):

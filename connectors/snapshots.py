@@ -46,7 +46,7 @@ from typing import Any
 from icetide.errors import ConfigError, EventError
 from icetide.events import loads, topic_for, transaction_topic
 
-from connectors.base import Applied, Change, TopicPartition
+from connectors.base import Applied, Consumed, TopicPartition
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_HELD = 500_000  # about 1.5 GB: ~3 KB per held 8-column update, Kafka message included
@@ -58,7 +58,7 @@ class HeldSnapshot:
 
     snapshot_id: int
     sequence: int
-    events: dict[int, tuple[Change, Any]] = field(default_factory=dict)  # ordinal → first copy read, payload
+    events: dict[int, tuple[Consumed, Any]] = field(default_factory=dict)  # ordinal → first copy read, payload
     expected: int | None = None  # event count, from the END
     end_at: tuple[TopicPartition, int] | None = None  # where its (first) END was read
     first_offset: dict[TopicPartition, int] = field(default_factory=dict)  # per partition, lowest held
@@ -158,11 +158,12 @@ class SnapshotGate:
             snap = per_topic[snapshot_id] = HeldSnapshot(snapshot_id, sequence)
         return snap
 
-    def admit(self, items: Sequence[tuple[Change, Any]]) -> tuple[list[tuple[Change, Any]], dict[TopicPartition, int]]:
+    def admit(self, items: Sequence[tuple[Consumed, Any]]
+              ) -> tuple[list[tuple[Consumed, Any]], dict[TopicPartition, int]]:
         """Hold `items` (changes, each with a payload kept beside it: the consumer's Kafka message;
         every one already `read`), release whole snapshots: the items to apply now (in each
         topic's order) and the offsets the sink may store with them."""
-        out: list[tuple[Change, Any]] = []
+        out: list[tuple[Consumed, Any]] = []
         for change, payload in items:
             source = change.event.source
             base = topic_for(self.prefix, source.db, source.table)
@@ -183,8 +184,8 @@ class SnapshotGate:
             raise ConfigError(self._too_much())
         return out, self.offsets()
 
-    def _release(self) -> list[tuple[Change, Any]]:
-        out: list[tuple[Change, Any]] = []
+    def _release(self) -> list[tuple[Consumed, Any]]:
+        out: list[tuple[Consumed, Any]] = []
         for topic, per_topic in self._pending.items():
             for snap in sorted(per_topic.values(), key=lambda s: s.sequence):
                 if not snap.complete:

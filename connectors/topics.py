@@ -27,7 +27,7 @@ from dataclasses import replace
 from icetide.errors import ConfigError
 from icetide.settings import Settings
 
-from connectors.base import Change
+from connectors.base import Consumed
 
 log = logging.getLogger(__name__)
 AUDIENCE_PREFIX = "sec_"  # policies.compiler.AUDIENCE_PREFIX (a room may not import another)
@@ -60,7 +60,7 @@ def topic_audience(topic: str, prefix: str) -> str | None:
     return user if dot and "." in rest and USER.fullmatch(user) else None
 
 
-def event_audience(change: Change, prefix: str) -> str | None:
+def event_audience(change: Consumed, prefix: str) -> str | None:
     """Whose rows `change` carries: the user whose audience topic it came from, None for the table's.
 
     Read from the topic against the event's own table: `….sec_<user>.<ns>.<table>` where `<ns>.<table>`
@@ -79,14 +79,14 @@ def audience_namespace(user: str, namespace: str) -> str:
     return f"{AUDIENCE_PREFIX}{user}{NAMESPACE_JOIN}{namespace}"
 
 
-def for_audience(change: Change, user: str) -> Change:
+def for_audience(change: Consumed, user: str) -> Consumed:
     """`change` aimed at the audience's downstream table (its source names the audience namespace)."""
     source = change.event.source
     event = replace(change.event, source=replace(source, db=audience_namespace(user, source.db)))
     return replace(change, event=event)
 
 
-def checked(change: Change, audience: str | None, prefix: str) -> Change:
+def checked(change: Consumed, audience: str | None, prefix: str) -> Consumed:
     """`change` as the consumer applying `audience` (None: base tables) may write it; raises
     AudienceMismatch for an event of another audience or, on an audience consumer, a base event."""
     found = event_audience(change, prefix)

@@ -1,7 +1,7 @@
 """Row images of typed tables: names translated to the downstream columns, values to typed parameters.
 
 An image of an older schema names a renamed column by its old name; the Iceberg field ids of the
-image's own schema (`Change.schema`) and of the downstream columns (`_icetide_columns`) map it to
+image's own schema (`Consumed.schema`) and of the downstream columns (`_icetide_columns`) map it to
 the column it lives in now. Each value is then converted by its column's Iceberg type (see
 `connectors.types`): once, before the batch is folded per key, so two spellings of one key value
 (`2024-01-01 01:00:00` and `2024-01-01T01:00:00`) are one key.
@@ -18,7 +18,7 @@ from icetide.rowschema import RowSchema
 from connectors.types import Convert
 
 if TYPE_CHECKING:
-    from connectors.base import Change
+    from connectors.base import Consumed
 
 Meta = Mapping[str, tuple[int | None, str]]
 
@@ -71,11 +71,11 @@ def typed_image(image: Mapping[str, Any], names: Mapping[str, str | None], conve
         raise
 
 
-def typed_changes(items: Sequence[Change], meta: Meta, convert: Mapping[str, Convert]) -> list[Change]:
+def typed_changes(items: Sequence[Consumed], meta: Meta, convert: Mapping[str, Convert]) -> list[Consumed]:
     """`items` with images and key fields named and typed as the downstream table is."""
     from icetide.events import ChangeEvent
 
-    from connectors.base import Change
+    from connectors.base import Consumed
 
     names_of: dict[int, dict[str, str | None]] = {}  # id(schema) → renames (the items hold the schemas alive)
     plans: dict[tuple[int, tuple[str, ...]], Plan] = {}
@@ -100,7 +100,7 @@ def typed_changes(items: Sequence[Change], meta: Meta, convert: Mapping[str, Con
                 last, last_plan = (schema_id, keys), plan
             images.append(typed_image(image, names, convert, last_plan))
         event = change.event
-        out.append(Change(change.topic, change.partition, change.offset,
+        out.append(Consumed(change.topic, change.partition, change.offset,
                           ChangeEvent(event.op, images[0], images[1], event.source, event.ts_ms),
                           tuple(names.get(k) or k for k in change.key_fields), change.schema))
     return out

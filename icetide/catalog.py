@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from icetide.errors import ConfigError, StackError
+from icetide.flink_sql import with_options
 from icetide.storage import KeyWatch, iceberg_io_properties, pyiceberg_io_properties
 
 if TYPE_CHECKING:
@@ -83,18 +84,13 @@ def spark_conf(settings: Settings, role: Role = "writer") -> dict[str, str]:
     return conf
 
 
-def _sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def flink_catalog_ddl(settings: Settings, role: Role = "writer") -> str:
     """`CREATE CATALOG` for Flink SQL, as `role`; values are quoted as SQL string literals."""
     name = settings.catalog.name
     if not name.replace("_", "").isalnum():
         raise ConfigError(f"{settings.source}: setting 'catalog.name': must be alphanumeric, got {name!r}")
     props = {"type": "iceberg", **catalog_properties(settings, role)}
-    body = ",\n  ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in props.items())
-    return f"CREATE CATALOG `{name}` WITH (\n  {body}\n)"
+    return f"CREATE CATALOG `{name}` WITH (\n  {with_options(props)}\n)"
 
 
 def sqlalchemy_uri(jdbc_uri: str) -> str:

@@ -27,6 +27,11 @@ JSON formats read them with `timestamp-format.standard = ISO-8601`), decimals as
 "NaN", "Infinity", "-Infinity" (as Jackson writes them; Flink's JSON format parses them back into
 DOUBLE/FLOAT), maps as a list of `[key, value]` pairs (as the changelog reads them from Arrow).
 
+The change itself (`Change`: op, before, after) is the one record both rooms share: the changelog
+derives them, an event is one with its `Source`, and a sink reduces a batch to its `net_effect` per
+`key_of` (the row's key-field values) — one definition, so what a range "nets to" upstream
+(`Changelog.net_events`) and what a sink applies downstream cannot drift apart.
+
 Serialisation goes through orjson (about 3× the standard library both ways). Integers are 64-bit
 (Iceberg has no wider integer type; wider numbers travel as decimal strings).
 """
@@ -35,9 +40,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import math
 import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -48,6 +55,8 @@ from icetide import __version__
 from icetide.errors import EventError
 
 Op = Literal["c", "u", "d", "r"]
+Row = dict[str, Any]  # a JSON-ready row image
+RowKey = tuple[Any, ...]  # a row's values of its key fields (`key_of`)
 OPS: frozenset[str] = frozenset({"c", "u", "d", "r"})
 CONNECTOR = "icetide"
 
@@ -131,14 +140,14 @@ class Source:
 
 
 @dataclass(frozen=True)
-class ChangeEvent:
-    """One changed row: before/after images, the operation and its source."""
+class Change:
+    """One change of one row: the operation and its images (`u` carries both, `c`/`r` only after,
+    `d` only before). The changelog derives these before a snapshot position is known; a
+    `ChangeEvent` is one with its source."""
 
     op: Op
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    source: Source
-    ts_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    before: Row | None
+    after: Row | None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -151,11 +160,19 @@ class ChangeEvent:
             raise EventError("op 'u' needs both before and after images")
 
     @property
-    def row(self) -> dict[str, Any]:
+    def row(self) -> Row:
         """The image that identifies the row: after for c/r/u, before for d."""
         image = self.after if self.after is not None else self.before
         assert image is not None
         return image
+
+
+@dataclass(frozen=True)
+class ChangeEvent(Change):
+    """One changed row: before/after images, the operation and its source."""
+
+    source: Source
+    ts_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def key(self, key_fields: list[str]) -> dict[str, Any]:
         image = self.row
@@ -195,6 +212,77 @@ class ChangeEvent:
             source=Source.from_dict(raw["source"]),
             ts_ms=int(raw.get("ts_ms", 0)),
         )
+
+
+# -- keys and net effect ---------------------------------------------------------------------
+
+
+def identity(row: Row) -> str:
+    """A hashable identity of a whole row image (column order does not matter)."""
+    return json.dumps(row, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _hashable(value: Any) -> Any:
+    # the text a sink binds for a nested value (`connectors.base.sql_value`), so a key can delete by it
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+
+
+def key_of(image: Mapping[str, Any], key_fields: Sequence[str]) -> RowKey:
+    """The row's key: its values of `key_fields`; EventError if the image lacks one."""
+    try:
+        values = tuple([image[name] for name in key_fields])
+    except KeyError:
+        missing = [name for name in key_fields if name not in image]
+        raise EventError(f"row image lacks key field(s) {missing}") from None
+    for value in values:
+        if isinstance(value, dict | list):  # rare: a nested key column, made hashable
+            return tuple(_hashable(v) for v in values)
+    return values
+
+
+@dataclass(frozen=True)
+class NetEffect:
+    """What a run of changes does, per key: `after` holds every key they touch, in order of first
+    touch, with its image after them (None: gone); `before` holds the image before them of each
+    touched key that existed (a key missing there was free)."""
+
+    before: dict[RowKey, Row]
+    after: dict[RowKey, Row | None]
+
+
+def net_effect(changes: Iterable[Change], key_fields: Sequence[str]) -> NetEffect:
+    """The net effect of `changes` in order. An update that moves a row to another key frees the
+    old key. One pass, a dict write per image (the sinks reduce every batch with it)."""
+    before: dict[RowKey, Row] = {}
+    after: dict[RowKey, Row | None] = {}
+    for change in changes:
+        if change.before is not None:
+            key = key_of(change.before, key_fields)
+            if key not in after:
+                before[key] = change.before
+            after[key] = None
+        if change.after is not None:
+            after[key_of(change.after, key_fields)] = change.after
+    return NetEffect(before, after)
+
+
+def net_changes(changes: Iterable[Change], key_fields: Sequence[str]) -> list[Change]:
+    """The net effect as at most one change per key, in order of first touch: insert→delete of a
+    key vanishes, an update chain is one update from the first image to the last, an update back to
+    the original row vanishes."""
+    if not key_fields:
+        raise ValueError("net changes need key fields")
+    net = net_effect(changes, key_fields)
+    out: list[Change] = []
+    for key, last in net.after.items():
+        first = net.before.get(key)
+        if first is None and last is not None:
+            out.append(Change("c", None, last))
+        elif last is None and first is not None:
+            out.append(Change("d", first, None))
+        elif first is not None and last is not None and identity(first) != identity(last):
+            out.append(Change("u", first, last))
+    return out
 
 
 # -- JSON serde -----------------------------------------------------------------------------
@@ -289,8 +377,6 @@ def _dumps(value: Any, option: int) -> bytes:
     try:
         return orjson.dumps(value, option=option)
     except TypeError:  # an integer beyond 64 bits (never from Iceberg): the standard library writes it
-        import json
-
         return json.dumps(value, separators=(",", ":"), sort_keys=bool(option & orjson.OPT_SORT_KEYS)).encode()
 
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from icetide.errors import IcetideError
-from icetide.events import ChangeEvent, Source, encode_row
+from icetide.events import Change, ChangeEvent, Source, encode_row, key_of, net_changes
 
-from streaming.changes import Change, key_of, net_changes, snapshot_changes
+from streaming.changes import snapshot_changes
 from streaming.files import FileRef, FileState, StateReader, applicable, diff, unpartitioned_specs
 from streaming.rows import FileReader
 
@@ -68,6 +68,10 @@ class Changelog:
         self._table = table
         self._catalog_name = catalog_name
         self._configured_keys = list(key_fields) if key_fields else None
+        if self._configured_keys:  # every row image has every column, so a key is one of them
+            columns = {f.name for f in table.metadata.schema().fields}
+            if missing := [k for k in self._configured_keys if k not in columns]:
+                raise ChangelogError(f"key column(s) {missing} not in table {'.'.join(table.name())}")
         self._prefix = topic_prefix
         self._states = StateReader(table.io)
         namespace, name = table.name()[-2], table.name()[-1]
@@ -162,11 +166,8 @@ class Changelog:
         keys = self.key_fields
         if not keys:
             raise ChangelogError("net changes need key fields (identifier fields or configured keys)")
-        changes: list[Change] = []
-        last: dict[str, ChangeEvent] = {}
-        for event in self.events(after, upto):
-            changes.append(Change(event.op, event.before, event.after))
-            last[key_of(event.row, keys)] = event
+        changes = list(self.events(after, upto))
+        last = {key_of(event.row, keys): event for event in changes}
         net = net_changes(changes, keys)
         out = [(last[key_of(c.row, keys)], c) for c in net]
         out.sort(key=lambda pair: pair[0].source.position)

@@ -15,43 +15,16 @@ them into the events of that snapshot:
 Output order within a snapshot: unpaired deletes, then updates, then unpaired inserts. Applying
 them in that order by key (or as a multiset without keys) turns the table before the snapshot into
 the table after it: a key is never inserted and then deleted by the same snapshot's events.
-Rows here are already JSON-ready images (`icetide.events.encode_row`).
+Rows here are already JSON-ready images (`icetide.events.encode_row`); the change record, the
+key and the net effect of a range are the kernel's (`icetide.events`).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Sequence
 
-Row = dict[str, Any]
-ChangeOp = Literal["c", "u", "d", "r"]
-
-
-@dataclass(frozen=True)
-class Change:
-    """One change of one row; `u` carries both images."""
-
-    op: ChangeOp
-    before: Row | None
-    after: Row | None
-
-    @property
-    def row(self) -> Row:
-        image = self.after if self.after is not None else self.before
-        assert image is not None
-        return image
-
-
-def identity(row: Row) -> str:
-    """A hashable identity of a whole row image (column order does not matter)."""
-    return json.dumps(row, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def key_of(row: Row, key_fields: Sequence[str]) -> str:
-    return json.dumps([row.get(name) for name in key_fields], separators=(",", ":"), default=str)
+from icetide.events import Change, Row, RowKey, identity, key_of
 
 
 def remove_carry_overs(deletes: Sequence[Row], inserts: Sequence[Row]) -> tuple[list[Row], list[Row]]:
@@ -79,7 +52,7 @@ def pair_updates(deletes: Sequence[Row], inserts: Sequence[Row], key_fields: Seq
     """DELETE + INSERT of one key → `u`; order: deletes, updates, inserts (see module docstring)."""
     if not key_fields:
         return [Change("d", row, None) for row in deletes] + [Change("c", None, row) for row in inserts]
-    pending: dict[str, deque[int]] = defaultdict(deque)
+    pending: dict[RowKey, deque[int]] = defaultdict(deque)
     for index, row in enumerate(inserts):
         pending[key_of(row, key_fields)].append(index)
     paired: set[int] = set()
@@ -101,34 +74,3 @@ def snapshot_changes(deletes: Sequence[Row], inserts: Sequence[Row], key_fields:
     """Both steps for one snapshot (or one independent group of it)."""
     kept_deletes, kept_inserts = remove_carry_overs(deletes, inserts)
     return pair_updates(kept_deletes, kept_inserts, key_fields)
-
-
-def net_changes(changes: Iterable[Change], key_fields: Sequence[str]) -> list[Change]:
-    """Collapse a range's changes to the net effect per key (needs key fields).
-
-    insert→delete of one key vanishes; update chains collapse to one update from the first
-    before image to the last after image; an update that returns to the original row vanishes.
-    """
-    if not key_fields:
-        raise ValueError("net changes need key fields")
-    first_before: dict[str, Row | None] = {}
-    last_after: dict[str, Row | None] = {}
-    order: list[str] = []
-    for change in changes:
-        key = key_of(change.row, key_fields)
-        if key not in first_before:
-            first_before[key] = change.before
-            order.append(key)
-        last_after[key] = change.after
-    out: list[Change] = []
-    for key in order:
-        before, after = first_before[key], last_after[key]
-        if before is None and after is None:
-            continue
-        if before is None:
-            out.append(Change("c", None, after))
-        elif after is None:
-            out.append(Change("d", before, None))
-        elif identity(before) != identity(after):
-            out.append(Change("u", before, after))
-    return out

@@ -21,7 +21,8 @@ Positions survive restarts two ways: continuous runs keep retained checkpoints u
 `<checkpoint root>/<id of the table set>` and restore the newest one (the root is `<state_dir>/cdc/checkpoints`,
 or `s3://<bucket>/checkpoints/cdc` with `storage.kind: s3`: `checkpoints.py`); a finished `--once` run stores its final
 positions in `<state_dir>/cdc/positions.json`, which seeds the next run (`--reset` ignores both).
-Counters are written by the worker to `<run dir>/summary/<table>.json` for `--json`.
+Counters are written by the worker to `<run dir>/summary/<table>.json` for `--json`; the per-table work
+(resume, one tick, audience fan-out, counters, metrics endpoint) is `worker.py`'s, apart from Flink.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,19 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 from icetide import jvm, kafka_client
 from icetide.events import topic_for, transaction_topic
+from icetide.flink_sql import with_options
 
-from streaming import progress
-from streaming.poller import (
-    SCHEMA_OP,
-    TOMBSTONE_OP,
-    Position,
-    Record,
-    TablePoller,
-    make_encoder,
-    schema_topic,
-    start_position,
-)
-from streaming.transactions import TRANSACTION_OP, ensure_topic
+from streaming.poller import Position, Record, TablePoller, make_encoder, schema_topic
+from streaming.transactions import ensure_topic
+from streaming.worker import AudienceFanout, MetricsEndpoint, ProgressFiles, Tally, publish_tick, resume_position
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -93,7 +85,7 @@ def write_positions(settings: Settings, positions: dict[str, str]) -> None:
 
 
 def _publish_function(options: JobOptions) -> Any:
-    """Build the KeyedProcessFunction lazily (pyflink is imported only here)."""
+    """Build the KeyedProcessFunction lazily (pyflink is imported only here); the work is `worker.py`'s."""
     from pyflink.common import Row
     from pyflink.common.typeinfo import Types
     from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
@@ -114,40 +106,24 @@ def _publish_function(options: JobOptions) -> Any:
             self.catalog = pyiceberg_catalog(self.opts.settings, "cdc")
             self.pollers: dict[str, TablePoller] = {}
             self.metrics = CdcMetrics()
-            self.counts: dict[str, Counter[str]] = {}
-            self.last: dict[str, int] = {}
-            self.busy_s: dict[str, float] = {}
-            self.schema_changes: dict[str, int] = {}
-            self.tombstones: dict[str, int] = {}
-            self.progress_at = 0.0  # --once: when the progress file (streaming/progress.py) was last written
+            self.tallies: dict[str, Tally] = {}
+            self.progress = ProgressFiles(self.opts.run_dir) if self.opts.once else None
             self.encoder = make_encoder(self.opts.settings.cdc)  # Avro: schemas registered on first use
-            self.server = None
-            self.target: Path | None = None
-            self.policy = None
+            self.endpoint: MetricsEndpoint | None = None
+            self.fanout: AudienceFanout | None = None
             if self.opts.policy_file is not None:
                 from streaming.audiences import load_compiled
 
-                self.policy = load_compiled(self.opts.policy_file, self.opts.settings)
-                self.metrics.policy_version.labels(self.policy.policy_id).set(self.policy.version)
+                policy = load_compiled(self.opts.policy_file, self.opts.settings)
+                self.fanout = AudienceFanout(policy, self.opts.settings)
+                self.metrics.policy_version.labels(policy.policy_id).set(policy.version)
             if self.opts.metrics_port is not None:
-                from icetide.metrics import register_target, serve
-
-                index = runtime_context.get_index_of_this_subtask()
-                port = self.opts.metrics_port + index if self.opts.metrics_port else 0
-                self.server, bound = serve(self.metrics.registry, self.opts.settings.metrics.host, port)
-                folder = Path(self.opts.run_dir)
-                (folder / f"metrics-port-{index}").write_text(str(bound))
-                self.target = register_target(self.opts.settings.state_dir, "icetide-cdc",
-                                              self.opts.settings.metrics.host, bound, remove_at_exit=False,
-                                              labels={"subtask": str(index)})
+                self.endpoint = MetricsEndpoint(self.metrics, self.opts.settings, self.opts.metrics_port,
+                                                self.opts.run_dir, runtime_context.get_index_of_this_subtask())
 
         def close(self) -> None:
-            if self.server is not None:
-                self.server.shutdown()
-            if self.target is not None:
-                from icetide.metrics import unregister_target
-
-                unregister_target(self.target)
+            if self.endpoint is not None:
+                self.endpoint.close()
 
         def _poller(self, table: str) -> TablePoller | None:
             poller = self.pollers.get(table)
@@ -168,76 +144,28 @@ def _publish_function(options: JobOptions) -> Any:
                                                            transactions=cdc.transaction_metadata)
             return poller
 
+        def _store(self, position: Position) -> None:
+            self.position_state.update(position.to_json())
+
         def process_element(self, table: str, ctx: Any) -> Iterator[Any]:
             poller = self._poller(table)
             if poller is None:
                 return
-            stored = self.position_state.value()
-            if stored is not None:
-                position = Position.from_json(stored)
-            elif table in self.opts.seed_positions:
-                position = Position.from_json(self.opts.seed_positions[table])
-            else:
-                position = start_position(poller.changelog, self.opts.start)
-                self.position_state.update(position.to_json())
-            began = time.perf_counter()
-            counts = self.counts.setdefault(table, Counter())
-            self.metrics.polls.labels(table).inc()
+            position, fresh = resume_position(poller, self.position_state.value(),
+                                              self.opts.seed_positions.get(table), self.opts.start)
+            if fresh:
+                self._store(position)
+            tally = self.tallies.setdefault(table, Tally())
             budget = None if self.opts.once else self.opts.budget
-            moved = False
-            pending: list[Record] = []  # this chunk's records, for the audience topics
-            for item in poller.poll(position, budget):
-                if isinstance(item, Record):
-                    if item.op == SCHEMA_OP:
-                        self.schema_changes[table] = self.schema_changes.get(table, 0) + 1
-                    elif item.op == TOMBSTONE_OP:
-                        self.tombstones[table] = self.tombstones.get(table, 0) + 1
-                    elif item.op != TRANSACTION_OP:
-                        counts[item.op] += 1
-                        self.metrics.published(table, item.op, time.time() - item.commit_ts_ms / 1000)
-                        if self.opts.once and time.monotonic() - self.progress_at > progress.PROGRESS_S:
-                            progress.write(self.opts.run_dir, table, counts.total())
-                            self.progress_at = time.monotonic()
-                        if self.policy is not None:
-                            pending.append(item)
-                    yield Row(item.topic, item.key, item.value)  # value None: a Kafka null (tombstone)
-                    continue
-                yield from self._audience_rows(table, poller, pending)  # before the position moves
-                if item.snapshot_id is None and item.after is not None and item.after != position.after:
-                    snap = poller.changelog.snapshot(item.after)  # a snapshot was published completely
-                    self.metrics.snapshot_done(table, item.after, snap.timestamp_ms)
-                    self.last[table] = item.after
-                position, moved = item, True
-                self.position_state.update(position.to_json())
-            yield from self._audience_rows(table, poller, pending)
-            self.busy_s[table] = self.busy_s.get(table, 0.0) + time.perf_counter() - began
+            position, moved = yield from publish_tick(poller, table, position, budget, tally, self.metrics,
+                                                      self.fanout, self.progress, self._store, _flink_row)
             if moved or self.opts.once:
-                self._write_summary(table, position)
-            if self.opts.once:
-                progress.write(self.opts.run_dir, table, counts.total())
+                tally.write(self.opts.run_dir, table, position)
+            if self.progress is not None:
+                self.progress.write(table, tally)
 
-        def _audience_rows(self, table: str, poller: TablePoller, pending: list[Record]) -> Iterator[Any]:
-            """The chunk's events filtered and masked per audience: one DuckDB batch per chunk."""
-            if self.policy is None or not pending:
-                return
-            from streaming.audiences import records
-
-            for record in records(self.policy, table, self.opts.settings.cdc.topic_prefix,
-                                  poller.changelog.key_fields, pending, tombstones=self.opts.settings.cdc.tombstones):
-                yield Row(record.topic, record.key, record.value)
-            pending.clear()
-
-        def _write_summary(self, table: str, position: Position) -> None:
-            folder = Path(self.opts.run_dir) / "summary"
-            folder.mkdir(parents=True, exist_ok=True)
-            body = {"table": table, "events": dict(self.counts.get(table, {})),
-                    "last_snapshot": self.last.get(table, position.after), "position": position.to_json(),
-                    "busy_s": round(self.busy_s.get(table, 0.0), 3),
-                    "schema_changes": self.schema_changes.get(table, 0),
-                    "tombstones": self.tombstones.get(table, 0)}
-            tmp = folder / f".{table}.tmp"
-            tmp.write_text(json.dumps(body))
-            tmp.replace(folder / f"{table}.json")
+    def _flink_row(record: Record) -> Any:
+        return Row(record.topic, record.key, record.value)  # value None: a Kafka null (tombstone)
 
     return PublishChanges(options)
 
@@ -265,12 +193,7 @@ def sink_ddl(settings: Settings, bootstrap: str, name: str, topic: str, run_name
     if settings.cdc.delivery == "exactly-once":
         options["sink.transactional-id-prefix"] = f"icetide-cdc-{run_name}-{name}"
         options["properties.transaction.timeout.ms"] = "900000"  # ≤ the broker's max (15 min)
-    body = ",\n  ".join(f"{_literal(k)} = {_literal(v)}" for k, v in options.items())
-    return f"CREATE TEMPORARY TABLE {name} (\n  `k` BYTES,\n  `v` BYTES\n) WITH (\n  {body}\n)"
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    return f"CREATE TEMPORARY TABLE {name} (\n  `k` BYTES,\n  `v` BYTES\n) WITH (\n  {with_options(options)}\n)"
 
 
 def flink_config(settings: Settings, checkpoints: str | Path, restore: str | Path | None) -> dict[str, str]:

@@ -36,6 +36,7 @@ from icetide import jvm, kafka_client
 from icetide.catalog import flink_catalog_ddl, pyiceberg_catalog
 from icetide.errors import ConfigError
 from icetide.events import topic_for
+from icetide.flink_sql import with_options
 
 from streaming.job import _wait_interruptibly, flink_config
 from streaming.mirror_wire import IDENTITY, Spec, converter, wire
@@ -71,10 +72,6 @@ class MirrorPlan:
 def quote_ident(name: str) -> str:
     """A Flink SQL identifier: backticks, embedded backticks doubled."""
     return "`" + name.replace("`", "``") + "`"
-
-
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def flink_type(kind: IcebergType) -> str:
@@ -143,10 +140,6 @@ def plan_mirror(settings: Settings, table: str, mirror: str | None = None,
                       settings.cdc.schema_registry_url)
 
 
-def _with(options: dict[str, str]) -> str:
-    return ",\n  ".join(f"{quote_literal(k)} = {quote_literal(v)}" for k, v in options.items())
-
-
 def _column_block(plan: MirrorPlan, on_wire: bool = False) -> str:
     lines = [f"{quote_ident(c.name)} {c.wire_type if on_wire and c.wire_type else c.sql_type}" for c in plan.columns]
     lines.append(f"PRIMARY KEY ({', '.join(quote_ident(k) for k in plan.key)}) NOT ENFORCED")
@@ -176,14 +169,15 @@ def source_ddl(plan: MirrorPlan, bootstrap: str, bounded: bool, group_id: str,
             options["debezium-json.schema-include"] = "true"  # {"schema": …, "payload": …}
     if bounded:
         options["scan.bounded.mode"] = "latest-offset"
-    return f"CREATE TEMPORARY TABLE {SOURCE_TABLE} (\n  {_column_block(plan, True)}\n) WITH (\n  {_with(options)}\n)"
+    return (f"CREATE TEMPORARY TABLE {SOURCE_TABLE} (\n  {_column_block(plan, True)}\n) "
+            f"WITH (\n  {with_options(options)}\n)")
 
 
 def mirror_ddl(settings: Settings, plan: MirrorPlan) -> str:
     """The Iceberg mirror (v2, upsert by the primary key: updates and deletes as equality deletes)."""
     options = {"format-version": "2", "write.upsert.enabled": "true"}
     return (f"CREATE TABLE IF NOT EXISTS {_mirror_path(settings, plan)} (\n  {_column_block(plan)}\n) "
-            f"WITH (\n  {_with(options)}\n)")
+            f"WITH (\n  {with_options(options)}\n)")
 
 
 def converter_name(index: int) -> str:

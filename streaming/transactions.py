@@ -69,7 +69,7 @@ def ensure_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, settings: 
     """Create `topic` with one partition unless it exists (see the module docstring on order), as the
     CDC job's principal (`kafka_client`)."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import NewTopic
+    from confluent_kafka.cimpl import NewTopic  # where the class lives (the admin package does not re-export it)
 
     admin = kafka_client.admin(settings or Settings(), "cdc", bootstrap,
                                {"logger": logging.getLogger("icetide.kafka.admin")})

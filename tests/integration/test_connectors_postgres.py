@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.base import Change
+from connectors.base import Consumed
 from connectors.postgres import PostgresConfig, PostgresSink
 from icetide.errors import EventError
 from icetide.events import ChangeEvent, Source
@@ -44,9 +44,9 @@ def test_schema_growth_types_and_poison(postgres_db: str) -> None:
     with PostgresSink(PostgresConfig(postgres_db)) as sink:
         first = _event("c", None, {"id": 1, "a": "x", "n": 1.5}, 0)
         second = _event("c", None, {"id": 2, "a": "y", "n": 2.5, "b": {"k": [1]}, "flag": True}, 1)
-        sink.apply([Change(TOPIC, 0, 0, first, ("id",))], {(TOPIC, 0): 0})
-        sink.apply([Change(TOPIC, 0, 1, second, ("id",))], {(TOPIC, 0): 1})
-        poison = Change(TOPIC, 0, 2, _event("c", None, {"id": 3, "a": "z", "n": 1.0, "big": 2**70}, 2), ("id",))
+        sink.apply([Consumed(TOPIC, 0, 0, first, ("id",))], {(TOPIC, 0): 0})
+        sink.apply([Consumed(TOPIC, 0, 1, second, ("id",))], {(TOPIC, 0): 1})
+        poison = Consumed(TOPIC, 0, 2, _event("c", None, {"id": 3, "a": "z", "n": 1.0, "big": 2**70}, 2), ("id",))
         with pytest.raises(EventError):
             sink.apply([poison], {(TOPIC, 0): 2})
         assert sink.positions() == {(TOPIC, 0): 1}
@@ -56,12 +56,12 @@ def test_schema_growth_types_and_poison(postgres_db: str) -> None:
 
 
 def test_column_first_seen_null_gets_the_type_of_its_first_value(postgres_db: str) -> None:
-    changes = [Change(TOPIC, 0, i, _event("c", None, row, i), ("id",)) for i, row in enumerate([
+    changes = [Consumed(TOPIC, 0, i, _event("c", None, row, i), ("id",)) for i, row in enumerate([
         {"id": 1, "n": None}, {"id": 2, "n": 7, "j": None}, {"id": 3, "n": 8, "j": None, "f": None}])]
     with PostgresSink(PostgresConfig(postgres_db)) as sink:
         for change in changes:
             sink.apply([change], {(TOPIC, 0): change.offset})
-    later = Change(TOPIC, 0, 3, _event("c", None, {"id": 4, "n": 9, "j": {"a": [1]}, "f": 2.5}, 3), ("id",))
+    later = Consumed(TOPIC, 0, 3, _event("c", None, {"id": 4, "n": 9, "j": {"a": [1]}, "f": 2.5}, 3), ("id",))
     with PostgresSink(PostgresConfig(postgres_db)) as sink:  # a new process: untyped columns come from comments
         sink.apply([later], {(TOPIC, 0): 3})
         rows = sorted(sink.read_rows(TABLE), key=lambda r: r["id"])
@@ -75,11 +75,11 @@ def test_column_first_seen_null_gets_the_type_of_its_first_value(postgres_db: st
 def test_text_keys_and_keyless_rows_with_nulls(postgres_db: str) -> None:
     """Delete-by-key binds typed arrays (a list of str alone is `unknown[]` to PostgreSQL), and a
     keyless table keeps identical rows and deletes a row holding a NULL."""
-    code = [Change(TOPIC, 0, i, _event(op, before, after, i), ("code",)) for i, (op, before, after) in enumerate([
+    code = [Consumed(TOPIC, 0, i, _event(op, before, after, i), ("code",)) for i, (op, before, after) in enumerate([
         ("c", None, {"code": "A-1", "n": 1}), ("c", None, {"code": "B-2", "n": 2}),
         ("u", {"code": "A-1", "n": 1}, {"code": "A-1", "n": 10}), ("d", {"code": "B-2", "n": 2}, None)])]
     twin, holey = {"a": "x", "n": 1}, {"a": "y", "n": None}
-    keyless = [Change("icetide.sales.log", 0, i, ChangeEvent(op, before, after, Source(  # type: ignore[arg-type]
+    keyless = [Consumed("icetide.sales.log", 0, i, ChangeEvent(op, before, after, Source(  # type: ignore[arg-type]
         catalog="lake", db="sales", table="log", snapshot_id=9, sequence_number=1, commit_ts_ms=1, ordinal=i)), ())
         for i, (op, before, after) in enumerate([("c", None, twin), ("c", None, twin), ("c", None, holey),
                                                   ("d", twin, None), ("d", holey, None)])]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.base import Change
+from connectors.base import Consumed
 from connectors.postgres import PostgresConfig, PostgresSink
 from icetide.errors import DownstreamError, EventError
 from icetide.events import encode_row
@@ -57,7 +57,7 @@ def test_rows_of_every_type_read_back_equal(postgres_dsn: str, values: list[dict
             sink.apply(batch, {(TOPIC, 0): batch[-1].offset})
         assert_rows_equal(sink.read_rows(TABLE), rows)
         updated = {**rows[-1], "c_string": "changed"}
-        sink.apply([Change(TOPIC, 0, len(changes), event("u", encode_row(rows[-1]), encode_row(updated),
+        sink.apply([Consumed(TOPIC, 0, len(changes), event("u", encode_row(rows[-1]), encode_row(updated),
                                                           len(changes)), ("id",), SCHEMA)], {(TOPIC, 0): len(changes)})
         assert_rows_equal(sink.read_rows(TABLE), [*rows[:-1], updated])
         assert declared(sink) == PG_TYPES
@@ -86,7 +86,7 @@ def test_widen_rename_drop_and_add_again(postgres_db: str) -> None:
     with PostgresSink(PostgresConfig(postgres_db)) as sink:
         sink.apply(inserts([r0], V0), {(TOPIC, 0): 0})
         assert declared(sink)["n"] == "integer" and declared(sink)["f"] == "real"
-        update = Change(TOPIC, 0, 1, event("u", encode_row(r0), encode_row({**r0, "old": "a2"}), 1), ("id",), V0)
+        update = Consumed(TOPIC, 0, 1, event("u", encode_row(r0), encode_row({**r0, "old": "a2"}), 1), ("id",), V0)
         sink.apply([update, *inserts([r1], V1, start=2)], {(TOPIC, 0): 2})
         assert declared(sink) == {"id": "bigint", "n": "bigint", "f": "double precision", "price": "numeric(12,2)",
                                   "new": "text", "gone": "text"}
@@ -147,13 +147,13 @@ def test_typed_composite_keys_delete_by_typed_arrays(postgres_db: str) -> None:
            "t": "12:00:00.000001", "day": "2024-02-29", "n": 1}
     iso = {**row, "at": "2024-01-01T01:00:00Z"}
     other = {**row, "u": str(uuid.UUID(int=2)), "n": 5}
-    changes = [Change(TOPIC, 0, 0, event("c", None, row, 0), keys, schema),
-               Change(TOPIC, 0, 1, event("c", None, other, 1), keys, schema)]
+    changes = [Consumed(TOPIC, 0, 0, event("c", None, row, 0), keys, schema),
+               Consumed(TOPIC, 0, 1, event("c", None, other, 1), keys, schema)]
     with PostgresSink(PostgresConfig(postgres_db)) as sink:
         sink.apply(changes, {(TOPIC, 0): 1})
-        sink.apply([Change(TOPIC, 0, 2, event("u", iso, {**iso, "n": 2}, 2), keys, schema)], {(TOPIC, 0): 2})
+        sink.apply([Consumed(TOPIC, 0, 2, event("u", iso, {**iso, "n": 2}, 2), keys, schema)], {(TOPIC, 0): 2})
         assert sorted(r["n"] for r in sink.read_rows(TABLE)) == [2, 5]
-        sink.apply([Change(TOPIC, 0, 3, event("d", other, None, 3), keys, schema)], {(TOPIC, 0): 3})
+        sink.apply([Consumed(TOPIC, 0, 3, event("d", other, None, 3), keys, schema)], {(TOPIC, 0): 3})
         rows = sink.read_rows(TABLE)
     assert [r["n"] for r in rows] == [2]
     assert rows[0]["at"] == dt.datetime(2024, 1, 1, 1, tzinfo=dt.UTC) and rows[0]["t"] == dt.time(12, 0, 0, 1)

@@ -21,7 +21,7 @@ import pytest
 from pyiceberg.schema import Schema
 from pyiceberg.types import DecimalType, DoubleType, IntegerType, LongType, NestedField, StringType, TimestamptzType
 
-from connectors.base import Change
+from connectors.base import Consumed
 from connectors.consumer import ChangeConsumer, ConsumeOptions
 from connectors.schemas import SchemaBook
 from connectors.sqlite import SqliteConfig, SqliteSink
@@ -110,8 +110,8 @@ def test_plain_json_events_land_typed_and_follow_schema_changes(kafka_bootstrap:
     # an audience topic's events carry masked values: never typed by the base table's schema
     book = SchemaBook(kafka_bootstrap, schemas, prefix)
     try:
-        audience = Change(f"{prefix}.sec_ana.sales.items", 0, 0, first)
-        base = Change(topic, 0, 0, first)
+        audience = Consumed(f"{prefix}.sec_ana.sales.items", 0, 0, first)
+        base = Consumed(topic, 0, 0, first)
         typed = book.attach([audience, base])
     finally:
         book.close()

@@ -20,9 +20,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from icetide.catalog import pyiceberg_catalog
-from icetide.events import ChangeEvent, encode_row
+from icetide.events import ChangeEvent, encode_row, identity
 from streaming.changelog import Changelog
-from streaming.changes import identity
 from tests.fixtures.lake import LAKE_CATALOG
 from tests.fixtures.spark import fresh_table_name
 

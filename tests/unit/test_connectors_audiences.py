@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.base import Change
+from connectors.base import Consumed
 from connectors.consumer import ConsumeOptions, select_topics
 from connectors.topics import AudienceMismatch, check_user, checked, event_audience, topic_audience
 from icetide.errors import ConfigError
@@ -30,10 +30,10 @@ users = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True)
 tables = st.lists(st.tuples(names, names), min_size=1, max_size=5, unique=True)
 
 
-def _change(topic: str, db: str, table: str, name: str = "icetide") -> Change:
+def _change(topic: str, db: str, table: str, name: str = "icetide") -> Consumed:
     source = Source(catalog="lake", db=db, table=table, snapshot_id=1, sequence_number=1, commit_ts_ms=1,
                     ordinal=0, name=name)
-    return Change(topic, 0, 5, ChangeEvent("c", None, {"id": 1}, source), ("id",))
+    return Consumed(topic, 0, 5, ChangeEvent("c", None, {"id": 1}, source), ("id",))
 
 
 @given(prefix=names, tables=tables, audience_users=st.lists(users, max_size=4, unique=True))

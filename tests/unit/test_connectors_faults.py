@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.base import Change
+from connectors.base import Consumed
 from connectors.metrics import ConsumerMetrics
 from connectors.postgres import TRANSIENT_CLASSES, TRANSIENT_CODES, PostgresConfig, PostgresSink
 from connectors.retry import Backoff, SinkHealth, SinkUnavailable, Stopped, call_until_ok
@@ -64,9 +64,9 @@ def _source(seq: int) -> Source:
                   ordinal=0)
 
 
-def _insert(offset: int, width: int = 2000) -> Change:
+def _insert(offset: int, width: int = 2000) -> Consumed:
     row = {"id": offset, "payload": "x" * width}
-    return Change("icetide.sales.t", 0, offset, ChangeEvent("c", None, row, _source(offset)), ("id",))
+    return Consumed("icetide.sales.t", 0, offset, ChangeEvent("c", None, row, _source(offset)), ("id",))
 
 
 def test_sqlite_full_is_transient_and_the_batch_applies_once_there_is_room(tmp_path: Path) -> None:

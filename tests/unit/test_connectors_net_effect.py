@@ -1,4 +1,4 @@
-"""The per-batch net-effect reduction (`connectors.base.net_effect`), as the sinks apply it (delete every
+"""The per-batch net-effect reduction (`icetide.events.net_effect`), as the sinks apply it (delete every
 key it names, insert the surviving images), gives the state of applying the events one by one — for
 random keyed streams of inserts, updates (also of the key itself), deletes, cut into random batches."""
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.base import Change, net_effect
-from icetide.events import ChangeEvent, Source
+from connectors.base import Consumed
+from icetide.events import ChangeEvent, Source, net_effect
 
 pytestmark = pytest.mark.unit
 KEY = ("k1", "k2")
@@ -21,11 +21,11 @@ steps = st.lists(st.tuples(st.sampled_from("cudm"), st.integers(0, 5), st.intege
                  max_size=80)
 
 
-def _stream(plan: list[tuple[str, int, int, int]]) -> list[Change]:
+def _stream(plan: list[tuple[str, int, int, int]]) -> list[Consumed]:
     """A valid change stream: updates and deletes name the live row's image as `before`; 'm' moves a
     row to another key (an update whose key changes, as Iceberg's update pairing may emit)."""
     live: dict[tuple[Any, ...], dict[str, Any]] = {}
-    out: list[Change] = []
+    out: list[Consumed] = []
 
     def key(slot: int) -> tuple[Any, ...]:
         return (slot % 3, f"s{slot}")
@@ -51,11 +51,11 @@ def _stream(plan: list[tuple[str, int, int, int]]) -> list[Change]:
         if after is not None:
             live[(after["k1"], after["k2"])] = after
         source = Source("lake", "ns", "t", 100 + i, i + 1, 0, 0)
-        out.append(Change("icetide.ns.t", 0, len(out), ChangeEvent(kind, before, after, source), KEY))  # type: ignore[arg-type]
+        out.append(Consumed("icetide.ns.t", 0, len(out), ChangeEvent(kind, before, after, source), KEY))  # type: ignore[arg-type]
     return out
 
 
-def _one_by_one(state: dict[tuple[Any, ...], dict[str, Any]], change: Change) -> None:
+def _one_by_one(state: dict[tuple[Any, ...], dict[str, Any]], change: Consumed) -> None:
     event = change.event
     if event.before is not None:
         state.pop((event.before["k1"], event.before["k2"]), None)
@@ -74,7 +74,7 @@ def test_net_effect_per_batch_equals_one_by_one(plan: list[tuple[str, int, int, 
     pos, i = 0, 0
     while pos < len(changes):
         batch = changes[pos:pos + cuts[i % len(cuts)]]
-        final = net_effect(batch, KEY)
+        final = net_effect([c.event for c in batch], KEY).after
         for k in final:  # delete-by-key for every key the batch touched …
             reduced.pop(k, None)
         for k, image in final.items():  # … then insert the survivors
@@ -88,6 +88,6 @@ def test_a_delete_after_an_upsert_of_the_same_key_drops_the_upsert() -> None:
     """Debezium's reduction buffer: the stream switching between upserts and deletes is one batch."""
     source = Source("lake", "ns", "t", 1, 1, 0, 0)
     row = {"k1": 1, "k2": "a", "v": 1}
-    changes = [Change("t", 0, 0, ChangeEvent("c", None, row, source), KEY),
-               Change("t", 0, 1, ChangeEvent("d", row, None, source), KEY)]
-    assert net_effect(changes, KEY) == {(1, "a"): None}
+    changes = [Consumed("t", 0, 0, ChangeEvent("c", None, row, source), KEY),
+               Consumed("t", 0, 1, ChangeEvent("d", row, None, source), KEY)]
+    assert net_effect([c.event for c in changes], KEY).after == {(1, "a"): None}

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from connectors.base import Change, net_effect
+from connectors.base import Consumed
 from connectors.consumer import ConsumeOptions, Summary, select_topics
 from connectors.metrics import ConsumerMetrics
 from connectors.records import decode, key_fields_of
 from icetide.errors import EventError
-from icetide.events import ChangeEvent, Source, key_to_json, to_json
+from icetide.events import ChangeEvent, Source, key_to_json, net_effect, to_json
 from icetide.settings import load_settings
 
 pytestmark = pytest.mark.unit
@@ -86,11 +86,12 @@ def test_topic_selection_excludes_dead_letters_schema_changes_and_internal_topic
 
 
 def test_update_that_changes_the_key_deletes_the_old_key() -> None:
-    def ch(op: str, before: dict | None, after: dict | None) -> Change:
-        return Change("t", 0, 0, ChangeEvent(op, before, after, SOURCE), ("id",))  # type: ignore[arg-type]
+    def ch(op: str, before: dict | None, after: dict | None) -> Consumed:
+        return Consumed("t", 0, 0, ChangeEvent(op, before, after, SOURCE), ("id",))  # type: ignore[arg-type]
 
-    final = net_effect([ch("c", None, {"id": 1, "v": 1}), ch("u", {"id": 1, "v": 1}, {"id": 2, "v": 1}),
-                        ch("c", None, {"id": 3, "v": 0}), ch("d", {"id": 3, "v": 0}, None)], ["id"])
+    changes = [ch("c", None, {"id": 1, "v": 1}), ch("u", {"id": 1, "v": 1}, {"id": 2, "v": 1}),
+               ch("c", None, {"id": 3, "v": 0}), ch("d", {"id": 3, "v": 0}, None)]
+    final = net_effect([c.event for c in changes], ["id"]).after
     assert final == {(1,): None, (2,): {"id": 2, "v": 1}, (3,): None}
 
 
@@ -158,7 +159,7 @@ def test_keyless_records_keep_identical_rows_and_delete_rows_with_nulls(tmp_path
                                                       sequence_number=3, commit_ts_ms=1, ordinal=ordinal))
         change = decode(FakeMessage(to_json(event), key_to_json(event.row)))  # keyed by the whole row, as the job does
         assert change is not None
-        changes.append(Change(change.topic, change.partition, ordinal, change.event, change.key_fields))
+        changes.append(Consumed(change.topic, change.partition, ordinal, change.event, change.key_fields))
     with SqliteSink(SqliteConfig(tmp_path / "d.db")) as sink:
         sink.apply(changes, {("icetide.sales.t", 2): len(changes) - 1})
         assert sink.read_rows(("sales", "t")) == [twin]  # one of the twins is left; the NULL row is gone

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.base import Change
+from connectors.base import Consumed
 from connectors.records import decode
 from connectors.snapshots import SnapshotGate, parse_boundary, with_transaction_topic
 from connectors.sqlite import SqliteConfig, SqliteSink
@@ -165,7 +165,7 @@ def test_commits_hold_whole_snapshots_and_every_event_once(plan: list[dict[str, 
             sink.close()
 
 
-def _check_whole(changes: list[Change], plan: list[dict[str, Any]], committed: set[tuple[str, int]],
+def _check_whole(changes: list[Consumed], plan: list[dict[str, Any]], committed: set[tuple[str, int]],
                  last_seq: dict[str, int]) -> None:
     """One commit: each snapshot in it is whole, none was committed before, each table in order."""
     by_snapshot: dict[tuple[str, int], list[int]] = defaultdict(list)

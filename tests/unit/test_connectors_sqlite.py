@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.base import Change
+from connectors.base import Consumed
 from connectors.sqlite import SqliteConfig, SqliteSink
 from icetide.errors import EventError
 from icetide.events import ChangeEvent, Source
@@ -33,9 +33,9 @@ steps = st.lists(st.tuples(st.integers(0, 6), st.one_of(st.none(), st.integers(-
                  min_size=1, max_size=60)
 
 
-def _changes(plan: list[tuple[int, int | None, bool]], keyed: bool = True) -> tuple[list[Change], dict]:
+def _changes(plan: list[tuple[int, int | None, bool]], keyed: bool = True) -> tuple[list[Consumed], dict]:
     model: dict[int, dict[str, Any]] = {}
-    out: list[Change] = []
+    out: list[Consumed] = []
     for key, value, extra in plan:
         if value is None:
             if key not in model:
@@ -47,7 +47,7 @@ def _changes(plan: list[tuple[int, int | None, bool]], keyed: bool = True) -> tu
                 row["extra"] = value * 1.5
             event = _event("u" if key in model else "c", model.get(key), row, len(out))
             model[key] = row
-        out.append(Change(TOPIC, 0, len(out), event, ("id",) if keyed else ()))
+        out.append(Consumed(TOPIC, 0, len(out), event, ("id",) if keyed else ()))
     return out, model
 
 
@@ -87,8 +87,8 @@ def test_new_column_is_added_and_old_rows_read_null(tmp_path: Path) -> None:
     with SqliteSink(SqliteConfig(tmp_path / "d.db")) as sink:
         first = _event("c", None, {"id": 1, "a": "x"}, 0)
         second = _event("c", None, {"id": 2, "a": "y", "b": {"nested": [1, 2]}, "flag": True}, 1)
-        sink.apply([Change(TOPIC, 0, 0, first, ("id",))], {(TOPIC, 0): 0})
-        sink.apply([Change(TOPIC, 0, 1, second, ("id",))], {(TOPIC, 0): 1})
+        sink.apply([Consumed(TOPIC, 0, 0, first, ("id",))], {(TOPIC, 0): 0})
+        sink.apply([Consumed(TOPIC, 0, 1, second, ("id",))], {(TOPIC, 0): 1})
         rows = sorted(sink.read_rows(TABLE), key=lambda r: r["id"])
     assert rows == [{"id": 1, "a": "x", "b": None, "flag": None},
                     {"id": 2, "a": "y", "b": {"nested": [1, 2]}, "flag": True}]
@@ -96,10 +96,10 @@ def test_new_column_is_added_and_old_rows_read_null(tmp_path: Path) -> None:
 
 def test_failed_batch_leaves_rows_and_positions_untouched(tmp_path: Path) -> None:
     with SqliteSink(SqliteConfig(tmp_path / "d.db")) as sink:
-        good = Change(TOPIC, 0, 0, _event("c", None, {"id": 1, "a": "x"}, 0), ("id",))
+        good = Consumed(TOPIC, 0, 0, _event("c", None, {"id": 1, "a": "x"}, 0), ("id",))
         sink.apply([good], {(TOPIC, 0): 0})
-        ok = Change(TOPIC, 0, 1, _event("c", None, {"id": 2, "a": "y"}, 1), ("id",))
-        too_big = Change(TOPIC, 0, 2, _event("c", None, {"id": 3, "a": 2**70}, 2), ("id",))
+        ok = Consumed(TOPIC, 0, 1, _event("c", None, {"id": 2, "a": "y"}, 1), ("id",))
+        too_big = Consumed(TOPIC, 0, 2, _event("c", None, {"id": 3, "a": 2**70}, 2), ("id",))
         with pytest.raises(EventError):
             sink.apply([ok, too_big], {(TOPIC, 0): 2})
         assert sink.positions() == {(TOPIC, 0): 0}
@@ -112,16 +112,16 @@ def test_identifiers_are_quoted_not_pasted(tmp_path: Path) -> None:
     evil = 'x"); DROP TABLE "_icetide_positions'
     with SqliteSink(SqliteConfig(tmp_path / "d.db")) as sink:
         event = _event("c", None, {"id": 1, evil: "'; --"}, 0)
-        sink.apply([Change(TOPIC, 0, 0, event, ("id",))], {(TOPIC, 0): 0})
+        sink.apply([Consumed(TOPIC, 0, 0, event, ("id",))], {(TOPIC, 0): 0})
         assert sink.read_rows(TABLE) == [{"id": 1, evil: "'; --"}]
         assert sink.positions() == {(TOPIC, 0): 0}
 
 
 def test_column_first_seen_null_keeps_later_numbers(tmp_path: Path) -> None:
     with SqliteSink(SqliteConfig(tmp_path / "d.db")) as sink:
-        first = Change(TOPIC, 0, 0, _event("c", None, {"id": 1, "n": None}, 0), ("id",))
-        second = Change(TOPIC, 0, 1, _event("c", None, {"id": 2, "n": 7, "m": None}, 1), ("id",))
-        third = Change(TOPIC, 0, 2, _event("c", None, {"id": 3, "n": 8.5, "m": 3}, 2), ("id",))
+        first = Consumed(TOPIC, 0, 0, _event("c", None, {"id": 1, "n": None}, 0), ("id",))
+        second = Consumed(TOPIC, 0, 1, _event("c", None, {"id": 2, "n": 7, "m": None}, 1), ("id",))
+        third = Consumed(TOPIC, 0, 2, _event("c", None, {"id": 3, "n": 8.5, "m": 3}, 2), ("id",))
         for change in (first, second, third):
             sink.apply([change], {(TOPIC, 0): change.offset})
         rows = sorted(sink.read_rows(TABLE), key=lambda r: r["id"])
@@ -145,7 +145,7 @@ def test_events_republished_at_new_offsets_apply_once(tmp_path: Path, plan: list
         published += events[done:at]
         done = max(0, at - back)
     published += events[done:]
-    stream = [Change(TOPIC, 0, offset, event, ("id",) if keyed else ()) for offset, event in enumerate(published)]
+    stream = [Consumed(TOPIC, 0, offset, event, ("id",) if keyed else ()) for offset, event in enumerate(published)]
     applied = replayed = 0
     with SqliteSink(SqliteConfig(tmp_path / f"{uuid.uuid4().hex}.db")) as sink:
         pos, i = 0, 0
@@ -170,5 +170,5 @@ def test_positions_table_of_an_older_version_is_upgraded(tmp_path: Path) -> None
         conn.execute("INSERT INTO _icetide_positions VALUES (?, 0, 4)", (TOPIC,))
     with SqliteSink(SqliteConfig(db)) as sink:
         assert sink.positions() == {(TOPIC, 0): 4}
-        result = sink.apply([Change(TOPIC, 0, 5, _event("c", None, {"id": 1}, 5), ("id",))], {(TOPIC, 0): 5})
+        result = sink.apply([Consumed(TOPIC, 0, 5, _event("c", None, {"id": 1}, 5), ("id",))], {(TOPIC, 0): 5})
         assert result.total == 1 and sink.positions() == {(TOPIC, 0): 5}

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import evolve
-from connectors.base import Change
+from connectors.base import Consumed
 from connectors.sqlite import SqliteConfig, SqliteSink
 from connectors.types import sqlite_type
 from icetide.errors import DownstreamError, EventError
@@ -76,9 +76,9 @@ def event(op: str, before: dict[str, Any] | None, after: dict[str, Any] | None, 
 
 
 def inserts(rows: list[dict[str, Any]], schema: RowSchema | None = SCHEMA, start: int = 0,
-            topic: str = TOPIC, table: tuple[str, str] = TABLE) -> list[Change]:
+            topic: str = TOPIC, table: tuple[str, str] = TABLE) -> list[Consumed]:
     """Insert events of `rows` (typed values → JSON-ready images, as the job encodes them)."""
-    return [Change(topic, 0, start + i, event("c", None, encode_row(row), start + i, table,
+    return [Consumed(topic, 0, start + i, event("c", None, encode_row(row), start + i, table,
                                               schema.schema_id if schema else 0), ("id",), schema)
             for i, row in enumerate(rows)]
 
@@ -140,7 +140,7 @@ def test_rows_of_every_type_read_back_equal(tmp_path: Path, values: list[dict[st
         assert_rows_equal(sink.read_rows(TABLE), rows)
         # deleting and updating by typed key works too
         last = rows[-1]
-        sink.apply([Change(TOPIC, 0, len(changes), event("d", encode_row(last), None, len(changes)), ("id",),
+        sink.apply([Consumed(TOPIC, 0, len(changes), event("d", encode_row(last), None, len(changes)), ("id",),
                            SCHEMA)], {(TOPIC, 0): len(changes)})
         assert len(sink.read_rows(TABLE)) == len(rows) - 1
     assert declared(db) == SQLITE_TYPES
@@ -174,8 +174,8 @@ def test_decimals_dates_and_timestamps_are_not_text(tmp_path: Path) -> None:
 def test_both_timestamp_spellings_are_one_key(tmp_path: Path) -> None:
     """Flink's `2024-01-01 01:00:00.000000` and ISO's `2024-01-01T01:00:00Z` name the same key."""
     schema = RowSchema((Column("at", "timestamptz", False, 1), Column("n", "int", True, 2)))
-    first = Change(TOPIC, 0, 0, event("c", None, {"at": "2024-01-01 01:00:00.000000Z", "n": 1}, 0), ("at",), schema)
-    second = Change(TOPIC, 0, 1, event("u", {"at": "2024-01-01T01:00:00Z", "n": 1},
+    first = Consumed(TOPIC, 0, 0, event("c", None, {"at": "2024-01-01 01:00:00.000000Z", "n": 1}, 0), ("at",), schema)
+    second = Consumed(TOPIC, 0, 1, event("u", {"at": "2024-01-01T01:00:00Z", "n": 1},
                                        {"at": "2024-01-01T01:00:00Z", "n": 2}, 1), ("at",), schema)
     with SqliteSink(SqliteConfig(tmp_path / "d.db")) as sink:
         sink.apply([first, second], {(TOPIC, 0): 1})
@@ -187,7 +187,7 @@ def test_a_value_that_is_not_of_its_type_is_an_event_error(tmp_path: Path) -> No
     with SqliteSink(SqliteConfig(tmp_path / "d.db")) as sink:
         sink.apply(inserts([{"id": 1, "price": Decimal("1.25")}], schema), {(TOPIC, 0): 0})
         for bad in ("abc", "123.45", "1.234"):  # not a number, too many digits, too many decimals
-            change = Change(TOPIC, 0, 1, event("c", None, {"id": 2, "price": bad}, 1), ("id",), schema)
+            change = Consumed(TOPIC, 0, 1, event("c", None, {"id": 2, "price": bad}, 1), ("id",), schema)
             with pytest.raises(EventError, match="column price"):
                 sink.apply([change], {(TOPIC, 0): 1})
         assert sink.positions() == {(TOPIC, 0): 0}
@@ -219,8 +219,8 @@ def test_widen_rename_drop_and_add_again(tmp_path: Path) -> None:
     with SqliteSink(SqliteConfig(db)) as sink:
         sink.apply(inserts([{**r0, "f": f32}], V0), {(TOPIC, 0): 0})
         # an old-schema update and a new-schema insert in one batch: the old image lands under the new name
-        update = Change(TOPIC, 0, 1, event("u", encode_row({**r0, "f": f32}), encode_row({**r0, "f": f32, "old": "a2"}),
-                                           1), ("id",), V0)
+        update = Consumed(TOPIC, 0, 1, event("u", encode_row({**r0, "f": f32}),
+                                             encode_row({**r0, "f": f32, "old": "a2"}), 1), ("id",), V0)
         sink.apply([update, *inserts([r1], V1, start=2)], {(TOPIC, 0): 2})
         rows = {r["id"]: r for r in sink.read_rows(TABLE)}
         assert declared(db) == {"id": "BIGINT", "n": "BIGINT", "f": "DOUBLE", "price": "DECIMAL TEXT(12,2)",
@@ -359,7 +359,7 @@ def test_random_schema_evolution_matches_iceberg_by_field_id(tmp_path: Path, ste
             op_code = "u" if before is not None else "c"
             before_image = None if before is None else {"id": key}  # the key is all a before image needs here
             seq = len(changes)
-            changes.append(Change(TOPIC, 0, seq, event(op_code, before_image, encode_row(row), seq,
+            changes.append(Consumed(TOPIC, 0, seq, event(op_code, before_image, encode_row(row), seq,
                                                        schema_id=version), ("id",), schema))
             model[key] = {c.field_id: row[c.name] for c in columns}
     with SqliteSink(SqliteConfig(tmp_path / f"{uuid.uuid4().hex}.db")) as sink:

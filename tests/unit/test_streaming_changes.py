@@ -1,4 +1,4 @@
-"""Pure changelog logic: carry-over removal, update pairing, net changes, delete-file rules."""
+"""Pure changelog logic: carry-over removal, update pairing, delete-file rules (net changes: test_events_net_effect)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streaming.changes import (
-    Change,
-    identity,
-    net_changes,
-    pair_updates,
-    remove_carry_overs,
-    snapshot_changes,
-)
+from icetide.events import Change, identity
+from streaming.changes import pair_updates, remove_carry_overs, snapshot_changes
 from streaming.files import EQUALITY_DELETES, POSITION_DELETES, FileRef, FileState, applies, diff
 
 pytestmark = pytest.mark.unit
@@ -78,15 +72,6 @@ def test_keyed_snapshot_changes_apply_by_key(before: dict, after: dict) -> None:
             assert change.after is not None
             table[change.after["id"]] = change.after
     assert table == {r["id"]: r for r in new}
-
-
-def test_net_changes_collapse_per_key() -> None:
-    a1, a2, a3 = {"id": 1, "v": "a"}, {"id": 1, "v": "b"}, {"id": 1, "v": "c"}
-    born, dies = {"id": 2, "v": "x"}, {"id": 3, "v": "y"}
-    changes = [Change("u", a1, a2), Change("u", a2, a3), Change("c", None, born), Change("d", born, None),
-               Change("d", dies, None), Change("u", {"id": 4, "v": "q"}, {"id": 4, "v": "r"}),
-               Change("u", {"id": 4, "v": "r"}, {"id": 4, "v": "q"})]
-    assert net_changes(changes, ["id"]) == [Change("u", a1, a3), Change("d", dies, None)]
 
 
 def ref(path: str, content: int, seq: int, spec: int = 0, part: tuple = (), **kw: object) -> FileRef:
