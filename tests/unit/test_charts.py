@@ -46,6 +46,7 @@ def test_the_report_links_the_committed_charts() -> None:
     linked = set()
     for doc in (ROOT / "docs" / "results.md", RESULTS / "batch.md", RESULTS / "batch-bench.md"):
         linked |= {Path(m).name for m in re.findall(r"\]\(((?:results/)?[\w.-]+\.(?:png|svg))\)", doc.read_text())}
-    assert linked == CHARTS
+    assert linked >= CHARTS  # every chart is shown (other pictures, e.g. the Prometheus screenshot, may be too)
+    assert not {name for name in linked if name.endswith(".svg")}
     assert all((RESULTS / name).is_file() for name in linked)
     assert not list(RESULTS.glob("*.svg"))
