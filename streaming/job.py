@@ -135,7 +135,8 @@ def _publish_function(options: JobOptions) -> Any:
                 index = runtime_context.get_index_of_this_subtask()
                 port = self.opts.metrics_port + index if self.opts.metrics_port else 0
                 self.server, bound = serve(self.metrics.registry, self.opts.settings.metrics.host, port)
-                folder = Path(self.opts.run_dir)
+                folder = Path(self.opts.run_dir)  # made by `cdc run`; absent in a task manager pod of its own
+                folder.mkdir(parents=True, exist_ok=True)
                 (folder / f"metrics-port-{index}").write_text(str(bound))
                 self.target = register_target(self.opts.settings.state_dir, "icetide-cdc",
                                               self.opts.settings.metrics.host, bound, remove_at_exit=False,
