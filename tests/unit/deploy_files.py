@@ -267,7 +267,8 @@ def render_kafka_users() -> str:
     docs = []
     for role in K8S_KAFKA_ROLES:
         user = username(settings, role)
-        acls = [{"resource": {"type": kinds[b.restype.name], "name": b.name, "patternType": patterns[b.resource_pattern_type.name]},
+        acls = [{"resource": {"type": kinds[b.restype.name], "name": b.name,
+                              "patternType": patterns[b.resource_pattern_type.name]},
                  "operations": [b.operation.name.capitalize()], "host": b.host, "type": b.permission_type.name.lower()}
                 for b in acl_bindings(settings) if b.principal == f"User:{user}"]
         docs.append({"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",

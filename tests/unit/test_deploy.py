@@ -30,8 +30,8 @@ from streaming.checkpoints import checkpoint_root
 from tests.unit.deploy_files import (
     COMPOSE,
     DOCKERFILE,
-    ROOT,
     ROLE_OF_COMMAND,
+    ROOT,
     assert_no_secret_literals,
     assert_rest_properties_match,
     assert_settings_keys,
@@ -124,7 +124,8 @@ def test_compose_command_resolves_to_a_real_command(name: str) -> None:
 
 def test_compose_services_run_what_the_brief_asks() -> None:
     commands = {n: tuple(s["command"][:2]) for n, s in _icetide_services().items() if "profiles" not in s}
-    assert sorted(commands.values()) == [("cdc", "apply"), ("cdc", "run"), ("maint", "exporter"), ("stack", "provision")]
+    assert sorted(commands.values()) == [("cdc", "apply"), ("cdc", "run"), ("maint", "exporter"),
+                                         ("stack", "provision")]
     apply = _icetide_services()["cdc-apply"]["command"]
     assert apply[apply.index("--sink") + 1] == "postgres"
     assert "--once" not in _icetide_services()["cdc-run"]["command"]  # continuous
@@ -236,7 +237,8 @@ def test_compose_keeps_secrets_out_of_the_file() -> None:
 
 def test_no_secret_literal_in_any_deployment_file() -> None:
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "Dockerfile",
-                             "docker-compose.yml", "deploy", "k8s"], cwd=ROOT, capture_output=True, text=True, check=True)
+                             "docker-compose.yml", "deploy", "k8s"],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
     files = [ROOT / f for f in listed.stdout.split()]
     assert COMPOSE in files and len(files) > 20
     assert_no_secret_literals(files)
