@@ -13,7 +13,7 @@ import stat
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -46,7 +46,7 @@ def test_store_secrets_writes_private_files_once(tmp_path: Path) -> None:
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
     assert admin["AWS_SECRET_ACCESS_KEY"] not in json.dumps(done) and kek["WEED_S3_SSE_KEK"] not in json.dumps(done)
     before = (tmp_path / KEK_ENV).read_text()
-    with pytest.raises(StackError, match="s3-kek.env"):  # a second KEK would not read the first one's data
+    with pytest.raises(StackError, match=r"s3-kek\.env"):  # a second KEK would not read the first one's data
         store_secrets(tmp_path)
     assert (tmp_path / KEK_ENV).read_text() == before
 
@@ -62,15 +62,15 @@ def test_store_secrets_cli_prints_no_secret(tmp_path: Path) -> None:
 @pytest.mark.parametrize("env", [{}, {"ICETIDE__STORAGE__KIND": "s3"}], ids=["local", "embedded-s3"])
 def test_provision_is_for_an_external_store_only(tmp_path: Path, env: dict[str, str]) -> None:
     settings = load_settings(None, {"ICETIDE__STACK__STATE_DIR": str(tmp_path), **env})
-    with pytest.raises(ConfigError, match="storage.endpoint"):
+    with pytest.raises(ConfigError, match=r"storage\.endpoint"):
         provision(settings, tmp_path / "out")
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    requests: list[dict[str, Any]] = []
+    requests: ClassVar[list[dict[str, Any]]] = []
     status = 200
 
-    def do_PATCH(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_PATCH(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
         self.send_response(type(self).status)
@@ -101,7 +101,8 @@ def test_k8s_secrets_are_applied_server_side_one_per_role(api: Any, tmp_path: Pa
     keys = {"writer": S3Key("id-writer", SecretStr("secret-w")), "cdc": S3Key("id-cdc", SecretStr("secret-c"))}
     assert apply_k8s_secrets(keys, url, account) == ["icetide-s3-writer", "icetide-s3-cdc"]
     first, second = _Recorder.requests
-    assert first["path"] == "/api/v1/namespaces/icetide/secrets/icetide-s3-writer?fieldManager=icetide-s3-init&force=true"
+    assert first["path"] == ("/api/v1/namespaces/icetide/secrets/icetide-s3-writer"
+                             "?fieldManager=icetide-s3-init&force=true")
     assert first["headers"]["Content-Type"] == "application/apply-patch+yaml"
     assert first["headers"]["Authorization"] == "Bearer probe-token"
     assert first["body"] == secret_manifest("writer", keys["writer"])
