@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from icetide.errors import PolicyError
 from sqlglot import exp
@@ -39,6 +40,13 @@ _PROBE_PADS = HmacPads("type-check", b"\0" * 32)  # renders `hash` for its type;
 def mask_result_type(kind: str, col_type: str) -> str:
     """The canonical type of a mask's value on a column of `col_type` (equal in every engine by design)."""
     return "string" if kind in TEXT_MASKS else col_type
+
+
+@lru_cache(maxsize=256)
+def null_writable(col_type: str) -> bool:
+    """Whether the null mask — every column's fallback (unclassified, denied, or a mask that does not fit) —
+    can be written for `col_type` in every engine's SQL (not yet for nested types)."""
+    return not mask_type_errors(MaskSpec("null", Pos("", 1, 1)), "c", col_type)
 
 
 def mask_type_errors(mask: MaskSpec, column: str, col_type: str, targets: Iterable[str] = (),
@@ -127,6 +135,12 @@ def validate(policy: Policy, provider: SchemaProvider,
             errors.append(table.pos.error(f"unknown table {table.name!r} (not in the catalog/schema)"))
             continue
         schemas[table.name] = schema
+        listed = {c.column: c for c in table.columns}
+        for name, its_type in schema.columns:  # every column falls back to the null mask
+            if not null_writable(its_type):
+                errors.append((listed[name].pos if name in listed else table.pos).error(
+                    f"type error: column {name!r} ({its_type}) of {table.name} would be masked with null, which "
+                    "cannot be written in spark, trino, duckdb SQL: icetide cannot protect nested columns yet"))
         for c in table.columns:
             tagged_type = schema.type_of(c.column)
             if tagged_type is None:
@@ -134,7 +148,7 @@ def validate(policy: Policy, provider: SchemaProvider,
             for t in c.tags:
                 if t.name not in policy.tags:
                     errors.append(t.pos.error(f"unknown tag {t.name!r} (declare it under 'tags')"))
-                elif tagged_type is not None:  # the tag's default mask lands on this column
+                elif tagged_type is not None and null_writable(tagged_type):  # the tag's default mask lands here
                     errors += mask_type_errors(policy.tags[t.name].default_mask, c.column, tagged_type, targets,
                                                pos=t.pos)
         rules: list[RowRule | MaskRule] = [*table.row_rules, *table.mask_rules]
@@ -169,7 +183,7 @@ def validate(policy: Policy, provider: SchemaProvider,
                 elif not applicable(mrule.mask.kind, col_type):
                     errors.append(mrule.mask.pos.error(
                         f"type error: mask {mrule.mask.label()} does not apply to column {col.name!r} ({col_type})"))
-                else:
+                elif null_writable(col_type):
                     errors += mask_type_errors(mrule.mask, col.name, col_type, targets)
             for t in mrule.tags:
                 if t.name not in policy.tags:

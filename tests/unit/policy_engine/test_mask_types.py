@@ -107,10 +107,23 @@ def test_hash_on_a_number_is_refused_for_trino_at_its_line() -> None:
 @pytest.mark.parametrize("kind", ["null", "redact"])
 def test_a_mask_no_engine_can_write_is_an_error_for_every_target(col_type: str, kind: str) -> None:
     """Nested columns take only the null mask, and a typed NULL of a nested type cannot be written yet: the
-    compiler used to fail on it with a bare parse error."""
+    compiler failed on it with a bare parse error. One error, at the column's entry, for any target."""
     for targets in ((), ("spark",), ("trino",)):
         [error] = _errors(col_type, kind, targets, as_tag=True)
-        assert error.line == 13 and "cannot be written in spark, trino, duckdb SQL" in error.reason  # `c: [masked]`
+        assert error.line == 13, error  # `      c: [masked]`
+        assert "would be masked with null, which cannot be written in spark, trino, duckdb SQL" in error.reason
+
+
+def test_an_unclassified_nested_column_is_reported_at_its_table() -> None:
+    """A column no entry names is masked with null: a nested one cannot be, so the table is refused."""
+    class TwoColumns:
+        def table(self, name: str) -> TableSchema | None:
+            return TableSchema("t.x", (("c", "long"), ("n", "other:array<string>"))) if name == "t.x" else None
+
+    text = _policy("long", MASK_YAML["none"], as_tag=False)
+    _, errors = validate(parse_policy(text, "gen.yaml"), TwoColumns(), ())
+    [error] = [e for e in errors if "type error" in e.reason]
+    assert error.line == 11 and "column 'n' (other:array<string>)" in error.reason  # `  t.x:`
 
 
 @pytest.mark.parametrize(("col_type", "kind"), [c for c in CASES if applicable(c[1], c[0]) and c[1] != "none"],
