@@ -387,3 +387,34 @@ def test_dockerfile_passes_hadolint() -> None:
     hadolint = tool("hadolint")
     proc = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _seaweedfs_commands() -> dict[str, list[str]]:
+    """The `weed` argument lists of compose's seaweedfs service and k8s's StatefulSet."""
+    [store] = [d for d in yaml.safe_load_all((ROOT / "k8s/lake/seaweedfs.yaml").read_text())
+               if d["kind"] == "StatefulSet"]
+    return {"docker-compose.yml": compose_services()["seaweedfs"]["command"],
+            "k8s/lake/seaweedfs.yaml": store["spec"]["template"]["spec"]["containers"][0]["args"]}
+
+
+def test_deployed_seaweedfs_is_the_embedded_stacks_version_and_takes_its_flags() -> None:
+    """The image tag is the version `make setup` builds (scripts/build-weed.sh), and every flag the
+    deployments pass is one that binary's `weed server` knows (read from its help; nothing is started)."""
+    from icetide.services.object_store import weed_binary
+
+    weed = weed_binary()
+    if not weed.is_file():
+        pytest.fail(f"{weed} is missing: run `make setup` (scripts/build-weed.sh builds it)")
+    version = re.search(r" (\d+\.\d+) ", subprocess.run([str(weed), "version"], capture_output=True, text=True,
+                                                       timeout=30).stdout)  # "version 30GB 4.53  linux amd64"
+    assert version
+    help_text = subprocess.run([str(weed), "server", "-h"], capture_output=True, text=True, timeout=30)
+    known = set(re.findall(r"^\s+-([\w.]+)", help_text.stdout + help_text.stderr, re.M))
+    images = {compose_services()["seaweedfs"]["image"]}
+    images |= set(re.findall(r"image: (chrislusf/seaweedfs:\S+)", (ROOT / "k8s/lake/seaweedfs.yaml").read_text()))
+    assert images == {f"chrislusf/seaweedfs:{version.group(1)}"}
+    for where, args in _seaweedfs_commands().items():
+        assert args[0] == "server", where  # the image's entrypoint adds -dir=/data
+        flags = [a.lstrip("-").split("=")[0] for a in args[1:]]
+        assert set(flags) <= known, (where, set(flags) - known)
+        assert "-master.telemetry=false" in args and "-s3" in args, where
