@@ -9,6 +9,7 @@ policy allows and is refused what it does not; a second run keeps the keys.
 from __future__ import annotations
 
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,18 @@ def _client(settings: Settings, out: Path, role: str) -> object:
     return s3_client(settings.storage.endpoint or "", key, settings.storage.region, timeout_s=5.0)
 
 
+def _eventually(call: object, **kwargs: object) -> object:
+    """`call(**kwargs)` once the store knows the new key (it may take a moment to reach the S3 gateway)."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            return call(**kwargs)  # type: ignore[operator]
+        except ClientError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _refused(call: object, **kwargs: object) -> bool:
     try:
         call(**kwargs)  # type: ignore[operator]
@@ -71,14 +84,16 @@ def test_provision_sets_up_bucket_and_least_privilege_keys(deployed: Settings, t
 
     data, checkpoint = "warehouse/probe/data.bin", "checkpoints/cdc/probe/_metadata"
     writer, cdc, bi, maint = (_client(deployed, out, r) for r in ("writer", "cdc", "bi", "maint"))
-    writer.put_object(Bucket=bucket, Key=data, Body=b"row")  # type: ignore[attr-defined]
+    # each key first does something its policy allows (so a refusal below is the policy, not an unknown key)
+    _eventually(writer.put_object, Bucket=bucket, Key=data, Body=b"row")  # type: ignore[attr-defined]
+    got = _eventually(bi.get_object, Bucket=bucket, Key=data)  # type: ignore[attr-defined]
+    assert got["Body"].read() == b"row"  # type: ignore[index]
+    _eventually(cdc.put_object, Bucket=bucket, Key=checkpoint, Body=b"chk")  # type: ignore[attr-defined]
     assert _refused(writer.delete_object, Bucket=bucket, Key=data)  # type: ignore[attr-defined]
     assert _refused(bi.put_object, Bucket=bucket, Key="warehouse/probe/x", Body=b"x")  # type: ignore[attr-defined]
-    assert bi.get_object(Bucket=bucket, Key=data)["Body"].read() == b"row"  # type: ignore[attr-defined]
-    cdc.put_object(Bucket=bucket, Key=checkpoint, Body=b"chk")  # type: ignore[attr-defined]
     assert _refused(bi.get_object, Bucket=bucket, Key=checkpoint)  # type: ignore[attr-defined]
     assert _refused(writer.put_object, Bucket=bucket, Key=checkpoint, Body=b"x")  # type: ignore[attr-defined]
-    maint.delete_object(Bucket=bucket, Key=data)  # type: ignore[attr-defined]
+    _eventually(maint.delete_object, Bucket=bucket, Key=data)  # type: ignore[attr-defined]
 
     again = provision(deployed, tmp_path / "second-run", known=out, wait_s=30)  # a re-run of the init job
     assert {r: i["access_key_id"] for r, i in again["identities"].items()} == \
