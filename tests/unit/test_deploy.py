@@ -180,7 +180,7 @@ def test_compose_each_service_holds_its_own_roles_key_only(name: str) -> None:
     if role:
         [target] = mounts
         assert _read_only(service, target), f"{name}: the key is mounted writable"
-        assert str(key_file(settings, role)) == f"{target}/credentials"
+        assert key_file(settings, role) == Path(f"{target}/credentials").resolve()
         assert all(key_file(settings, other) is None for other in roles() if other != role)
 
 
