@@ -1,11 +1,13 @@
 """`icetide stack up | down | status | access-log | rotate`: the embedded Kafka broker, the catalog, and the
 lake services the settings ask for (object store, REST catalog); the object store's access log; credential
-rotation (`rotate KIND`, one entry of `ROTATORS` per kind)."""
+rotation (`rotate KIND`, one entry of `ROTATORS` per kind). `store-secrets` and `provision` set up an object
+store a deployment runs (docker-compose.yml, k8s/) the way `up` sets up the embedded one."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -86,6 +88,51 @@ def status(app: App, as_json: bool) -> None:
     Prometheus and Alertmanager URLs when monitoring runs."""
     current = Stack(app.settings).status()
     emit(current.to_dict(), as_json, _describe(current))
+
+
+@stack.command("store-secrets")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for s3-admin.env and s3-kek.env (mode 0600; existing ones are never replaced).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON (no secrets).")
+def store_secrets(out: Path, as_json: bool) -> None:
+    """Make a deployed object store's own secrets, once: its admin key and its SSE-S3 key-encryption key
+    (back the latter up apart from the data: without it the data is lost)."""
+    from icetide.services.provision import store_secrets as write
+
+    done = write(out)
+    emit(done, as_json, f"wrote {done['admin_env']} (admin key {done['admin_access_key_id']}) and {done['kek_env']}")
+
+
+@stack.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for each role's key: <out>/<role>/credentials (mode 0600).")
+@click.option("--known", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the keys handed out before (<known>/<role>/credentials): kept while the store "
+                   "lists them (default: --out).")
+@click.option("--k8s-secrets", is_flag=True,
+              help="Also create or update one Kubernetes Secret per role (icetide-s3-<role>) in this pod's "
+                   "namespace, as its service account (the k8s/ init Job).")
+@click.option("--noncurrent-days", type=click.IntRange(min=1), default=7, show_default=True,
+              help="Days a replaced or deleted object's old version is kept (bucket versioning).")
+@click.option("--wait", "wait_s", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for the store to accept the admin key.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON (no secrets).")
+@click.pass_obj
+def provision(app: App, out: Path, known: Path | None, k8s_secrets: bool, noncurrent_days: int,
+              wait_s: float, as_json: bool) -> None:
+    """Set up an external object store (storage.endpoint) as `stack up` sets up the embedded one: the bucket
+    with SSE-S3 default encryption and versioning, one IAM user per role (writer, cdc, maint, bi, catalog)
+    with its least-privilege policy, and its key. The deployment's init job (docs/deploy.md)."""
+    from icetide.services.provision import provision as run
+
+    done = run(app.settings, out, known, k8s_secrets=k8s_secrets, noncurrent_days=noncurrent_days, wait_s=wait_s)
+    lines = [f"bucket {done['bucket']} at {done['endpoint']}: sse {done['sse']}, versioning on "
+             f"(old versions kept {noncurrent_days} days)"]
+    lines += [f"{role:<8} {i['user']:<16} key {i['access_key_id']} → {i['credentials_file']}"
+              for role, i in done["identities"].items()]
+    if done["k8s_secrets"]:
+        lines.append(f"Kubernetes Secrets applied: {', '.join(done['k8s_secrets'])}")
+    emit(done, as_json, "\n".join(lines))
 
 
 @stack.command("access-log")

@@ -36,8 +36,10 @@ def state_paths(ctx: click.Context) -> tuple[Path, Path]:
     return state / "policies" / "applied.json", state / "audit" / "policy-audit.jsonl"
 
 
-def load_checked(ctx: click.Context, file: str, schema_file: str | None) -> CheckedPolicy:
-    return check_file(file, provider_for(ctx, schema_file))
+def load_checked(ctx: click.Context, file: str, schema_file: str | None,
+                 targets: tuple[str, ...] = ()) -> CheckedPolicy:
+    """The checked policy, with the type rules of the engines it is compiled for (`targets`)."""
+    return check_file(file, provider_for(ctx, schema_file), targets)
 
 
 def _errors_data(errors: list[PolicyError]) -> list[dict[str, Any]]:
@@ -51,16 +53,19 @@ def policy() -> None:
 
 @policy.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", "targets", type=click.Choice(TARGETS), multiple=True,
+              help="Check for these engines only (repeatable; default: every engine).")
 @schema_option
 @json_option
 @click.pass_context
-def check(ctx: click.Context, file: str, schema_file: str | None, as_json: bool) -> None:
-    """Validate FILE against the table schemas; list every error with file:line:col."""
+def check(ctx: click.Context, file: str, targets: tuple[str, ...], schema_file: str | None, as_json: bool) -> None:
+    """Validate FILE against the table schemas, and its masks against each engine's type rules; list every
+    error with file:line:col."""
     from policies.combine import findings
     from policies.loader import load_policy
 
     try:
-        checked, errors = validate(load_policy(file), provider_for(ctx, schema_file))
+        checked, errors = validate(load_policy(file), provider_for(ctx, schema_file), targets or TARGETS)
     except PolicyError as exc:
         checked, errors = None, [exc]
     if errors:
@@ -91,7 +96,7 @@ def compile_cmd(ctx: click.Context, file: str, target: str, catalog: str | None,
                 schema_file: str | None, as_json: bool) -> None:
     """Compile FILE into Spark views, Trino rules.json or DuckDB SQL."""
     catalog = catalog or (ctx.obj.settings.catalog.name if not schema_file else "lake")
-    compiled = compile_policy(load_checked(ctx, file, schema_file))
+    compiled = compile_policy(load_checked(ctx, file, schema_file, (target,)))
     data = compile_output(compiled, target, catalog)
     if target == "trino" and not as_json:
         text = to_json(data["rules"])
@@ -235,7 +240,7 @@ def apply_cmd(ctx: click.Context, file: str, target: str, schema_file: str | Non
     """Put FILE in force: Spark's secure views, or Trino's rules (a failure keeps the previous ones)."""
     from policies.apply import ApplyError
 
-    compiled = compile_policy(load_checked(ctx, file, schema_file))
+    compiled = compile_policy(load_checked(ctx, file, schema_file, (target,)))
     try:
         result = _target_apply(ctx, target, schema_file)(compiled)
     except ApplyError as exc:
@@ -261,7 +266,7 @@ def watch(ctx: click.Context, file: str, interval: float, target: str, schema_fi
     spark_apply = _target_apply(ctx, target, schema_file)
 
     def load(path: Path) -> CompiledPolicy:
-        return compile_policy(load_checked(ctx, str(path), schema_file))
+        return compile_policy(load_checked(ctx, str(path), schema_file, (target,)))
 
     def apply(compiled: CompiledPolicy) -> None:
         try:

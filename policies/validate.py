@@ -2,22 +2,75 @@
 
 Nothing is compiled or applied from a policy with any error: `check_policy` returns a
 `CheckedPolicy` only when the list of errors is empty, else raises the first (with a count).
+
+Masks are also checked per target engine (`mask_type_errors`): every mask a column can get must be
+writable in each engine's SQL, and for a target that types column masks (Trino) its value must have the
+column's type.
+Trino otherwise fails only when the query runs ("Expected column mask for … to be of type decimal(10,2),
+but was varchar(6)", trino#15819). A Spark secure view and the DuckDB stream filter give the view's column
+the mask's type (`hash` turns a number into its hex digest), so they require only that it renders.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from icetide.errors import PolicyError
 from sqlglot import exp
+from sqlglot.errors import SqlglotError
 
 from policies.binding import Binder
 from policies.filters import FilterChecker, parse_filter
-from policies.keys import default_key_id
+from policies.keys import HmacPads, default_key_id
 from policies.loader import load_policy
-from policies.masks import applicable
+from policies.masks import DIALECTS, applicable, render
 from policies.model import MaskRule, MaskSpec, Policy, RowRule, Selector
 from policies.schemas import SchemaProvider, TableSchema
+from policies.yamlpos import Pos
+
+# engines whose column masks must yield the column's own type (see the module docstring)
+SAME_TYPE_ENGINES = frozenset({"trino"})
+# the masks whose value is text whatever the column's type (policies/masks.py `render`): the rest cast back to it
+TEXT_MASKS = frozenset({"redact", "show_first", "show_last", "hash"})
+_PROBE_PADS = HmacPads("type-check", b"\0" * 32)  # renders `hash` for its type; no key is read or shown
+
+
+def mask_result_type(kind: str, col_type: str) -> str:
+    """The canonical type of a mask's value on a column of `col_type` (equal in every engine by design)."""
+    return "string" if kind in TEXT_MASKS else col_type
+
+
+@lru_cache(maxsize=256)
+def null_writable(col_type: str) -> bool:
+    """Whether the null mask — every column's fallback (unclassified, denied, or a mask that does not fit) —
+    can be written for `col_type` in every engine's SQL (not yet for nested types)."""
+    return not mask_type_errors(MaskSpec("null", Pos("", 1, 1)), "c", col_type)
+
+
+def mask_type_errors(mask: MaskSpec, column: str, col_type: str, targets: Iterable[str] = (),
+                     pos: Pos | None = None) -> list[PolicyError]:
+    """Why `mask` cannot be the mask of `column`: it cannot be written in some engine's SQL (checked for every
+    engine), or its value is not of the column's type in one of `targets` that requires that (Trino). A mask
+    that does not fit the type is checked as the null mask that replaces it when masks are combined
+    (`masks.strictest`). Errors point at `pos` (default: the mask's)."""
+    where = pos or mask.pos
+    effective = mask if applicable(mask.kind, col_type) else replace(mask, kind="null")
+    unwritable = []
+    for dialect in DIALECTS:
+        try:
+            render(effective, exp.column(column), col_type, dialect, _PROBE_PADS).sql(dialect=dialect)
+        except (SqlglotError, ValueError):
+            unwritable.append(dialect)
+    if unwritable:
+        return [where.error(f"type error: mask {effective.label()} on column {column!r} ({col_type}) cannot be "
+                            f"written in {', '.join(unwritable)} SQL")]
+    result = mask_result_type(effective.kind, col_type)
+    return [where.error(f"type error for {engine}: mask {effective.label()} on column {column!r} yields {result}, "
+                        f"but {engine} requires a column mask of the column's type ({col_type}); it would fail when "
+                        "the query runs")
+            for engine in sorted(SAME_TYPE_ENGINES & set(targets)) if result != col_type]
 
 
 @dataclass(frozen=True)
@@ -64,8 +117,11 @@ def _key_errors(policy: Policy, mask: MaskSpec) -> list[PolicyError]:
     return []
 
 
-def validate(policy: Policy, provider: SchemaProvider) -> tuple[CheckedPolicy, list[PolicyError]]:
-    """Every semantic error of `policy` (empty list → safe to compile)."""
+def validate(policy: Policy, provider: SchemaProvider,
+             targets: Iterable[str] = ()) -> tuple[CheckedPolicy, list[PolicyError]]:
+    """Every semantic error of `policy`, including those only the engines `targets` have (empty list → safe
+    to compile for them)."""
+    targets = tuple(targets)
     errors: list[PolicyError] = []
     schemas: dict[str, TableSchema] = {}
     filters: dict[str, exp.Expression] = {}
@@ -79,12 +135,22 @@ def validate(policy: Policy, provider: SchemaProvider) -> tuple[CheckedPolicy, l
             errors.append(table.pos.error(f"unknown table {table.name!r} (not in the catalog/schema)"))
             continue
         schemas[table.name] = schema
+        listed = {c.column: c for c in table.columns}
+        for name, its_type in schema.columns:  # every column falls back to the null mask
+            if not null_writable(its_type):
+                errors.append((listed[name].pos if name in listed else table.pos).error(
+                    f"type error: column {name!r} ({its_type}) of {table.name} would be masked with null, which "
+                    "cannot be written in spark, trino, duckdb SQL: icetide cannot protect nested columns yet"))
         for c in table.columns:
-            if schema.type_of(c.column) is None:
+            tagged_type = schema.type_of(c.column)
+            if tagged_type is None:
                 errors.append(c.pos.error(f"unknown column {c.column!r} in table {table.name}"))
             for t in c.tags:
                 if t.name not in policy.tags:
                     errors.append(t.pos.error(f"unknown tag {t.name!r} (declare it under 'tags')"))
+                elif tagged_type is not None and null_writable(tagged_type):  # the tag's default mask lands here
+                    errors += mask_type_errors(policy.tags[t.name].default_mask, c.column, tagged_type, targets,
+                                               pos=t.pos)
         rules: list[RowRule | MaskRule] = [*table.row_rules, *table.mask_rules]
         for rule in rules:
             if rule.id in rule_ids:
@@ -117,6 +183,8 @@ def validate(policy: Policy, provider: SchemaProvider) -> tuple[CheckedPolicy, l
                 elif not applicable(mrule.mask.kind, col_type):
                     errors.append(mrule.mask.pos.error(
                         f"type error: mask {mrule.mask.label()} does not apply to column {col.name!r} ({col_type})"))
+                elif null_writable(col_type):
+                    errors += mask_type_errors(mrule.mask, col.name, col_type, targets)
             for t in mrule.tags:
                 if t.name not in policy.tags:
                     errors.append(t.pos.error(f"unknown tag {t.name!r} (declare it under 'tags')"))
@@ -124,14 +192,14 @@ def validate(policy: Policy, provider: SchemaProvider) -> tuple[CheckedPolicy, l
     return CheckedPolicy(policy, schemas, filters, lookups), errors
 
 
-def check_policy(policy: Policy, provider: SchemaProvider) -> CheckedPolicy:
+def check_policy(policy: Policy, provider: SchemaProvider, targets: Iterable[str] = ()) -> CheckedPolicy:
     """Validate or raise `PolicyErrors` (all of them, first one in the message)."""
-    checked, errors = validate(policy, provider)
+    checked, errors = validate(policy, provider, targets)
     if errors:
         raise PolicyErrors(errors)
     return checked
 
 
-def check_file(path: str, provider: SchemaProvider) -> CheckedPolicy:
+def check_file(path: str, provider: SchemaProvider, targets: Iterable[str] = ()) -> CheckedPolicy:
     """Load and validate one policy file."""
-    return check_policy(load_policy(path), provider)
+    return check_policy(load_policy(path), provider, targets)

@@ -121,7 +121,9 @@ class MetricsEndpoint:
 
         port = metrics_port + index if metrics_port else 0
         self._server, bound = serve(metrics.registry, settings.metrics.host, port)
-        (Path(run_dir) / f"metrics-port-{index}").write_text(str(bound))
+        folder = Path(run_dir)  # made by `cdc run`; absent in a task manager pod of its own
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"metrics-port-{index}").write_text(str(bound))
         self._target = register_target(settings.state_dir, "icetide-cdc", settings.metrics.host, bound,
                                        remove_at_exit=False, labels={"subtask": str(index)})
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -114,26 +116,36 @@ class Identities:
         made = self.iam.create_access_key(UserName=user_name(role))["AccessKey"]
         return S3Key(made["AccessKeyId"], SecretStr(made["SecretAccessKey"]))
 
-    def ensure(self) -> dict[str, str]:
-        """Every role's user, policy and key (made or kept); the roles' access key ids."""
+    def ensure(self, key_file: Callable[[Role], Path] | None = None,
+               known_file: Callable[[Role], Path] | None = None) -> dict[Role, S3Key]:
+        """Every role's user, policy and key (made or kept); the roles' keys.
+
+        A role's key is written to `key_file(role)` (default: the embedded store's file of the role). The
+        key in `known_file(role)` (default: that same file) is kept while the store still lists it, so a
+        deployment's init job, which writes to a fresh folder, keeps the keys its earlier run handed out."""
+        key_file = key_file or (lambda r: embedded_credentials_file(self.settings, r))
+        known_file = known_file or key_file
         users = {u["UserName"] for u in self.iam.list_users()["Users"]}
-        out: dict[str, str] = {}
+        out: dict[Role, S3Key] = {}
         for role in roles():
             name = user_name(role)
             if name not in users:
                 self.iam.create_user(UserName=name)
             self.iam.put_user_policy(UserName=name, PolicyName=POLICY_NAME,
                                      PolicyDocument=json.dumps(policy(self.settings, role)))
-            path = embedded_credentials_file(self.settings, role)
+            known, path = known_file(role), key_file(role)
             listed = self._keys(role)
-            current = read_credentials_file(path, "default", "storage.credentials", str(path)) \
-                if path.is_file() else None
+            current = read_credentials_file(known, "default", "storage.credentials", str(known)) \
+                if known.is_file() else None
             if current is None or current.access_key_id not in listed:
                 current = self._create_key(role)
+            held = read_credentials_file(path, "default", "storage.credentials", str(path)) \
+                if path.is_file() else None
+            if held is None or held.access_key_id != current.access_key_id:
                 write_credentials_file(path, current)
             for stale in set(listed) - {current.access_key_id}:  # a rotation interrupted before its delete
                 self.iam.delete_access_key(UserName=name, AccessKeyId=stale)
-            out[role] = current.access_key_id
+            out[role] = current
         return out
 
     def rotate(self, role: Role, *, grace_s: float, check: Any = None) -> dict[str, Any]:

@@ -72,6 +72,20 @@ def s3_client(endpoint: str, key: S3Key, region: str, *, path_style: bool = True
                         aws_secret_access_key=key.secret_access_key.get_secret_value())
 
 
+def ensure_bucket(client: Any, bucket: str, *, encrypted: bool) -> None:
+    """Create `bucket` if missing; with `encrypted`, SSE-S3 (AES256) is its default encryption, so an object
+    stored without the header is encrypted too."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError:
+        client.create_bucket(Bucket=bucket)
+    if encrypted:
+        client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+
+
 class ObjectStore(StateHome):
     """One `weed mini` per state dir, its buckets and its key."""
 
@@ -197,16 +211,7 @@ class ObjectStore(StateHome):
     # -- buckets -------------------------------------------------------------------------------
     def ensure_bucket(self, bucket: str, *, encrypted: bool) -> None:
         """Create `bucket` if missing; with `encrypted`, SSE-S3 (AES256) is its default encryption."""
-        from botocore.exceptions import ClientError
-
-        client = self.client()
-        try:
-            client.head_bucket(Bucket=bucket)
-        except ClientError:
-            client.create_bucket(Bucket=bucket)
-        if encrypted:
-            client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        ensure_bucket(self.client(), bucket, encrypted=encrypted)
 
     # -- keys ----------------------------------------------------------------------------------
     def _load_or_make_key(self, settings: Settings) -> S3Key:

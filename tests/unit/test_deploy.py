@@ -2,7 +2,9 @@
 
 Each check reads the deployment files and asks the code: command lines resolve to real click commands and
 options, ICETIDE__ variables name real settings, files they mount exist, the scraped ports are the ports the
-commands serve. The readers shared with the k8s tests (test_deploy_k8s.py) are in deploy_files.py.
+commands serve, each service holds its own S3 role's key and no other, the REST catalog server's properties
+are what the embedded stack gives the same server. The readers shared with the k8s tests (test_deploy_k8s.py)
+are in deploy_files.py.
 """
 
 from __future__ import annotations
@@ -23,33 +25,58 @@ import yaml
 from icetide import jvm
 from icetide.cli import root
 from icetide.settings import load_settings
+from icetide.storage import key_file, roles
+from streaming.checkpoints import checkpoint_root
 from tests.unit.deploy_files import (
     COMPOSE,
     DOCKERFILE,
+    ROLE_OF_COMMAND,
     ROOT,
+    assert_no_secret_literals,
+    assert_rest_properties_match,
     assert_settings_keys,
     compose_services,
     env_file_values,
+    read_properties,
     resolve_command,
     tool,
 )
 
 pytestmark = pytest.mark.unit
 METRICS_COMMANDS = {("cdc", "run"): "metrics_port", ("cdc", "apply"): "metrics_port", ("maint", "exporter"): "port"}
+IDENTITIES_VOLUME = "s3-identities"  # <role>/credentials, written by s3-init
 
 
 def _icetide_services() -> dict[str, dict[str, Any]]:
     return {n: s for n, s in compose_services().items() if str(s.get("image", "")).startswith("icetide:")}
 
 
-def _compose_mounts(service: dict[str, Any]) -> dict[str, Path]:
-    """Container path → repo path for the service's bind mounts (`./src:/dst[:ro]`)."""
-    mounts: dict[str, Path] = {}
+def _volumes(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """The service's volumes in the long syntax (`./src:/dst[:ro]` → type bind, `name:/dst` → type volume)."""
+    found = []
     for volume in service.get("volumes", []):
-        source, target, *_ = volume.split(":")
-        if source.startswith("./"):
-            mounts[target] = ROOT / source
-    return mounts
+        if isinstance(volume, dict):
+            found.append(volume)
+            continue
+        source, target, *mode = volume.split(":")
+        found.append({"type": "bind" if source.startswith("./") else "volume", "source": source, "target": target,
+                      "read_only": mode == ["ro"]})
+    return found
+
+
+def _compose_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path → repo path for the service's bind mounts."""
+    return {v["target"]: ROOT / v["source"] for v in _volumes(service) if v["type"] == "bind"}
+
+
+def _role_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path → role, for the s3-identities subpaths the service mounts."""
+    return {v["target"]: v.get("volume", {}).get("subpath", "*") for v in _volumes(service)
+            if v["type"] == "volume" and v["source"] == IDENTITIES_VOLUME}
+
+
+def _read_only(service: dict[str, Any], target: str) -> bool:
+    return any(v["target"] == target and v.get("read_only") for v in _volumes(service))
 
 
 def _compose_env(service: dict[str, Any]) -> dict[str, str]:
@@ -67,15 +94,21 @@ def test_yaml_parses(path: Path) -> None:
 
 def test_compose_parses_and_has_the_system() -> None:
     services = compose_services()
-    assert {"kafka", "postgres", "cdc-run", "cdc-apply", "maint-exporter", "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "postgres", "seaweedfs", "s3-init", "iceberg-rest", "cdc-run", "cdc-apply", "maint-exporter",
+            "prometheus", "grafana"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, one node
+    one_shot = {n for n, s in services.items() if s.get("restart") == "no"}
     for name, service in services.items():
-        if "profiles" not in service:
+        if "profiles" not in service and name not in one_shot:
             assert "healthcheck" in service, f"{name} has no healthcheck"
         for dep, condition in service.get("depends_on", {}).items():
-            assert dep in services and condition["condition"] == "service_healthy", (name, dep)
-            assert "healthcheck" in services[dep], f"{name} waits for {dep}, which has no healthcheck"
+            assert dep in services, (name, dep)
+            if dep in one_shot:  # an init job: waited for until it has succeeded
+                assert condition["condition"] == "service_completed_successfully", (name, dep)
+            else:
+                assert condition["condition"] == "service_healthy", (name, dep)
+                assert "healthcheck" in services[dep], f"{name} waits for {dep}, which has no healthcheck"
 
 
 @pytest.mark.parametrize("name", sorted(_icetide_services()))
@@ -91,33 +124,108 @@ def test_compose_command_resolves_to_a_real_command(name: str) -> None:
 
 def test_compose_services_run_what_the_brief_asks() -> None:
     commands = {n: tuple(s["command"][:2]) for n, s in _icetide_services().items() if "profiles" not in s}
-    assert sorted(commands.values()) == [("cdc", "apply"), ("cdc", "run"), ("maint", "exporter")]
+    assert sorted(commands.values()) == [("cdc", "apply"), ("cdc", "run"), ("maint", "exporter"),
+                                         ("stack", "provision")]
     apply = _icetide_services()["cdc-apply"]["command"]
     assert apply[apply.index("--sink") + 1] == "postgres"
     assert "--once" not in _icetide_services()["cdc-run"]["command"]  # continuous
 
 
-@pytest.mark.parametrize("name", sorted(_icetide_services()))
-def test_compose_settings_load(name: str) -> None:
+def _service_settings(name: str) -> Any:
     service = _icetide_services()[name]
     env = _compose_env(service)
     assert_settings_keys(env, f"docker-compose.yml:{name}")
     config = _compose_mounts(service)[env["ICETIDE_CONFIG"]]
-    settings = load_settings(config, {**env, **_dockerfile_env()})
+    return load_settings(config, {**env, **_dockerfile_env()})
+
+
+@pytest.mark.parametrize("name", sorted(_icetide_services()))
+def test_compose_settings_load_on_s3_and_rest(name: str) -> None:
+    settings = _service_settings(name)
+    services = compose_services()
     assert settings.kafka.bootstrap_servers == "kafka:9092"
-    assert settings.catalog_uri.startswith("jdbc:postgresql://postgres:5432/")
-    assert settings.warehouse == "file:///var/lib/icetide/warehouse"
+    assert settings.catalog.type == "rest" and settings.storage.kind == "s3"
+    rest, endpoint = urlparse(settings.catalog_uri), urlparse(settings.storage.endpoint)
+    assert rest.hostname == "iceberg-rest" and f"http://127.0.0.1:{rest.port}/v1/config" in " ".join(
+        services["iceberg-rest"]["healthcheck"]["test"])
+    assert endpoint.hostname == "seaweedfs" and f"-s3.port={endpoint.port}" in services["seaweedfs"]["command"]
+    assert settings.warehouse == f"s3://{settings.storage.bucket}/warehouse"
+    assert settings.storage.sse == "s3"  # every writer sends SSE-S3
+    assert checkpoint_root(settings).startswith(f"s3://{settings.storage.bucket}/"
+                                                f"{settings.storage.checkpoint_prefix}/")  # the CDC job's, on S3
     assert str(settings.state_dir) == "/var/lib/icetide"
     assert settings.sink.kind == "postgres" and settings.metrics.host == "0.0.0.0"
-    named = set(yaml.safe_load(COMPOSE.read_text())["volumes"])
-    state = [v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == str(settings.state_dir)]
-    assert len(state) == 1 and state[0] in named, f"{name} does not mount the shared state volume"
+    assert all(v["type"] == "bind" or v["source"] in (IDENTITIES_VOLUME, "maint-log")
+               for v in _volumes(_icetide_services()[name])), f"{name} mounts a shared data volume"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in compose_services().items() if n != "s3-init"
+                                        and (n in _icetide_services() or n == "iceberg-rest")))
+def test_compose_each_service_holds_its_own_roles_key_only(name: str) -> None:
+    """The key a service can read is the one of the role its command acts as, mounted from the identities volume
+    at the file its settings name; no other role's key, and no shared fallback key, is reachable."""
+    service = compose_services()[name]
+    mounts = _role_mounts(service)
+    if name == "iceberg-rest":  # the reference server: the AWS SDK's default chain reads the file
+        assert list(mounts.values()) == ["catalog"]
+        [target] = mounts
+        assert service["environment"]["AWS_SHARED_CREDENTIALS_FILE"] == f"{target}/credentials"
+        return
+    path, _ = resolve_command(service["command"], _compose_mounts(service))
+    role = ROLE_OF_COMMAND[tuple(path)]
+    settings = _service_settings(name)
+    assert set(settings.storage.identities) == ({role} if role else set()), name
+    assert not (settings.storage.credentials.file or settings.storage.credentials.access_key_env), name
+    assert list(mounts.values()) == ([role] if role else []), name
+    if role:
+        [target] = mounts
+        assert _read_only(service, target), f"{name}: the key is mounted writable"
+        assert key_file(settings, role) == Path(f"{target}/credentials").resolve()
+        assert all(key_file(settings, other) is None for other in roles() if other != role)
+
+
+def test_compose_init_service_provisions_with_the_admin_key() -> None:
+    services = compose_services()
+    init = services["s3-init"]
+    env = _compose_env(init)
+    settings = load_settings(_compose_mounts(init)[env["ICETIDE_CONFIG"]], {**env, **_dockerfile_env()})
+    admin = settings.storage.identities["admin"]
+    assert (admin.access_key_env, admin.secret_key_env) == ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    assert set(env_file_values(ROOT / "deploy/secrets/s3-admin.env.example")) == {"AWS_ACCESS_KEY_ID",
+                                                                                  "AWS_SECRET_ACCESS_KEY"}
+    out = init["command"][init["command"].index("--out") + 1]
+    assert _role_mounts(init) == {out: "*"}  # the whole volume, writable: it writes <role>/credentials
+    # the store takes the same admin key from its environment, and the KEK; no other service sees either
+    store = services["seaweedfs"]
+    assert store["env_file"] == ["deploy/secrets/s3-admin.env", "deploy/secrets/s3-kek.env"]
+    assert set(env_file_values(ROOT / "deploy/secrets/s3-kek.env.example")) == {"WEED_S3_SSE_KEK"}
+    for name, service in services.items():
+        if name not in ("seaweedfs", "s3-init"):
+            assert not {"deploy/secrets/s3-admin.env", "deploy/secrets/s3-kek.env"} & set(service.get("env_file", []))
+    assert "-master.telemetry=false" in store["command"] and "-s3.iam.readOnly=false" in store["command"]
+    assert "ports" not in store  # nothing published: the filer's gRPC port is unauthenticated
+
+
+def test_compose_rest_catalog_is_the_embedded_servers_configuration(tmp_path: Path) -> None:
+    service = compose_services()["iceberg-rest"]
+    mounts = _compose_mounts(service)
+    props = read_properties(mounts["/etc/iceberg-rest/catalog.properties"])
+    settings = _service_settings("cdc-run")
+    env = _compose_env(service)
+    assert props["jdbc.password-env"] in env  # from deploy/secrets/postgres.env
+    assert urlparse(props["uri"].removeprefix("jdbc:")).hostname in compose_services()
+    assert_rest_properties_match(props, settings, tmp_path)
+    build = service["build"]
+    assert re.search(rf"^FROM \S+ AS {build['target']}$", DOCKERFILE.read_text(), re.M)
 
 
 def test_compose_keeps_secrets_out_of_the_file() -> None:
     for name, service in compose_services().items():
         for key, value in service.get("environment", {}).items():
-            assert not re.search(r"PASSWORD|SECRET|TOKEN", key), f"{name}: {key} is inline; use an env file"
+            if key.endswith(("_ENV", "_FILE")):  # the NAME of a variable or the path of a file holding a secret
+                assert re.fullmatch(r"[A-Z_][A-Z0-9_]*|/[\w./-]+", str(value)), f"{name}: {key}={value!r}"
+                continue
+            assert not re.search(r"PASSWORD|SECRET|TOKEN|KEK", key), f"{name}: {key} is inline; use an env file"
             if "://" in str(value):
                 assert urlparse(str(value).removeprefix("jdbc:")).password is None, f"{name}: {key} has a password"
         for env_file in service.get("env_file", []):
@@ -125,6 +233,23 @@ def test_compose_keeps_secrets_out_of_the_file() -> None:
             assert example.is_file(), f"{name}: {env_file} has no template {example.name}"
             ignored = subprocess.run(["git", "check-ignore", "-q", env_file], cwd=ROOT).returncode == 0
             assert ignored, f"{env_file} is not git-ignored"
+
+
+def test_no_secret_literal_in_any_deployment_file() -> None:
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "Dockerfile",
+                             "docker-compose.yml", "deploy", "k8s"],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    files = [ROOT / f for f in listed.stdout.split()]
+    assert COMPOSE in files and len(files) > 20
+    assert_no_secret_literals(files)
+
+
+def test_images_are_pinned() -> None:
+    for name, service in compose_services().items():
+        image = service["image"]
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+", image) and not image.endswith(":latest"), f"{name}: {image}"
+    for arg in re.findall(r"^ARG \w+_IMAGE=(\S+)$", DOCKERFILE.read_text(), re.M):
+        assert ":" in arg and not arg.endswith(":latest"), arg
 
 
 def test_compose_files_exist() -> None:
@@ -262,3 +387,34 @@ def test_dockerfile_passes_hadolint() -> None:
     hadolint = tool("hadolint")
     proc = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _seaweedfs_commands() -> dict[str, list[str]]:
+    """The `weed` argument lists of compose's seaweedfs service and k8s's StatefulSet."""
+    [store] = [d for d in yaml.safe_load_all((ROOT / "k8s/lake/seaweedfs.yaml").read_text())
+               if d["kind"] == "StatefulSet"]
+    return {"docker-compose.yml": compose_services()["seaweedfs"]["command"],
+            "k8s/lake/seaweedfs.yaml": store["spec"]["template"]["spec"]["containers"][0]["args"]}
+
+
+def test_deployed_seaweedfs_is_the_embedded_stacks_version_and_takes_its_flags() -> None:
+    """The image tag is the version `make setup` builds (scripts/build-weed.sh), and every flag the
+    deployments pass is one that binary's `weed server` knows (read from its help; nothing is started)."""
+    from icetide.services.object_store import weed_binary
+
+    weed = weed_binary()
+    if not weed.is_file():
+        pytest.fail(f"{weed} is missing: run `make setup` (scripts/build-weed.sh builds it)")
+    version = re.search(r" (\d+\.\d+) ", subprocess.run([str(weed), "version"], capture_output=True, text=True,
+                                                       timeout=30).stdout)  # "version 30GB 4.53  linux amd64"
+    assert version
+    help_text = subprocess.run([str(weed), "server", "-h"], capture_output=True, text=True, timeout=30)
+    known = set(re.findall(r"^\s+-([\w.]+)", help_text.stdout + help_text.stderr, re.M))
+    images = {compose_services()["seaweedfs"]["image"]}
+    images |= set(re.findall(r"image: (chrislusf/seaweedfs:\S+)", (ROOT / "k8s/lake/seaweedfs.yaml").read_text()))
+    assert images == {f"chrislusf/seaweedfs:{version.group(1)}"}
+    for where, args in _seaweedfs_commands().items():
+        assert args[0] == "server", where  # the image's entrypoint adds -dir=/data
+        flags = [a.lstrip("-").split("=")[0] for a in args[1:]]
+        assert set(flags) <= known, (where, set(flags) - known)
+        assert "-master.telemetry=false" in args and "-s3" in args, where

@@ -8,6 +8,11 @@
  * included; this launcher differs from it in exactly that: it binds one host (loopback), reads the
  * properties from a file (args[0], readable by its owner only) instead of the environment, and never
  * logs them. It lives in the adapter's package because the adapter's constructor is package-private.
+ *
+ * In a container the properties file is configuration, not a secret: `jdbc.password-env=NAME` makes the
+ * backing catalog's database password the value of environment variable NAME (PostgreSQL's JDBC driver
+ * reads no PGPASSWORD), and S3FileIO without an access key takes the AWS SDK's default chain
+ * (AWS_SHARED_CREDENTIALS_FILE: the catalog role's credentials file).
  */
 package org.apache.iceberg.rest;
 
@@ -30,6 +35,7 @@ import org.slf4j.LoggerFactory;
 
 public final class IcetideRestLauncher {
   private static final Logger LOG = LoggerFactory.getLogger(IcetideRestLauncher.class);
+  private static final String PASSWORD_ENV = "jdbc.password-env";
 
   private IcetideRestLauncher() {}
 
@@ -44,6 +50,14 @@ public final class IcetideRestLauncher {
     Map<String, String> props = new HashMap<>();
     for (String key : file.stringPropertyNames()) {
       props.put(key, file.getProperty(key));
+    }
+    String passwordEnv = props.remove(PASSWORD_ENV);
+    if (passwordEnv != null) {
+      String password = System.getenv(passwordEnv);
+      if (password == null || password.isEmpty()) {
+        throw new IllegalArgumentException(PASSWORD_ENV + ": environment variable " + passwordEnv + " is not set");
+      }
+      props.put("jdbc.password", password);
     }
     String host = props.remove("rest.host");
     int port = Integer.parseInt(props.remove("rest.port"));
