@@ -183,10 +183,11 @@ def _trino_apply(ctx: click.Context) -> Any:
     from policies.trino_apply import apply_trino
 
     settings = ctx.obj.settings
-    rules_file = TrinoServer(settings.state_dir).rules_file
+    server = TrinoServer(settings.state_dir)
 
     def run(compiled: CompiledPolicy) -> dict[str, Any]:
-        return apply_trino(compiled, rules_file, settings.catalog.name, settings.trino.bi_account)
+        return apply_trino(compiled, server.rules_file, settings.catalog.name, settings.trino.bi_account,
+                           server.policy_file)
 
     return run
 
