@@ -9,7 +9,8 @@ CACHE   := .cache
 # flink-plugins/*: FLINK_PLUGINS_DIR of the CDC job (its S3 file system for checkpoints on the object store)
 # jmx: the Prometheus JMX exporter java agent (the broker's metrics when monitoring is on)
 # rest: Iceberg's reference REST catalog server (jar group + the loopback launcher compiled from jars/rest/src)
-JAR_GROUPS := spark flink flink-plugins/s3-fs-hadoop kafka jmx connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro rest
+# trino-jdbc: Trino's JDBC driver, the BI tools' way in (the JDBC test drives it from a small Java program)
+JAR_GROUPS := spark flink flink-plugins/s3-fs-hadoop kafka jmx connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro rest trino-jdbc
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
 # icetide's own JVM classes (jvm/): compiled by scripts/build-jvm.sh with the JDK's javac against the flink, kafka
 # and s3-fs-hadoop groups into .cache/jars/icetide/ and the s3-fs-hadoop plugin's folder (rebuilt after a refetch)
