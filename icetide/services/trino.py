@@ -215,9 +215,8 @@ class TrinoServer(StateHome):
             "password-authenticator.name": "file", "file.password-file": str(self.password_file),
             "file.refresh-period": "2s"}))
         write_private(self.listener_file, render_properties(self.listener_properties()))
-        # Bootstrap prints every property at INFO, the listener's bearer token included (not marked secret)
-        write_private(self.etc / "log.properties",
-                      "io.trino=WARN\nio.trino.server.Server=INFO\nio.airlift.bootstrap.Bootstrap=WARN\n")
+        # the logger named `Bootstrap` prints every property at INFO, the listener's bearer token included
+        write_private(self.etc / "log.properties", "io.trino=WARN\nio.trino.server.Server=INFO\nBootstrap=WARN\n")
 
     def listener_properties(self) -> dict[str, str]:
         """Trino's http-event-listener posting every completed query to the audit receiver (its token in a
