@@ -127,6 +127,7 @@ bench: setup  ## every benchmark at its default size (JSON on stdout; reports in
 	ICETIDE__STACK__STATE_DIR=$(abspath .state/bench) $(BIN)/icetide batch bench --sizes 100000,500000,1000000 --table bench.vendas --json
 	$(BIN)/python bench/policy_compile.py
 	$(BIN)/python bench/policy_view_overhead.py
+	$(BIN)/python bench/trino_policy_overhead.py --rows 1000000 --repeat 3
 	$(BIN)/python bench/cdc_throughput.py --events 300000 --partitions 2 --consumers 1,2
 	$(BIN)/python bench/cdc_latency.py --rates 2000,5000,10000 --seconds 60
 
