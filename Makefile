@@ -9,7 +9,8 @@ CACHE   := .cache
 # flink-plugins/*: FLINK_PLUGINS_DIR of the CDC job (its S3 file system for checkpoints on the object store)
 # jmx: the Prometheus JMX exporter java agent (the broker's metrics when monitoring is on)
 # rest: Iceberg's reference REST catalog server (jar group + the loopback launcher compiled from jars/rest/src)
-JAR_GROUPS := spark flink flink-plugins/s3-fs-hadoop kafka jmx connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro rest
+# trino-jdbc: Trino's JDBC driver, the BI tools' way in (the JDBC test drives it from a small Java program)
+JAR_GROUPS := spark flink flink-plugins/s3-fs-hadoop kafka jmx connect connect-plugins/debezium-jdbc connect-plugins/apicurio-avro rest trino-jdbc
 JAR_STAMPS := $(foreach g,$(JAR_GROUPS),$(CACHE)/jars/$(g)/.stamp)
 # icetide's own JVM classes (jvm/): compiled by scripts/build-jvm.sh with the JDK's javac against the flink, kafka
 # and s3-fs-hadoop groups into .cache/jars/icetide/ and the s3-fs-hadoop plugin's folder (rebuilt after a refetch)
@@ -126,6 +127,7 @@ bench: setup  ## every benchmark at its default size (JSON on stdout; reports in
 	ICETIDE__STACK__STATE_DIR=$(abspath .state/bench) $(BIN)/icetide batch bench --sizes 100000,500000,1000000 --table bench.vendas --json
 	$(BIN)/python bench/policy_compile.py
 	$(BIN)/python bench/policy_view_overhead.py
+	$(BIN)/python bench/trino_policy_overhead.py --rows 1000000 --repeat 3
 	$(BIN)/python bench/cdc_throughput.py --events 300000 --partitions 2 --consumers 1,2
 	$(BIN)/python bench/cdc_latency.py --rates 2000,5000,10000 --seconds 60
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("policies.cli:policy", "Access policies: check, compile, apply, test, explain."),
     "query": ("policies.gateway_cli:query", "Run a query as a user, through that user's secure views."),
     "trino": ("icetide.trino_cli:trino", "The embedded Trino for BI tools: up, down, status, passwd."),
+    "catalog": ("policies.catalog_cli:catalog", "Table and column descriptions in the catalog: describe, annotate."),
     "demo": ("icetide.demo:demo", "The main job end to end on the embedded stack."),
     "status": ("icetide.status_cli:status", "One screen for the deployment: tables, lag, latency, health."),
 }

@@ -20,8 +20,9 @@ from icetide.errors import SetupError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JAR_GROUPS = ("spark", "flink", "kafka")  # what the product needs (the Dockerfile fetches these)
 # what only the tests' services need: the Kafka Connect worker's classpath (connect) and its plugin.path,
-# one folder per Connect plugin (connect-plugins/<name>); `make setup` fetches them too
-TEST_JAR_GROUPS = ("connect", "connect-plugins/debezium-jdbc", "connect-plugins/apicurio-avro")
+# one folder per Connect plugin (connect-plugins/<name>), and Trino's JDBC driver of the BI tests (trino-jdbc);
+# `make setup` fetches them too
+TEST_JAR_GROUPS = ("connect", "connect-plugins/debezium-jdbc", "connect-plugins/apicurio-avro", "trino-jdbc")
 # the embedded lake's JVM service: Iceberg's reference REST catalog server and its loopback launcher
 # (`make setup` fetches it; the image does not run the embedded lake yet)
 LAKE_JAR_GROUPS = ("rest",)

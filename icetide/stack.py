@@ -3,7 +3,8 @@
 Everything lives under `<state_dir>/`: the broker's data, logs, config and pid file in `kafka/`,
 the Iceberg JDBC catalog file and the warehouse beside it. The lake services the settings ask for
 (the object store for `storage.kind: s3`, the REST catalog for `catalog.type: rest`) are composed from
-`icetide.services.lake` and started before the broker. `Stack(settings).up()` is idempotent:
+`icetide.services.lake` and started before the broker; the embedded Trino (`trino.enabled: true`,
+`icetide.services.trino`) after it, then monitoring. `Stack(settings).up()` is idempotent:
 a running broker that answers is reused, a stale pid file is removed, and a busy configured port
 is a one-line `StackError` instead of a broker that dies in its log. When
 `kafka.bootstrap_servers` is set, no broker is started and that cluster is used instead.
@@ -32,6 +33,7 @@ from icetide.jvm import FAST_START_OPTS
 from icetide.process import abandon_start, free_port, live_pid, log_tail, port_is_free, stop_group
 from icetide.services import lake
 from icetide.services.monitoring import Monitoring
+from icetide.services.trino import TrinoServer
 from icetide.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,12 +61,13 @@ class StackStatus:
     log_file: str | None
     lake: dict[str, dict[str, Any]] = field(default_factory=dict)  # `catalog` and `storage` (services.lake)
     monitoring: dict[str, Any] = field(default_factory=dict)  # services.monitoring's status
+    trino: dict[str, Any] = field(default_factory=dict)  # services.trino's status (when enabled or running)
     security: str = "plaintext"  # kafka.security
     ca_file: str | None = None  # sasl_ssl: the CA certificate clients trust
 
     def to_dict(self) -> dict[str, Any]:
         """Flat fields plus `kafka` / `catalog` / `storage` groups (what `stack status --json` prints)."""
-        flat = {k: v for k, v in asdict(self).items() if k not in ("lake", "monitoring")}
+        flat = {k: v for k, v in asdict(self).items() if k not in ("lake", "monitoring", "trino")}
         return {
             **flat,
             "kafka": {"bootstrap": self.bootstrap, "running": self.running, "embedded": self.embedded,
@@ -74,6 +77,7 @@ class StackStatus:
                         **self.lake.get("catalog", {})},
             "storage": self.lake.get("storage", {}),
             "monitoring": self.monitoring,
+            "trino": self.trino,
         }
 
 
@@ -150,6 +154,9 @@ class Stack:
 
     def _up(self) -> StackStatus:
         status = self._up_broker()
+        if self.settings.trino.enabled:
+            TrinoServer().start(self.settings, self.settings.state_dir)
+            status = self.status()
         if self.settings.monitoring.enabled:
             Monitoring().start(self.settings, self.settings.state_dir, status.bootstrap if status.running else None)
             return self.status()
@@ -185,11 +192,12 @@ class Stack:
 
     def _down(self) -> bool:
         monitored = Monitoring(self.settings.state_dir).stop()
+        trino = TrinoServer(self.settings.state_dir).stop()
         pid = self._live_pid()
         if pid is not None:
             stop_group(pid, self._pid_is_broker, STOP_TIMEOUT_S)
             self.pid_file.unlink(missing_ok=True)
-        return bool(lake.stop_all(self.settings.state_dir)) or pid is not None or monitored
+        return bool(lake.stop_all(self.settings.state_dir)) or pid is not None or monitored or trino
 
     def status(self) -> StackStatus:
         """What runs now (never starts or stops anything, apart from removing a stale pid file)."""
@@ -202,6 +210,7 @@ class Stack:
             "state_dir": str(s.state_dir),
             "lake": described,
             "monitoring": Monitoring(s.state_dir).status(),
+            "trino": self._trino_status(),
         }
         if self.secure:
             common |= {"security": s.kafka.security, "ca_file": str(kafka_client.ca_file(s))}
@@ -221,6 +230,13 @@ class Stack:
             running=running, embedded=True, bootstrap=bootstrap, kafka_port=port,
             controller_port=ports.get("controller_port"), pid=pid, log_file=str(self.server_log), **common,
         )
+
+    def _trino_status(self) -> dict[str, Any]:
+        """Trino's status when it is enabled or runs from this state dir anyway (`icetide trino up`), else {}."""
+        trino = TrinoServer(self.settings.state_dir)
+        if not self.settings.trino.enabled and trino.process.live_pid() is None:
+            return {}
+        return {"enabled": self.settings.trino.enabled, **trino.status()}
 
     def prepare_catalog(self) -> None:
         """Create the warehouse folder and the SQLite catalog file's parent (the file is the engines')."""

@@ -40,6 +40,9 @@ def _describe(status: StackStatus) -> str:
         for key in ("prometheus", "alertmanager"):
             part = mon[key]
             lines.append(f"{key:<10} {'running' if part['running'] else 'stopped'}  {part['url'] or '-'}")
+    if status.trino:
+        trino = status.trino
+        lines.append(f"trino      {'running' if trino['running'] else 'stopped'}  {trino.get('jdbc_url') or '-'}")
     lines.append(f"state dir  {status.state_dir}")
     if status.log_file:
         lines.append(f"broker log {status.log_file}")
@@ -62,7 +65,8 @@ def up(app: App, monitoring: bool, as_json: bool) -> None:
     """Start the broker (or reuse the running one) and prepare the catalog and warehouse; with
     `storage.kind: s3` and `catalog.type: rest` also the object store and the REST catalog server; with
     --monitoring Prometheus, Alertmanager and the consumer-group lag exporter, scraping every icetide process
-    that serves /metrics from this state dir (and the broker's JMX exporter agent)."""
+    that serves /metrics from this state dir (and the broker's JMX exporter agent); with `trino.enabled: true`
+    the embedded Trino for BI tools (as `icetide trino up`)."""
     if monitoring:
         app.settings.monitoring.enabled = True
     started = time.monotonic()
@@ -75,7 +79,7 @@ def up(app: App, monitoring: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was stopped as JSON.")
 @click.pass_obj
 def down(app: App, as_json: bool) -> None:
-    """Stop the broker, lake services and monitoring started from this state directory (data is kept)."""
+    """Stop the broker, lake services, Trino and monitoring started from this state directory (data is kept)."""
     stopped = Stack(app.settings).down()
     emit({"stopped": stopped}, as_json, "kafka stopped" if stopped else "kafka was not running")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from icetide.audit import log_path
 from icetide.cli import emit
 from icetide.console import table_text
 from icetide.errors import PolicyError
@@ -33,7 +34,7 @@ def provider_for(ctx: click.Context, schema_file: str | None) -> SchemaProvider:
 def state_paths(ctx: click.Context) -> tuple[Path, Path]:
     """(applied-state file, audit log) under the settings' state directory."""
     state = Path(ctx.obj.settings.state_dir)
-    return state / "policies" / "applied.json", state / "audit" / "policy-audit.jsonl"
+    return state / "policies" / "applied.json", log_path(state)
 
 
 def load_checked(ctx: click.Context, file: str, schema_file: str | None,
@@ -187,10 +188,11 @@ def _trino_apply(ctx: click.Context) -> Any:
     from policies.trino_apply import apply_trino
 
     settings = ctx.obj.settings
-    rules_file = TrinoServer(settings.state_dir).rules_file
+    server = TrinoServer(settings.state_dir)
 
     def run(compiled: CompiledPolicy) -> dict[str, Any]:
-        return apply_trino(compiled, rules_file, settings.catalog.name, settings.trino.bi_account)
+        return apply_trino(compiled, server.rules_file, settings.catalog.name, settings.trino.bi_account,
+                           server.policy_file)
 
     return run
 
@@ -217,7 +219,7 @@ def _audit_apply(ctx: click.Context, compiled: CompiledPolicy, result: str, reas
                  views: list[str]) -> None:
     import getpass
 
-    from policies.audit import AuditLog
+    from icetide.audit import AuditLog
 
     _, log = state_paths(ctx)
     AuditLog(log).append(user=getpass.getuser(), action="apply", resource=views, result=result, reason=reason,
@@ -285,7 +287,7 @@ def watch(ctx: click.Context, file: str, interval: float, target: str, schema_fi
 @click.pass_context
 def audit_verify(ctx: click.Context, log: str | None, as_json: bool) -> None:
     """Check the audit log's hash chain; exit 1 when a record was altered, removed or reordered."""
-    from policies.audit import verify
+    from icetide.audit import verify
 
     path = Path(log) if log else state_paths(ctx)[1]
     verdict = verify(path)

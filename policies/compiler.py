@@ -204,7 +204,10 @@ def trino_rules(compiled: CompiledPolicy, catalog: str = "lake", bi_account: str
         tables.append(entry)
     tables.append({"catalog": "^system$", "schema": TRINO_METADATA_SCHEMAS, "privileges": ["SELECT"]})
     tables.append({"privileges": []})
-    rules: dict[str, Any] = {"catalogs": [{"catalog": ".*", "allow": "read-only"}], "tables": tables}
+    # nobody owns a schema: without schema rules Trino makes everyone an owner, and a schema is then listed
+    # to a user the policy grants nothing in it; with this one a schema shows only where a table is granted
+    rules: dict[str, Any] = {"catalogs": [{"catalog": ".*", "allow": "read-only"}], "schemas": [{"owner": False}],
+                             "tables": tables}
     if bi_account:
         users = "|".join(re.escape(u) for u in compiled.checked.policy.users)
         # new_user is a Java replacement string before it is a pattern (`$` starts a group reference there),

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlglot
+from icetide.audit import AuditLog, new_query_id
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from policies.audit import AuditLog, new_query_id
 from policies.compiler import CompiledPolicy, audience
 
 DENIED_FUNCTIONS = frozenset({

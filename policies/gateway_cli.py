@@ -67,7 +67,8 @@ def spark_executor(settings: Any) -> Any:
 def query(ctx: click.Context, user: str, policy_file: str | None, schema_file: str | None, as_json: bool,
           sql: str) -> None:
     """Run SQL as USER: only reads of USER's secure views are allowed; every attempt is audited."""
-    from policies.audit import AuditLog
+    from icetide.audit import AuditLog
+
     from policies.cli import state_paths
     from policies.gateway import run_query
 

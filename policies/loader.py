@@ -229,7 +229,8 @@ def _table(name: str, pos: Pos, node: YNode) -> TablePolicy:
             columns.append(Classification(column, key.pos, tags))
     rows = tuple(_row_rule(n) for n in _items(f["row_filters"], "row_filters")) if "row_filters" in f else ()
     masks = tuple(_mask_rule(n) for n in _items(f["masks"], "masks")) if "masks" in f else ()
-    return TablePolicy(name, pos, tuple(columns), rows, masks)
+    description = _str(f["description"], "description") if "description" in f else ""
+    return TablePolicy(name, pos, tuple(columns), rows, masks, description)
 
 
 def _pairs(node: YNode, what: str) -> list[tuple[YNode, YNode]]:
@@ -269,7 +270,8 @@ def parse_policy(text: str, file: str) -> Policy:
     for key, value in _pairs(top["tags"], "tags") if "tags" in top else []:
         tname = _str(key, "tag", TAG)
         spec = _map(value, f"tag {tname!r}", KEYS["tag"], {"default_mask"})
-        tags[tname] = Tag(tname, key.pos, parse_mask(spec["default_mask"], "default_mask"))
+        tags[tname] = Tag(tname, key.pos, parse_mask(spec["default_mask"], "default_mask"),
+                          _str(spec["description"], "description") if "description" in spec else "")
     tables: dict[str, TablePolicy] = {}
     short: dict[str, str] = {}
     for key, value in _pairs(top["tables"], "tables"):

@@ -72,6 +72,7 @@ class Tag:
     name: str
     pos: Pos
     default_mask: MaskSpec
+    description: str = ""  # what the tag means: part of each tagged column's comment in the catalog
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class TablePolicy:
     columns: tuple[Classification, ...] = ()
     row_rules: tuple[RowRule, ...] = ()
     mask_rules: tuple[MaskRule, ...] = ()
+    description: str = ""
 
     @property
     def short_name(self) -> str:

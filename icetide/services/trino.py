@@ -11,7 +11,9 @@ authenticated by an internal shared secret. Access control is Trino's file-based
 which `policy apply --target trino` writes (deny-all until then) and Trino reloads every few seconds.
 
 Everything lives under `<state_dir>/trino/` (the secrets mode 0600): `etc/`, `tls/`, `password.db`,
-`shared-secret`, `rules.json`, `data/`, `port`, the pid file and `trino.out` (the server's log).
+`shared-secret`, `rules.json` and `policy.json` (which policy they come from), `data/`, `port`, the pid file,
+`trino.out` (the server's log) and `audit/` (the receiver that puts every query in icetide's audit log:
+`icetide.services.trino_audit`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from icetide.errors import SetupError, StackError
 from icetide.process import free_port, port_is_free
 from icetide.services.connect import render_properties
 from icetide.services.shape import JvmProcess, Need, StateHome, require
+from icetide.services.trino_audit import AuditReceiver
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -42,6 +45,8 @@ MIN_JAVA = 24
 START_TIMEOUT_S = 150.0
 STOP_TIMEOUT_S = 30.0
 PBKDF2_ITERATIONS = 100_000
+# the plugins icetide configures; the tarball's other ~60 are not loaded (loading them all took most of start-up)
+PLUGINS = ("iceberg", "password-authenticators", "http-event-listener")
 DENY_ALL: dict[str, Any] = {"catalogs": [{"allow": "none"}], "tables": [{"privileges": []}]}
 JVM_OPTS = ("-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-XX:-OmitStackTraceInFastThrow",
             "-XX:ReservedCodeCacheSize=256M", "-Djdk.attach.allowAttachSelf=true", "-XX:+EnableDynamicAgentLoading",
@@ -135,6 +140,9 @@ class TrinoServer(StateHome):
         self.password_file = home / "password.db"
         self.secret_file = home / "shared-secret"
         self.rules_file = home / "rules.json"
+        self.policy_file = home / "policy.json"
+        self.listener_file = self.etc / "http-event-listener.properties"
+        self.audit = AuditReceiver(home)
         self.port_file = home / "port"
         self.process = JvmProcess(self.name, home, MAIN_CLASS, self.config_file)
 
@@ -143,7 +151,8 @@ class TrinoServer(StateHome):
         root = server_root()
         return [Need(f"the Trino {VERSION} server", root / "lib"),
                 Need("the SQLite JDBC driver in Trino's Iceberg plugin", root / "plugin" / "iceberg",
-                     glob="sqlite-jdbc-*.jar")]
+                     glob="sqlite-jdbc-*.jar"),
+                *(Need(f"Trino's {name} plugin", root / "plugin" / name) for name in PLUGINS[1:])]
 
     def catalog_properties(self, settings: Settings) -> dict[str, str]:
         """The Iceberg connector over the engines' own catalog (read by every engine under one name)."""
@@ -175,10 +184,11 @@ class TrinoServer(StateHome):
             "http-server.https.keystore.path": str(self.tls / "server.pem"),
             "http-server.authentication.type": "PASSWORD",
             "internal-communication.shared-secret": self.secret_file.read_text().strip(),
-            "plugin.dir": str(server_root() / "plugin"),
+            "plugin.dir": str(self.home / "plugin"),
             "catalog.config-dir": str(self.etc / "catalog"),
             "access-control.config-files": str(self.etc / "access-control.properties"),
             "password-authenticator.config-files": str(self.etc / "password-authenticator.properties"),
+            "event-listener.config-files": str(self.listener_file),
             "query.max-memory": "512MB",
             "query.max-memory-per-node": "256MB",
         }
@@ -194,6 +204,7 @@ class TrinoServer(StateHome):
         if not self.rules_file.exists():
             write_private(self.rules_file, json.dumps(DENY_ALL))
         self._tls()
+        self._link_plugins()
         write_private(self.config_file, render_properties(self.server_properties(settings, https_port, http_port)))
         write_private(self.etc / "catalog" / f"{settings.catalog.name}.properties",
                       render_properties(self.catalog_properties(settings)))
@@ -203,7 +214,34 @@ class TrinoServer(StateHome):
         write_private(self.etc / "password-authenticator.properties", render_properties({
             "password-authenticator.name": "file", "file.password-file": str(self.password_file),
             "file.refresh-period": "2s"}))
-        write_private(self.etc / "log.properties", "io.trino=WARN\nio.trino.server.Server=INFO\n")
+        write_private(self.listener_file, render_properties(self.listener_properties()))
+        # the logger named `Bootstrap` prints every property at INFO, the listener's bearer token included
+        write_private(self.etc / "log.properties", "io.trino=WARN\nio.trino.server.Server=INFO\nBootstrap=WARN\n")
+
+    def listener_properties(self) -> dict[str, str]:
+        """Trino's http-event-listener posting every completed query to the audit receiver (its token in a
+        header; the receiver must be running). Retries cover a receiver restart."""
+        return {
+            "event-listener.name": "http",
+            "http-event-listener.log-completed": "true",
+            "http-event-listener.connect-ingest-uri": self.audit.url(),
+            "http-event-listener.connect-http-headers": f"Authorization:Bearer {self.audit.token()}",
+            "http-event-listener.connect-retry-count": "5",
+            "http-event-listener.connect-retry-delay": "1s",
+            "http-event-listener.connect-max-delay": "10s",
+        }
+
+    def _link_plugins(self) -> None:
+        """`<home>/plugin/`: a link to each plugin of PLUGINS in the unpacked server (made again when the
+        server moved or changed version)."""
+        folder = self.home / "plugin"
+        folder.mkdir(exist_ok=True)
+        for name in PLUGINS:
+            link, target = folder / name, server_root() / "plugin" / name
+            if link.is_symlink() and link.readlink() == target:
+                continue
+            link.unlink(missing_ok=True)
+            link.symlink_to(target, target_is_directory=True)
 
     def _tls(self) -> None:
         """A local CA and a loopback server certificate signed by it (openssl), made once."""
@@ -239,6 +277,7 @@ class TrinoServer(StateHome):
         running = self.process.live_pid()
         if running is not None:
             if self.ready():
+                self.audit.start()  # a receiver that died comes back on its port
                 return self.endpoints()
             raise StackError(f"a Trino server (pid {running}) runs from {self.home} but does not answer: "
                              "run `icetide trino down` and `icetide trino up` again\n" + self.process.output())
@@ -246,6 +285,7 @@ class TrinoServer(StateHome):
         java = java_binary()
         https_port = self._choose_port(settings.trino.port)
         http_port = free_port(HOST)
+        self.audit.start()
         self.render(settings, https_port, http_port)
         create_catalog_tables(Path(settings.catalog_uri.removeprefix("jdbc:sqlite:")))
         self.port_file.write_text(f"{https_port}\n")
@@ -255,7 +295,11 @@ class TrinoServer(StateHome):
                f"-Dnode.bind-ip={HOST}", f"-Dnode.internal-address={HOST}",
                f"-Dlog.levels-file={self.etc / 'log.properties'}", f"-Dconfig={self.config_file}",
                "-cp", f"{root / 'lib'}/*", MAIN_CLASS, str(self.config_file)]
-        self.process.launch(cmd, self.ready, timeout_s=START_TIMEOUT_S)
+        try:
+            self.process.launch(cmd, self.ready, timeout_s=START_TIMEOUT_S)
+        except BaseException:
+            self.audit.stop()
+            raise
         return self.endpoints()
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -273,7 +317,11 @@ class TrinoServer(StateHome):
             return False
 
     def stop(self) -> bool:
-        return self.process.stop(STOP_TIMEOUT_S) if self._home is not None else False
+        """Stop Trino, then its audit receiver (after Trino's last events); True if either was running."""
+        if self._home is None:
+            return False
+        stopped = self.process.stop(STOP_TIMEOUT_S)
+        return self.audit.stop() or stopped
 
     def status(self) -> dict[str, Any]:
         pid = self.process.live_pid() if self._home is not None else None
@@ -283,6 +331,7 @@ class TrinoServer(StateHome):
                 "rules_file": str(self.rules_file) if self._home else None,
                 "users": self.users() if self._home else [],
                 "rss_bytes": self.process.rss_bytes() if pid else None,
+                "audit": self.audit.status() if self._home else None,
                 "log_file": str(self.process.out_file) if self._home else None}
 
     def endpoints(self) -> dict[str, str]:

@@ -1,14 +1,14 @@
 """The embedded Trino serving the example policy: every user's rows and values equal the DuckDB stream
 filter's on the same rows, BI metadata works with rows still filtered, and the attack probes are refused.
 
-One Trino for the module (it starts in 30-60 s); the table is written by PyIceberg into the JDBC catalog
-Trino reads. Spark's secure views are compared with DuckDB in test_policies_spark.py.
+One Trino for the module (it starts in 30-60 s; tests/fixtures/trino.py); the admin writes the table through
+Trino's Iceberg connector into the engines' JDBC catalog. Spark's secure views are compared with DuckDB in
+test_policies_spark.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,79 +18,25 @@ from typing import Any
 import pytest
 
 from icetide.cli import main
-from icetide.services.trino import TrinoServer, write_private
-from icetide.settings import load_settings
+from icetide.services.trino import TrinoServer
 from policies.compiler import duckdb_sql
-from tests.unit.policy_engine.support import KEY_ENV, SCHEMA_FILE, compile_text, rows, trino_example_text
+from tests.fixtures.trino import COLUMNS, PASSWORDS, TABLE, USERS, prepare, query, seed, trino_environment
+from tests.unit.policy_engine.support import KEY_ENV, SCHEMA_FILE, compile_text, trino_example_text
 
 pytestmark = pytest.mark.integration
-
-USERS = ("ana", "bruno", "carla", "erin", "dave")
-PASSWORDS = {u: f"pw-{u}-{os.getpid()}" for u in (*USERS, "superset")}
-TABLE = "sales.vendas"
 
 
 @pytest.fixture(scope="module")
 def trino_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state = tmp_path_factory.mktemp("trino-state")
-    env = {"ICETIDE__STACK__STATE_DIR": str(state), "ICETIDE__TRINO__BI_ACCOUNT": "superset", **KEY_ENV}
-    saved = {k: os.environ.get(k) for k in [*env, "ICETIDE_CONFIG", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"]}
-    os.environ.update(env)
-    # this machine points requests at its own bundle, which would override the client's verify=
-    for key in ("ICETIDE_CONFIG", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        os.environ.pop(key, None)
-    settings = load_settings()
-    data = rows(24)
-    policy_file = state / "vendas-bi.yaml"
-    policy_file.write_text(trino_example_text())
-    server = TrinoServer(settings.state_dir)
-    try:
-        server.home.mkdir(parents=True, exist_ok=True)
-        for user, password in PASSWORDS.items():
-            server.set_password(user, password)
-        write_private(server.rules_file, json.dumps({"catalogs": [{"user": "^carla$", "allow": "all"}]}))
-        server.start(settings, settings.state_dir)
-        env_ = {"server": server, "data": data, "policy": policy_file, "settings": settings}
-        write_table(env_)  # as the admin, through Trino's Iceberg connector, into the engines' JDBC catalog
-        assert main(["policy", "apply", str(policy_file), "--target", "trino", "--schema", str(SCHEMA_FILE)]) == 0
-        time.sleep(3)  # the rules file's refresh period
-        yield env_
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def write_table(env: dict[str, Any]) -> None:
-    cur = connect(env, "carla").cursor()
-    cur.execute("CREATE SCHEMA lake.sales")
-    cur.fetchall()
-    cur.execute("CREATE TABLE lake.sales.vendas (sale_id bigint, sale_ts timestamp(6), year integer, month integer, "
-                "region varchar, product varchar, customer_email varchar, price decimal(10,2), quantity integer)")
-    cur.fetchall()
-    marks = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(env["data"]))
-    params = [r[c] for r in env["data"] for c in COLUMNS.split(", ")]
-    cur.execute(f"INSERT INTO lake.sales.vendas VALUES {marks}", params)
-    cur.fetchall()
-
-
-def connect(env: dict[str, Any], user: str, password: str | None = None, as_user: str | None = None) -> Any:
-    import trino
-    from trino.auth import BasicAuthentication
-
-    server: TrinoServer = env["server"]
-    return trino.dbapi.connect(host="127.0.0.1", port=server.port(), user=as_user or user, http_scheme="https",
-                               auth=BasicAuthentication(user, password or PASSWORDS[user]),
-                               verify=str(server.ca_file), catalog="lake", schema="sales")
-
-
-def query(env: dict[str, Any], user: str, sql: str, **kw: Any) -> list[list[Any]]:
-    cur = connect(env, user, **kw).cursor()
-    cur.execute(sql)
-    return [list(r) for r in cur.fetchall()]
+    with trino_environment(state) as settings:
+        server = TrinoServer(settings.state_dir)
+        try:
+            prepare(server)
+            server.start(settings, settings.state_dir)
+            yield seed(server, settings, state)
+        finally:
+            server.stop()
 
 
 def duckdb_rows(env: dict[str, Any], user: str) -> list[list[Any]]:
@@ -101,9 +47,6 @@ def duckdb_rows(env: dict[str, Any], user: str) -> list[list[Any]]:
     compiled = compile_text(env["policy"].read_text(), str(env["policy"]))
     src = pa.Table.from_pylist(env["data"])  # noqa: F841 (read by DuckDB's replacement scan)
     return [list(r) for r in duckdb.connect().sql(duckdb_sql(compiled, user, TABLE, "src")).fetchall()]
-
-
-COLUMNS = "sale_id, sale_ts, year, month, region, product, customer_email, price, quantity"
 
 
 @pytest.mark.parametrize("user", [u for u in USERS if u != "dave"])

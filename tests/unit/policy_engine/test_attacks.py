@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlglot import exp
 
-from policies.audit import AuditLog, verify
+from icetide.audit import AuditLog, verify
 from policies.gateway import check_query, run_query
 from policies.local import lake
 from tests.unit.policy_engine.support import VENDAS, example, rows

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.audit import AuditLog, verify
+from icetide.audit import AuditLog, verify
 
 pytestmark = pytest.mark.unit
 
@@ -60,7 +60,7 @@ def test_any_edit_delete_or_reorder_is_detected(tmp_path_factory: pytest.TempPat
 
 
 def test_edit_with_recomputed_hash_still_breaks_the_next_link(tmp_path: Path) -> None:
-    from policies.audit import _digest
+    from icetide.audit import _digest
 
     log = write(tmp_path / "a.jsonl", 4)
     lines = log.path.read_text().splitlines()

@@ -115,7 +115,7 @@ def test_diff(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 
 
 def test_audit_verify(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from policies.audit import AuditLog
+    from icetide.audit import AuditLog
 
     log = AuditLog(tmp_path / "a.jsonl")
     for _ in range(3):
@@ -160,7 +160,7 @@ def test_watch_reapplies_on_change_and_keeps_last_good(tmp_path: Path) -> None:
 
 
 def test_query_denials_need_no_spark_and_are_audited(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from policies.audit import verify
+    from icetide.audit import verify
 
     code, _, err = run(capsys, "query", "--as", "ana", "SELECT 1")
     assert code == 1 and "no policy has been applied" in err

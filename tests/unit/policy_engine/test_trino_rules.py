@@ -89,3 +89,9 @@ def test_a_policy_trino_cannot_enforce_never_reaches_it(tmp_path: Path, monkeypa
     assert main(["policy", "apply", str(EXAMPLE), "--target", "trino", "--schema", str(SCHEMA_FILE)]) != 0
     assert "refuses keyed hashes" in capsys.readouterr().err
     assert rules.read_text() == good
+
+
+def test_no_user_owns_a_schema() -> None:
+    """Trino's default without schema rules is that everyone owns every schema, which lists a schema to a user
+    the policy grants nothing in it (dave in the example)."""
+    assert trino_rules(bi_policy())["schemas"] == [{"owner": False}]

@@ -1,7 +1,9 @@
 """The audit log: one JSON line per access attempt, each chained to the previous by hash.
 
+One log per state dir (`log_path`), written by every way in: the query gateway and `policy apply`
+(policies/) and the embedded Trino's query events (`icetide.services.trino_audit`) — so it lives in the kernel.
 Fields follow what Ranger records (user, groups, time, action, resource, result, policy id
-and version) plus the row filter and masks applied and a query id. Each record carries
+and version) plus the row filter and masks applied, the columns read and a query id. Each record carries
 `prev_hash` and `hash = sha256(prev_hash + canonical JSON of the record without hash)`, so
 editing, deleting, inserting or reordering records breaks the chain; a sidecar `<log>.head`
 holds the last sequence number and hash so truncating the tail is detected too.
@@ -26,6 +28,11 @@ def _digest(prev_hash: str, record: dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256((prev_hash + "\n" + canonical).encode()).hexdigest()
+
+
+def log_path(state_dir: Path) -> Path:
+    """The state dir's audit log (what `icetide policy audit-verify` checks by default)."""
+    return Path(state_dir) / "audit" / "policy-audit.jsonl"
 
 
 def new_query_id() -> str:
@@ -54,20 +61,27 @@ class AuditLog:
     def append(self, *, user: str, action: str, resource: list[str], result: str, groups: list[str] | None = None,
                policy_id: str | None = None, policy_version: int | None = None, policy_hash: str | None = None,
                filters: dict[str, str] | None = None, masks: dict[str, dict[str, str]] | None = None,
-               query_id: str | None = None, query: str | None = None, reason: str | None = None) -> dict[str, Any]:
-        """Write one record and return it (with its seq and hash)."""
+               query_id: str | None = None, query: str | None = None, reason: str | None = None,
+               columns: dict[str, list[str]] | None = None, when: datetime | None = None,
+               engine: str | None = None) -> dict[str, Any]:
+        """Write one record and return it (with its seq and hash). `when` is the access's own time (a Trino
+        query's end) when it is not now; `columns` the columns read per table; `engine` who enforced it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 seq, prev = self._last()
                 record: dict[str, Any] = {
-                    "seq": seq + 1, "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "seq": seq + 1, "time": (when or datetime.now(UTC)).isoformat(timespec="milliseconds"),
                     "query_id": query_id or new_query_id(), "user": user, "groups": sorted(groups or []),
                     "action": action, "resource": resource, "result": result, "reason": reason,
                     "policy_id": policy_id, "policy_version": policy_version, "policy_hash": policy_hash,
                     "filters": filters or {}, "masks": masks or {}, "query": query, "prev_hash": prev,
                 }
+                if columns is not None:
+                    record["columns"] = columns
+                if engine is not None:
+                    record["engine"] = engine
                 record["hash"] = _digest(prev, record)
                 fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
                 fh.flush()

@@ -1,0 +1,249 @@
+"""The audit of BI access: every query the embedded Trino completes, allowed or denied, in icetide's audit log.
+
+Trino's `http-event-listener` plugin (in the full server tarball) POSTs each `QueryCompletedEvent` as JSON to
+this receiver, a small loopback HTTP server started before Trino; each event becomes one record of the state
+dir's hash-chained audit log (`icetide.audit`, the log the query gateway and `policy apply` write and
+`icetide policy audit-verify` checks): user, the query's end time, tables and columns read, the row filters and
+column masks Trino applied (from the event itself, so they are what ran), query id and text, and the result —
+`allowed`, `denied` (Trino's PERMISSION_DENIED) or `error`.
+
+Why HTTP rather than the Kafka event listener: the audit needs no broker (Trino runs without Kafka), and a
+record is in the chain when Trino's POST returns 200 — a failed write answers 500 and Trino retries.
+Trino does not wait for its listeners, so an event lost after its retries is not audited; the listener logs
+that in `trino.out`.
+
+Only Trino may write: each POST carries a bearer token (`audit-token`, mode 0600, in Trino's 0600 listener
+config). An engine error's message is not kept (it can echo values a mask hides), only its error name.
+Everything lives under `<state_dir>/trino/audit/`: `port`, `audit-token`, `receiver.pid`, `receiver.out`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import subprocess
+import sys
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from icetide.audit import AuditLog, log_path
+from icetide.errors import StackError
+from icetide.process import abandon_start, free_port, live_pid, log_tail, port_is_free, runs_with, stop_group
+
+HOST = "127.0.0.1"
+PATH = "/v1/audit/trino"
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+MAX_EVENT_BYTES = 32 * 2**20
+DENIED = "PERMISSION_DENIED"
+
+
+def _name(item: Any) -> str:
+    """A column as the event names it: a plain string, or an object with `column` or `name`."""
+    if isinstance(item, dict):
+        return str(item.get("column") or item.get("name") or "")
+    return str(item)
+
+
+def _masks(column: dict[str, Any]) -> list[str]:
+    found = column.get("masks", column.get("mask"))
+    if isinstance(found, list):
+        return [str(m) for m in found if m]
+    return [str(found)] if found else []
+
+
+def to_record(event: dict[str, Any], policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The audit-log fields of one `QueryCompletedEvent` (the keyword arguments of `AuditLog.append`).
+    `policy`: the identity of the rules in force (`policy.json` beside `rules.json`), when known."""
+    meta, context = event.get("metadata") or {}, event.get("context") or {}
+    failure = event.get("failureInfo") or {}
+    error = (failure.get("errorCode") or {}).get("name")
+    result = "allowed" if not failure else "denied" if error == DENIED else "error"
+    reason = None
+    if result == "denied":  # Access Denied names tables and columns, never values
+        reason = str(failure.get("failureMessage") or DENIED)
+    elif result == "error":
+        reason = str(error or failure.get("failureType") or "error")
+    columns: dict[str, list[str]] = {}
+    for read in (event.get("ioMetadata") or {}).get("inputs") or []:
+        name = f"{read.get('catalogName')}.{read.get('schema')}.{read.get('table')}"
+        columns.setdefault(name, [])
+        columns[name] += [c for c in map(_name, read.get("columns") or []) if c and c not in columns[name]]
+    filters: dict[str, str] = {}
+    masks: dict[str, dict[str, str]] = {}
+    for table in meta.get("tables") or []:
+        name = f"{table.get('catalog')}.{table.get('schema')}.{table.get('table')}"
+        if table.get("filters"):
+            filters[name] = " AND ".join(f"({f})" for f in table["filters"])
+        applied = {_name(c): " ".join(_masks(c)) for c in table.get("columns") or [] if _masks(c)}
+        if applied:
+            masks[name] = applied
+    ended = event.get("endTime") or event.get("createTime")
+    query_type = context.get("queryType")
+    policy = policy or {}
+    return {
+        "user": str(context.get("user") or ""), "groups": [str(g) for g in context.get("groups") or []],
+        "action": str(query_type).lower() if query_type else "query", "resource": sorted(columns),
+        "result": result, "reason": reason, "policy_id": policy.get("policy_id"),
+        "policy_version": policy.get("version"), "policy_hash": policy.get("content_hash"),
+        "filters": filters, "masks": masks, "query_id": meta.get("queryId"), "query": meta.get("query"),
+        "columns": columns, "when": _time(ended), "engine": "trino",
+    }
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Any
+
+    def do_POST(self) -> None:
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if self.path != PATH or not hmac.compare_digest(token.encode(), self.server.token.encode()):
+            self.send_error(403)
+            return
+        size = int(self.headers.get("Content-Length") or 0)
+        if size <= 0 or size > MAX_EVENT_BYTES:
+            self.send_error(413)
+            return
+        try:
+            event = json.loads(self.rfile.read(size))
+            self.server.write(event)
+        except ValueError:
+            self.send_error(400)  # not JSON: a retry would not help
+            return
+        except OSError:
+            self.send_error(500)  # the log could not be written: Trino retries
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the records are the log."""
+
+
+class AuditReceiver:
+    """The receiver of one Trino's query events, under `<trino home>/audit/`."""
+
+    def __init__(self, trino_home: Path) -> None:
+        self.home = trino_home / "audit"
+        self.state_dir = trino_home.parent
+        self.port_file = self.home / "port"
+        self.token_file = self.home / "audit-token"
+        self.pid_file = self.home / "receiver.pid"
+        self.out_file = self.home / "receiver.out"
+        self.policy_file = trino_home / "policy.json"
+        self.log_file = log_path(self.state_dir)
+
+    def port(self) -> int | None:
+        try:
+            return int(self.port_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def url(self) -> str:
+        port = self.port()
+        return f"http://{HOST}:{port}{PATH}" if port else ""
+
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def write(self, event: dict[str, Any]) -> None:
+        """Append one event's record to the audit log."""
+        try:
+            policy = json.loads(self.policy_file.read_text())
+        except (OSError, ValueError):
+            policy = None
+        AuditLog(self.log_file).append(**to_record(event, policy))
+
+    def _is_ours(self, pid: int) -> bool:
+        return runs_with(pid, __name__.encode(), str(self.home).encode())
+
+    def live_pid(self) -> int | None:
+        return live_pid(self.pid_file, self._is_ours)
+
+    def start(self) -> str:
+        """Start the receiver (or reuse the running one); its URL once it listens. A restarted receiver takes
+        its previous port when free: a running Trino keeps posting there."""
+        if self.live_pid() is not None and self.ready():
+            return self.url()
+        from icetide.services.trino import write_private
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o700)
+        if not self.token_file.exists():
+            write_private(self.token_file, secrets.token_urlsafe(32) + "\n")
+        previous = self.port()
+        self.port_file.write_text(f"{previous if previous and port_is_free(HOST, previous) else free_port(HOST)}\n")
+        with self.out_file.open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", __name__, str(self.home)], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    cwd=self.home)
+        self.pid_file.write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        try:
+            while not self.ready():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise StackError("the Trino audit receiver did not start\n" + self.output())
+                time.sleep(0.1)
+        except BaseException:
+            abandon_start(proc, self.pid_file)
+            raise
+        return self.url()
+
+    def ready(self) -> bool:
+        """The receiver answers a POST without the token with 403 (and writes nothing)."""
+        import urllib.error
+        import urllib.request
+
+        url = self.url()
+        if not url:
+            return False
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=1.0)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 403
+        except OSError:
+            return False
+        return False
+
+    def stop(self) -> bool:
+        pid = self.live_pid()
+        if pid is None:
+            return False
+        stop_group(pid, self._is_ours, STOP_TIMEOUT_S)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        pid = self.live_pid()
+        return {"running": pid is not None, "pid": pid, "url": self.url() or None, "log_file": str(self.log_file)}
+
+    def output(self) -> str:
+        return log_tail(self.out_file, lines=20, empty="(no audit receiver output)")
+
+
+def serve(home: Path) -> None:
+    """Run the receiver from `home` (`<trino home>/audit`) until SIGTERM (the receiver process's main)."""
+    receiver = AuditReceiver(home.parent)
+    server = ThreadingHTTPServer((HOST, int(receiver.port_file.read_text())), _Handler)
+    server.daemon_threads = True
+    server.token = receiver.token()  # type: ignore[attr-defined]  # what _Handler checks
+    server.write = receiver.write  # type: ignore[attr-defined]  # what _Handler writes through
+    print(f"trino audit receiver: writing {receiver.log_file}", flush=True)
+    server.serve_forever(poll_interval=0.5)
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]))

@@ -1,0 +1,101 @@
+"""Trino's query events as audit records, and the receiver that chains them into icetide's audit log.
+
+The events here have the shape Trino 476's http-event-listener posts (`QueryCompletedEvent` as JSON, trimmed
+to the fields read); tests/integration/test_trino_bi.py checks the real ones end to end. The receiver is the
+real process on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from icetide.audit import verify
+from icetide.services.trino_audit import AuditReceiver, to_record
+
+pytestmark = pytest.mark.unit
+
+TABLE = {"catalog": "lake", "schema": "sales", "table": "vendas", "authorization": "carla",
+         "filters": ["region = 'North'"], "directlyReferenced": True,
+         "columns": [{"column": "region", "masks": []}, {"column": "price", "masks": ["floor(price / 100) * 100"]}]}
+ALLOWED: dict[str, Any] = {
+    "metadata": {"queryId": "20261202_020000_00001_abcde", "query": "SELECT region, price FROM vendas",
+                 "queryState": "FINISHED", "tables": [TABLE]},
+    "context": {"user": "ana", "principal": "ana", "groups": [], "queryType": "SELECT"},
+    "ioMetadata": {"inputs": [{"catalogName": "lake", "schema": "sales", "table": "vendas",
+                               "columns": ["region", "price"]}]},
+    "createTime": "2026-12-02T02:00:00.000Z", "endTime": "2026-12-02T02:00:01.250Z",
+}
+DENIED: dict[str, Any] = {
+    "metadata": {"queryId": "q2", "query": "SELECT * FROM vendas", "queryState": "FAILED", "tables": []},
+    "context": {"user": "dave", "queryType": "SELECT"}, "ioMetadata": {"inputs": []},
+    "failureInfo": {"errorCode": {"code": 4, "name": "PERMISSION_DENIED", "type": "USER_ERROR"},
+                    "failureMessage": "Access Denied: Cannot select from table lake.sales.vendas"},
+    "endTime": "2026-12-02T02:00:02Z",
+}
+FAILED: dict[str, Any] = {
+    "metadata": {"queryId": "q3", "query": "SELECT CAST(customer_email AS integer) FROM vendas"},
+    "context": {"user": "carla"},
+    "failureInfo": {"errorCode": {"name": "INVALID_CAST_ARGUMENT"},
+                    "failureMessage": "Cannot cast 'secret1@mail.example' to INT"},
+}
+
+
+def test_an_allowed_query_names_user_time_tables_columns_filters_and_masks() -> None:
+    record = to_record(ALLOWED, {"policy_id": "sales-access", "version": 1, "content_hash": "h"})
+    assert record["user"] == "ana" and record["result"] == "allowed" and record["reason"] is None
+    assert record["action"] == "select" and record["engine"] == "trino"
+    assert record["resource"] == ["lake.sales.vendas"]
+    assert record["columns"] == {"lake.sales.vendas": ["region", "price"]}
+    assert record["filters"] == {"lake.sales.vendas": "(region = 'North')"}
+    assert record["masks"] == {"lake.sales.vendas": {"price": "floor(price / 100) * 100"}}
+    assert record["query_id"] == ALLOWED["metadata"]["queryId"] and record["when"].isoformat().startswith(
+        "2026-12-02T02:00:01.250")
+    assert (record["policy_id"], record["policy_version"], record["policy_hash"]) == ("sales-access", 1, "h")
+
+
+def test_denied_keeps_the_access_message_and_an_error_only_its_name() -> None:
+    denied = to_record(DENIED)
+    assert denied["result"] == "denied" and denied["reason"].startswith("Access Denied: Cannot select")
+    failed = to_record(FAILED)
+    assert failed["result"] == "error" and failed["reason"] == "INVALID_CAST_ARGUMENT"
+    assert "secret1" not in json.dumps(failed, default=str)  # an engine message can echo a masked value
+
+
+def _post(url: str, body: bytes, token: str | None) -> int:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers, method="POST"),
+                                    timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_receiver_chains_trino_events_and_refuses_others(tmp_path: Path) -> None:
+    home = tmp_path / "state" / "trino"
+    receiver = AuditReceiver(home)
+    home.mkdir(parents=True)
+    (home / "policy.json").write_text(json.dumps({"policy_id": "sales-access", "version": 2, "content_hash": "h"}))
+    try:
+        url = receiver.start()
+        assert receiver.token_file.stat().st_mode & 0o077 == 0
+        assert _post(url, json.dumps(ALLOWED).encode(), None) == 403
+        assert _post(url, json.dumps(ALLOWED).encode(), "wrong") == 403
+        assert _post(url, b"not json", receiver.token()) == 400
+        for event in (ALLOWED, DENIED):
+            assert _post(url, json.dumps(event).encode(), receiver.token()) == 200
+        assert receiver.start() == url  # reused while it runs
+    finally:
+        assert receiver.stop()
+    assert not receiver.stop() and receiver.live_pid() is None
+    records = [json.loads(line) for line in receiver.log_file.read_text().splitlines()]
+    assert [(r["user"], r["result"], r["policy_version"]) for r in records] == [("ana", "allowed", 2),
+                                                                                  ("dave", "denied", 2)]
+    assert records[0]["time"] == "2026-12-02T02:00:01.250+00:00" and verify(receiver.log_file).ok
+    assert receiver.log_file == tmp_path / "state" / "audit" / "policy-audit.jsonl"
