@@ -300,9 +300,13 @@ class Sink(abc.ABC):
         return fresh, last
 
     def _apply_table(self, table: TableRef, items: Sequence[Consumed]) -> None:
-        target = next((c.schema for c in reversed(items) if c.schema is not None), None)
-        if target is not None and self._reconciled.get(table) != target:
-            self._reconcile(table, target, items)
+        # Every schema the batch passes through, in order, not only its last: a column widened and then
+        # dropped within one batch must still be widened downstream for the events written in between.
+        current = self._reconciled.get(table)
+        for schema in _schema_steps(items):
+            if schema != current:
+                self._reconcile(table, schema, items)
+                current = schema
         meta = self._meta_of(table)
         if meta:
             convert = self._convert.get(table)
@@ -392,6 +396,16 @@ class Sink(abc.ABC):
 
     def _type_column(self, table: TableRef, name: str, sample: Any) -> None:  # noqa: B027 (optional hook)
         """Give an untyped (so far all-NULL) column the type of its first value."""
+
+
+def _schema_steps(items: Sequence[Consumed]) -> list[RowSchema]:
+    """The schemas of `items` in order, each run of one schema (mostly the whole batch) once."""
+    steps: list[RowSchema] = []
+    for change in items:
+        schema = change.schema
+        if schema is not None and (not steps or (schema is not steps[-1] and schema != steps[-1])):
+            steps.append(schema)
+    return steps
 
 
 def sql_value(value: Any) -> Any:
