@@ -98,6 +98,30 @@ def abandon_start(proc: subprocess.Popen[bytes], pid_file: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
+def start_module(module: str, args: list[str], *, home: Path, out_file: Path, pid_file: Path,
+                 ready: Callable[[], bool], timeout_s: float, failed: Callable[[], str]) -> int:
+    """Run `python -m module args…` from `home` in its own session (output appended to `out_file`, pid in
+    `pid_file`) and wait until `ready()`; on exit, timeout or interrupt nothing is left running and
+    StackError carries `failed()` (the message and the output's tail). The icetide-side collectors
+    (access log, Trino audit) start this way."""
+    from icetide.errors import StackError
+
+    with out_file.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=home)
+    pid_file.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise StackError(failed())
+            time.sleep(0.1)
+    except BaseException:
+        abandon_start(proc, pid_file)
+        raise
+    return proc.pid
+
+
 def log_tail(*paths: Path, lines: int = 25, empty: str = "(no output)") -> str:
     """The last `lines` lines of each non-empty file, headed by its path (for error messages)."""
     chunks = []

@@ -26,7 +26,6 @@ import json
 import os
 import socket
 import socketserver
-import subprocess
 import sys
 import threading
 import time
@@ -34,8 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from icetide.errors import ConfigError, StackError
-from icetide.process import abandon_start, free_port, live_pid, log_tail, rss_bytes, runs_with, stop_group
+from icetide.errors import ConfigError
+from icetide.process import free_port, live_pid, log_tail, rss_bytes, runs_with, start_module, stop_group
 from icetide.services.shape import StateHome
 
 if TYPE_CHECKING:
@@ -217,21 +216,9 @@ class AccessLogCollector(StateHome):
         storage = settings.storage if settings is not None else None
         max_bytes = int((storage.access_log_max_mb if storage else DEFAULT_MAX_MB) * 2**20)
         keep = storage.access_log_keep if storage else DEFAULT_KEEP
-        with self.out_file.open("ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", __name__, str(self.home), str(max_bytes), str(keep)],
-                                    stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    cwd=self.home)
-        self.pid_file.write_text(f"{proc.pid}\n")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        try:
-            while not self.ready():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise StackError("the access-log collector did not start\n" + self.output())
-                time.sleep(0.1)
-        except BaseException:
-            abandon_start(proc, self.pid_file)
-            raise
+        start_module(__name__, [str(self.home), str(max_bytes), str(keep)], home=self.home,
+                     out_file=self.out_file, pid_file=self.pid_file, ready=self.ready, timeout_s=START_TIMEOUT_S,
+                     failed=lambda: "the access-log collector did not start\n" + self.output())
         return self.endpoints()
 
     def ready(self) -> bool:

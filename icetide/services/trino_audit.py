@@ -22,17 +22,14 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-import subprocess
 import sys
-import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from icetide.audit import AuditLog, log_path
-from icetide.errors import StackError
-from icetide.process import abandon_start, free_port, live_pid, log_tail, port_is_free, runs_with, stop_group
+from icetide.process import free_port, live_pid, log_tail, port_is_free, runs_with, start_module, stop_group
 
 HOST = "127.0.0.1"
 PATH = "/v1/audit/trino"
@@ -186,20 +183,9 @@ class AuditReceiver:
             write_private(self.token_file, secrets.token_urlsafe(32) + "\n")
         previous = self.port()
         self.port_file.write_text(f"{previous if previous and port_is_free(HOST, previous) else free_port(HOST)}\n")
-        with self.out_file.open("ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", __name__, str(self.home)], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    cwd=self.home)
-        self.pid_file.write_text(f"{proc.pid}\n")
-        deadline = time.monotonic() + START_TIMEOUT_S
-        try:
-            while not self.ready():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise StackError("the Trino audit receiver did not start\n" + self.output())
-                time.sleep(0.1)
-        except BaseException:
-            abandon_start(proc, self.pid_file)
-            raise
+        start_module(__name__, [str(self.home)], home=self.home, out_file=self.out_file, pid_file=self.pid_file,
+                     ready=self.ready, timeout_s=START_TIMEOUT_S,
+                     failed=lambda: "the Trino audit receiver did not start\n" + self.output())
         return self.url()
 
     def ready(self) -> bool:
