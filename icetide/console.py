@@ -13,6 +13,7 @@ from __future__ import annotations
 import decimal
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -160,3 +161,27 @@ def progress(label: str, total: float | None = None, unit: str = "", quiet: bool
         yield _RichBar(bar, task)
         if bar.tasks[0].total is None:  # unknown total: show the work as finished, not as a spinner
             bar.update(task, total=bar.tasks[0].completed or 1, completed=bar.tasks[0].completed or 1)
+
+
+@contextmanager
+def polling(poll: Callable[[], None], name: str, interval_s: float = 0.5) -> Iterator[None]:
+    """Call `poll` every `interval_s` on a daemon thread while the block runs, and once more at its end —
+    how a bar follows work it cannot count itself (Spark's tasks, the Flink worker's files). A bar is
+    cosmetic: an error in `poll` ends the polling, never the work."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                poll()
+            except Exception:  # e.g. a Spark session going down: no thread traceback over the command's output
+                return
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+

@@ -7,13 +7,13 @@ long action's tasks on a progress bar (icetide.console).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from icetide import jvm
 from icetide.catalog import spark_conf
+from icetide.console import polling
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -87,7 +87,6 @@ def task_progress(spark: SparkSession, bar: Bar, interval_s: float = 0.5) -> Ite
     so stages Spark skipped (their output reused) do not leave the bar short."""
     tracker = spark.sparkContext.statusTracker()
     before = set(tracker.getJobIdsForGroup(None))
-    stop = threading.Event()
 
     def poll() -> None:
         done = total = 0
@@ -102,18 +101,6 @@ def task_progress(spark: SparkSession, bar: Bar, interval_s: float = 0.5) -> Ite
         if total:
             bar.update(completed=done, total=total)
 
-    def loop() -> None:
-        while not stop.wait(interval_s):
-            try:
-                poll()
-            except Exception:  # the bar is cosmetic: a session going down must not print a thread traceback
-                return
-
-    thread = threading.Thread(target=loop, name="spark-task-progress", daemon=True)
-    thread.start()
-    try:
+    with polling(poll, "spark-task-progress", interval_s):
         yield
-    finally:
-        stop.set()
-        thread.join()
     poll()

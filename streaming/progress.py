@@ -9,12 +9,12 @@ bar while it waits for the job. Only `--once` runs write them (an unbounded job 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from icetide.console import polling
 from icetide.errors import IcetideError
 
 if TYPE_CHECKING:
@@ -74,18 +74,7 @@ def estimate(settings: Settings, tables: list[str], seeds: dict[str, str], start
 def watch(run_dir: str, bar: Bar, interval_s: float = PROGRESS_S) -> Iterator[None]:
     """Poll the worker's progress files onto `bar` while the block (the job) runs; at the end the bar's
     total becomes what was published (the estimate was only an estimate)."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(interval_s):
-            bar.update(completed=published(run_dir))
-
-    thread = threading.Thread(target=loop, name="cdc-run-progress", daemon=True)
-    thread.start()
-    try:
+    with polling(lambda: bar.update(completed=published(run_dir)), "cdc-run-progress", interval_s):
         yield
-    finally:
-        stop.set()
-        thread.join()
     done = published(run_dir)
     bar.update(completed=done, total=done)
