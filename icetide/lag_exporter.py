@@ -9,6 +9,10 @@ positions there, connectors/consumer.py) and the partitions' end offsets, like B
 - `icetide_kafka_consumergroup_committed_offset{group,topic,partition}` — the committed offset itself
   (an alert compares it over time: lag that waits while the offset stands still means nobody applies).
 
+It also serves the access policy's `icetide_policy_denied_accesses_total{action}` and
+`icetide_policy_version{policy_id}`, read from the audit log under `state_dir` (icetide/audit_metrics.py):
+the commands that write that log are one-shot, and this is the stack's long-running exporter.
+
 CONFIG is a JSON file: `bootstrap`, `host`, `port` (0 → free), `state_dir` (where it registers its target).
 """
 
@@ -26,6 +30,8 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from icetide.audit import log_path
+from icetide.audit_metrics import AuditMetrics
 from icetide.metrics import new_registry, register_target, serve
 
 log = logging.getLogger("icetide.lag_exporter")
@@ -100,6 +106,7 @@ def main(argv: list[str]) -> int:
     config: dict[str, Any] = json.loads(Path(argv[0]).read_text())
     registry = new_registry()
     registry.register(GroupLagCollector(config["bootstrap"]))
+    registry.register(AuditMetrics(log_path(config["state_dir"])))
     server, port = serve(registry, config["host"], int(config.get("port", 0)))
     register_target(Path(config["state_dir"]), "icetide-kafka-lag", config["host"], port, name="lag-exporter")
     (Path(argv[0]).parent / "lag-exporter.port").write_text(f"{port}\n")

@@ -19,6 +19,7 @@ def catalogue() -> list[tuple[str, str, list[dict[str, Any]]]]:
     """(process, scrape job, [{name, type, labels, help}]) for every icetide process serving /metrics."""
     from batch.metrics import backup_metrics, health_metrics
     from connectors.metrics import ConsumerMetrics
+    from icetide.audit_metrics import metric_families
     from icetide.lag_exporter import families
     from streaming.metrics import CdcMetrics
 
@@ -33,6 +34,8 @@ def catalogue() -> list[tuple[str, str, list[dict[str, Any]]]]:
 
     lag = [{"name": f.name, "type": f.type, "labels": ["group", "topic", "partition"], "help": f.documentation}
            for f in families()]
+    lag += [{"name": f.name + ("_total" if f.type == "counter" else ""), "type": f.type, "labels": labels,
+             "help": f.documentation} for f, labels in zip(metric_families(), (["action"], ["policy_id"]), strict=True)]
     return [
         ("`icetide cdc run` (the change-stream job's Python worker, `--metrics-port`)", "icetide-cdc",
          from_registry(CdcMetrics().registry)),
@@ -40,7 +43,8 @@ def catalogue() -> list[tuple[str, str, list[dict[str, Any]]]]:
          from_registry(ConsumerMetrics().registry)),
         ("`icetide maint exporter` (table health)", "icetide-table-health", from_registry(health_metrics().registry)),
         ("`icetide dr backup --every` (`--metrics-port`)", "icetide-dr", from_registry(backup_metrics().registry)),
-        ("the consumer-group lag exporter (started by `stack up --monitoring`)", "icetide-kafka-lag", lag),
+        ("the stack's exporter: consumer-group lag and the policy audit log (started by `stack up --monitoring`)",
+         "icetide-kafka-lag", lag),
     ]
 
 

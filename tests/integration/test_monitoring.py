@@ -189,13 +189,52 @@ def _dashboard_targets() -> list[tuple[str, str, str]]:
     return out
 
 
-def test_no_dashboard_panel_is_dead(live: Live) -> None:
-    """Every panel's PromQL runs without error and returns data during the run (a dead panel fails)."""
+# A policy small enough to apply to the Trino target without a catalog or a key (the version is what the
+# security dashboard shows in force)
+POLICY = """
+policy: monitoring-demo
+version: 3
+principals:
+  groups: [readers]
+  users:
+    ana: {groups: [readers]}
+tags:
+  public: {default_mask: none}
+tables:
+  sales.vendas:
+    columns: {sale_id: [public]}
+    row_filters:
+      - id: rf-readers
+        to: {groups: [readers]}
+"""
+
+
+def test_no_dashboard_panel_is_dead(live: Live, health: str, tmp_path: Path) -> None:
+    """Every panel's PromQL, of every dashboard, runs without error and returns data during the run (a dead
+    panel fails): the consumer and the lag exporter feed the CDC board, the table-health exporter (probe
+    query included) the lake-health and query-trends boards, and a policy apply plus a query the gateway
+    denies (both audited; the lag exporter reads the audit log) the security board."""
+    policy, schema = tmp_path / "policy.yaml", tmp_path / "schema.yaml"
+    policy.write_text(POLICY)
+    schema.write_text("tables:\n  sales.vendas:\n    sale_id: long\n")
+    applied = subprocess.run([ICETIDE, "policy", "apply", "--target", "trino", "--schema", str(schema), str(policy)],
+                             env=live.env, capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr[-2000:]
+    # the gateway reads through the Spark views, which no apply here created: refused (and audited)
+    denied = subprocess.run([ICETIDE, "query", "--as", "mallory", "SELECT 1"], env=live.env, capture_output=True,
+                            text=True, timeout=60)
+    assert denied.returncode != 0 and "denied" in denied.stderr
     targets = _dashboard_targets()
-    assert targets
-    time.sleep(2)  # a few scrapes after the dead letters, so rate()/increase() have two points
-    dead = [(f, title, expr) for f, title, expr in targets if not live.query(expr)]
+    assert {f for f, _t, _e in targets} == {"icetide-cdc.json", "icetide-lake-health.json",
+                                            "icetide-query-trends.json", "icetide-security.json"}
+    dead = targets
+    deadline = time.monotonic() + 120  # the exporter's Spark answers its first probe; rate() needs two scrapes
+    while dead and time.monotonic() < deadline:
+        time.sleep(1)
+        dead = [(f, title, expr) for f, title, expr in dead if not live.query(expr)]
     assert not dead, f"panels whose query returns nothing: {dead}"
+    assert live.value('icetide_policy_version{policy_id="monitoring-demo"}') == 3
+    assert (live.value('sum(icetide_policy_denied_accesses_total{action="select"})') or 0) >= 1
 
 
 def test_status_json_from_the_live_run(live: Live) -> None:
@@ -293,12 +332,12 @@ def test_jvm_near_its_heap_limit_fires(live: Live, tmp_path: Path) -> None:
         (targets_dir(state_dir, "spark") / "heap-filler.json").unlink(missing_ok=True)
 
 
-def test_table_health_and_probe_query_alerts_fire(live: Live, spark: Any, base_settings: Any) -> None:
-    """Snapshot growth, small files and query time over SLA, from a real `maint exporter` (its own Spark, with
-    the JMX agent: job `spark`) on a real table: 120 tiny files in one commit, then 500 empty appends in one
-    transaction — the snapshots a streaming writer's checkpoints leave when nothing expires them. The probe
-    query is held to a 1 ms SLA, which no Spark query meets."""
-    from icetide.services.monitoring_config import EXTERNAL_METRICS
+@pytest.fixture(scope="module")
+def health(live: Live, spark: Any, base_settings: Any) -> Iterator[str]:
+    """A real `maint exporter` (its own Spark, with the JMX agent: job `spark`) on a real table, for the whole
+    module: 120 tiny files in one commit, then 500 empty appends in one transaction — the snapshots a streaming
+    writer's checkpoints leave when nothing expires them. The probe query is held to a 1 ms SLA, which no
+    Spark query meets. Yields the table's name."""
     from tests.fixtures.spark import fresh_table_name
 
     name = fresh_table_name("health")
@@ -315,15 +354,7 @@ def test_table_health_and_probe_query_alerts_fire(live: Live, spark: Any, base_s
                                  "--probe-sla-s", "0.001"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        for alert in ("IcetideTableSnapshotGrowth", "IcetideTableSmallFiles", "IcetideQueryOverSLA"):
-            wait_for(f"{alert} firing at the webhook", lambda a=alert: live.receiver.seen(a, "firing", table=name),
-                     timeout_s=150)
-        assert live.value(f'icetide_table_snapshots{{table="{name}"}}') == 501
-        # over the last 30 s: one scrape of a busy driver may miss its 0.5 s timeout (and mark its series stale)
-        assert live.value('max(max_over_time(up{job="spark"}[30s]))') == 1
-        missing = [m for m in EXTERNAL_METRICS["spark"][1]
-                   if not live.query(f'last_over_time({m}{{job="spark"}}[30s])')]
-        assert not missing, f"the Spark driver does not serve {missing}"
+        yield name
     finally:
         exporter.send_signal(signal.SIGINT)  # KeyboardInterrupt: the exporter removes its target files
         try:
@@ -331,6 +362,21 @@ def test_table_health_and_probe_query_alerts_fire(live: Live, spark: Any, base_s
         except subprocess.TimeoutExpired:
             os.killpg(exporter.pid, signal.SIGKILL)
             exporter.wait()
+
+
+def test_table_health_and_probe_query_alerts_fire(live: Live, health: str) -> None:
+    """Snapshot growth, small files and query time over SLA, from the table-health exporter (`health`)."""
+    from icetide.services.monitoring_config import EXTERNAL_METRICS
+
+    for alert in ("IcetideTableSnapshotGrowth", "IcetideTableSmallFiles", "IcetideQueryOverSLA"):
+        wait_for(f"{alert} firing at the webhook", lambda a=alert: live.receiver.seen(a, "firing", table=health),
+                 timeout_s=150)
+    assert live.value(f'icetide_table_snapshots{{table="{health}"}}') == 501
+    # over the last 30 s: one scrape of a busy driver may miss its 0.5 s timeout (and mark its series stale)
+    assert live.value('max(max_over_time(up{job="spark"}[30s]))') == 1
+    missing = [m for m in EXTERNAL_METRICS["spark"][1]
+               if not live.query(f'last_over_time({m}{{job="spark"}}[30s])')]
+    assert not missing, f"the Spark driver does not serve {missing}"
 
 
 def test_broker_down_fires(live: Live) -> None:
