@@ -19,6 +19,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -134,17 +135,21 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 
 _seq = iter(range(1, 10**6))
+PRODUCED: Counter[str] = Counter()  # decodable events produced per topic by `produce`
 
 
 TABLE = f"live{uuid.uuid4().hex[:6]}"  # topic icetide.sales.<TABLE>, as `cdc run` names it
 
 
-def produce(bootstrap: str, topic: str, n: int, table: str = TABLE, poison: int = 0) -> None:
+def produce(bootstrap: str, topic: str, n: int, table: str = TABLE, poison: int = 0,
+            committed_s_ago: float = 0.0) -> None:
+    """`n` insert events (and `poison` undecodable records); `committed_s_ago` dates their source commit back,
+    so the consumer measures that much commit→apply latency — a pipeline running late, as the SLA sees it."""
     from confluent_kafka import Producer
 
     seq = next(_seq)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    now = int(time.time() * 1000)
+    now = int((time.time() - committed_s_ago) * 1000)
     for i in range(n):
         source = Source(catalog="lake", db="sales", table=table, snapshot_id=1000 + seq, sequence_number=seq,
                         commit_ts_ms=now, ordinal=i)
@@ -153,6 +158,7 @@ def produce(bootstrap: str, topic: str, n: int, table: str = TABLE, poison: int 
     for _ in range(poison):
         producer.produce(topic, b"{not json", key=b'{"id":0}')
     assert producer.flush(30) == 0
+    PRODUCED[topic] += n
 
 
 def test_status_reports_urls_and_every_process_is_scraped(live: Live) -> None:
@@ -178,6 +184,18 @@ def test_dead_letter_alert_fires_and_resolves(live: Live) -> None:
     wait_for("IcetideCdcDeadLetters firing at the webhook",
              lambda: live.receiver.seen("IcetideCdcDeadLetters", "firing", reason="decode"))
     wait_for("IcetideCdcDeadLetters resolved", lambda: live.receiver.seen("IcetideCdcDeadLetters", "resolved"),
+             timeout_s=90)
+
+
+def test_commit_to_apply_over_its_sla_fires_and_resolves(live: Live) -> None:
+    # Changes committed 20 s before the consumer applies them: the p99 over the (scaled) window is far
+    # above the rule's 2 s; once no late change arrives the window empties and the alert resolves.
+    for _ in range(3):  # across more than the rule's scaled `for:`, so the condition holds throughout
+        produce(live.bootstrap, live.topic, 50, committed_s_ago=20.0)
+        time.sleep(2.0)
+    wait_for("IcetideCdcLatencyOverSLA firing at the webhook",
+             lambda: live.receiver.seen("IcetideCdcLatencyOverSLA", "firing"), timeout_s=90)
+    wait_for("IcetideCdcLatencyOverSLA resolved", lambda: live.receiver.seen("IcetideCdcLatencyOverSLA", "resolved"),
              timeout_s=90)
 
 
@@ -247,7 +265,8 @@ def test_status_json_from_the_live_run(live: Live) -> None:
     assert data["source"] == "prometheus" and data["broker"]["running"] is True
     assert data["jobs"]["icetide-consumer"] == {"up": 1, "down": 0}
     row = data["tables"][f"sales.{TABLE}"]
-    assert row["applied_events"] == 210 and row["lag_events"] == 0 and row["last_applied_snapshot"] > 1000
+    assert row["applied_events"] == PRODUCED[live.topic] and row["lag_events"] == 0
+    assert row["last_applied_snapshot"] > 1000
     assert data["dead_letters"]["decode"] == 2 and data["commit_to_apply_p99_s"] is not None
     samples, jobs, _alerts = from_endpoints(live.stack.settings)
     assert jobs["icetide-consumer"] == {"up": 1, "down": 0}
