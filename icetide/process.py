@@ -90,6 +90,17 @@ def stop_group(pid: int, is_ours: Callable[[int], bool], timeout_s: float) -> No
             time.sleep(0.1)
 
 
+def stop_recorded(pid_file: Path, is_ours: Callable[[int], bool], timeout_s: float) -> bool:
+    """Stop the process group whose pid `pid_file` records (if it is still ours) and forget the file; True if
+    one was running. Every service's `stop` is this."""
+    pid = live_pid(pid_file, is_ours)
+    if pid is None:
+        return False
+    stop_group(pid, is_ours, timeout_s)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
 def abandon_start(proc: subprocess.Popen[bytes], pid_file: Path) -> None:
     """Undo a start that failed or was interrupted: kill the new process group, forget its pid file."""
     if proc.poll() is None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from icetide import jvm
 from icetide.errors import SetupError, StackError
-from icetide.process import abandon_start, free_port, live_pid, log_tail, rss_bytes, stop_group
+from icetide.process import abandon_start, free_port, live_pid, log_tail, rss_bytes, stop_recorded
 
 RUNNER_NAME = "apicurio-registry-runner.jar"
 CCOMPAT_PATH = "/apis/ccompat/v7"
@@ -120,12 +120,7 @@ class Registry:
 
     def stop(self) -> bool:
         """Stop the registry this state dir started; True if one was running."""
-        pid = self._live_pid()
-        if pid is None:
-            return False
-        stop_group(pid, self._pid_is_ours, STOP_TIMEOUT_S)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_recorded(self.pid_file, self._pid_is_ours, STOP_TIMEOUT_S)
 
     def status(self) -> RegistryStatus:
         """What runs now (never starts or stops anything, apart from removing a stale pid file)."""

@@ -30,7 +30,7 @@ from icetide import jvm, kafka_client, kafka_security
 from icetide.broker_config import cluster_id, log4j2_config, server_properties
 from icetide.errors import StackError
 from icetide.jvm import FAST_START_OPTS
-from icetide.process import abandon_start, free_port, live_pid, log_tail, port_is_free, stop_group
+from icetide.process import abandon_start, free_port, live_pid, log_tail, port_is_free, stop_recorded
 from icetide.services import lake
 from icetide.services.monitoring import Monitoring
 from icetide.services.trino import TrinoServer
@@ -193,11 +193,8 @@ class Stack:
     def _down(self) -> bool:
         monitored = Monitoring(self.settings.state_dir).stop()
         trino = TrinoServer(self.settings.state_dir).stop()
-        pid = self._live_pid()
-        if pid is not None:
-            stop_group(pid, self._pid_is_broker, STOP_TIMEOUT_S)
-            self.pid_file.unlink(missing_ok=True)
-        return bool(lake.stop_all(self.settings.state_dir)) or pid is not None or monitored or trino
+        broker = stop_recorded(self.pid_file, self._pid_is_broker, STOP_TIMEOUT_S)
+        return bool(lake.stop_all(self.settings.state_dir)) or broker or monitored or trino
 
     def status(self) -> StackStatus:
         """What runs now (never starts or stops anything, apart from removing a stale pid file)."""

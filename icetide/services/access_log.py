@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from icetide.errors import ConfigError
-from icetide.process import free_port, live_pid, log_tail, rss_bytes, runs_with, start_module, stop_group
+from icetide.process import free_port, live_pid, log_tail, rss_bytes, runs_with, start_module, stop_recorded
 from icetide.services.shape import StateHome
 
 if TYPE_CHECKING:
@@ -236,12 +236,7 @@ class AccessLogCollector(StateHome):
         return True
 
     def stop(self) -> bool:
-        pid = self.live_pid()
-        if pid is None:
-            return False
-        stop_group(pid, self._is_ours, STOP_TIMEOUT_S)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return self._home is not None and stop_recorded(self.pid_file, self._is_ours, STOP_TIMEOUT_S)
 
     def status(self) -> dict[str, Any]:
         pid = self.live_pid()

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from icetide.errors import SetupError, StackError
 from icetide.jvm import PROJECT_ROOT
 from icetide.metrics import register_target, targets_dir
-from icetide.process import free_port, live_pid, log_tail, port_is_free, rss_bytes, runs_with, stop_group
+from icetide.process import free_port, live_pid, log_tail, port_is_free, rss_bytes, runs_with, stop_group, stop_recorded
 from icetide.services.access_log import AccessLogCollector
 from icetide.services.identities import Identities
 from icetide.services.shape import Need, StateHome, require
@@ -160,13 +160,10 @@ class ObjectStore(StateHome):
         """Stop the store, then its access-log collector (which receives the store's last records)."""
         if self._home is None:
             return False
-        pid = self.live_pid()
-        if pid is not None:
-            stop_group(pid, self._is_ours, STOP_TIMEOUT_S)
-            self.pid_file.unlink(missing_ok=True)
+        stopped = stop_recorded(self.pid_file, self._is_ours, STOP_TIMEOUT_S)
         (targets_dir(self.home.parent, "object-store") / "seaweedfs.json").unlink(missing_ok=True)
         AccessLogCollector(self.home.parent).stop()
-        return pid is not None
+        return stopped
 
     def status(self) -> dict[str, Any]:
         pid = self.live_pid() if self._home is not None else None

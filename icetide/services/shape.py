@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from icetide import jvm
 from icetide.errors import SetupError, StackError
-from icetide.process import abandon_start, live_pid, log_tail, rss_bytes, runs_with, stop_group
+from icetide.process import abandon_start, live_pid, log_tail, rss_bytes, runs_with, stop_recorded
 
 
 @dataclass(frozen=True)
@@ -133,12 +133,7 @@ class JvmProcess:
 
     def stop(self, timeout_s: float) -> bool:
         """SIGTERM (then SIGKILL after `timeout_s`) the process group; True if one was running."""
-        pid = self.live_pid()
-        if pid is None:
-            return False
-        stop_group(pid, self.is_ours, timeout_s)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_recorded(self.pid_file, self.is_ours, timeout_s)
 
     def rss_bytes(self) -> int | None:
         pid = self.live_pid()

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from icetide.audit import AuditLog, log_path
-from icetide.process import free_port, live_pid, log_tail, port_is_free, runs_with, start_module, stop_group
+from icetide.process import (
+    free_port,
+    live_pid,
+    log_tail,
+    port_is_free,
+    runs_with,
+    start_module,
+    stop_recorded,
+)
 
 HOST = "127.0.0.1"
 PATH = "/v1/audit/trino"
@@ -205,12 +213,7 @@ class AuditReceiver:
         return False
 
     def stop(self) -> bool:
-        pid = self.live_pid()
-        if pid is None:
-            return False
-        stop_group(pid, self._is_ours, STOP_TIMEOUT_S)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_recorded(self.pid_file, self._is_ours, STOP_TIMEOUT_S)
 
     def status(self) -> dict[str, Any]:
         pid = self.live_pid()
