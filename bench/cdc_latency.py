@@ -52,6 +52,15 @@ def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         return subprocess.Popen(argv, env=env, stdout=out, stderr=out, start_new_session=True)
 
 
+def create_table(spark: Any) -> None:
+    """The benchmark's keyed merge-on-read table (`TABLE`), which `Writer` writes to."""
+    spark.sql("CREATE NAMESPACE IF NOT EXISTS bench")
+    spark.sql(f"CREATE TABLE {TABLE} (id BIGINT NOT NULL, qty INT, product STRING, at TIMESTAMP) USING iceberg "
+              "TBLPROPERTIES ('format-version'='2', 'write.delete.mode'='merge-on-read', "
+              "'write.update.mode'='merge-on-read', 'write.merge.mode'='merge-on-read')")
+    spark.sql(f"ALTER TABLE {TABLE} SET IDENTIFIER FIELDS id")
+
+
 def stop(proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -183,11 +192,7 @@ def main() -> None:
     apply_argv = [ICETIDE, "cdc", "apply", "--sink", "postgres", "--json"]
     try:
         spark = spark_session(settings)
-        spark.sql("CREATE NAMESPACE IF NOT EXISTS bench")
-        spark.sql(f"CREATE TABLE {TABLE} (id BIGINT NOT NULL, qty INT, product STRING, at TIMESTAMP) USING iceberg "
-                  "TBLPROPERTIES ('format-version'='2', 'write.delete.mode'='merge-on-read', "
-                  "'write.update.mode'='merge-on-read', 'write.merge.mode'='merge-on-read')")
-        spark.sql(f"ALTER TABLE {TABLE} SET IDENTIFIER FIELDS id")
+        create_table(spark)
         writer = Writer(spark)
         writer.insert(100)  # warm-up: the pipeline is up once these rows are downstream
         job = start([ICETIDE, "cdc", "run", "--tables", TABLE], env, logs / "job.log")

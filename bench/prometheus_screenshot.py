@@ -35,7 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cdc_latency import TABLE, Writer, start, stop
+from cdc_latency import TABLE, Writer, create_table, start, stop
 from report import emit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,11 +104,7 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         spark = spark_session(settings)
-        spark.sql("CREATE NAMESPACE IF NOT EXISTS bench")
-        spark.sql(f"CREATE TABLE {TABLE} (id BIGINT NOT NULL, qty INT, product STRING, at TIMESTAMP) USING iceberg "
-                  "TBLPROPERTIES ('format-version'='2', 'write.delete.mode'='merge-on-read', "
-                  "'write.update.mode'='merge-on-read', 'write.merge.mode'='merge-on-read')")
-        spark.sql(f"ALTER TABLE {TABLE} SET IDENTIFIER FIELDS id")
+        create_table(spark)
         writer = Writer(spark)
         writer.insert(100)
         procs.append(start([ICETIDE, "cdc", "run", "--tables", TABLE, "--metrics-port", "0"], env, logs / "job.log"))

@@ -8,9 +8,6 @@ later tests on the lake use the new keys, as any process following the files mus
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import pytest
 
 from icetide.catalog import pyiceberg_catalog
 from icetide.events import topic_for
+from icetide.process import stop_group
 from icetide.services.identities import rotate_s3
 from icetide.services.object_store import s3_client
 from icetide.settings import Settings
@@ -95,13 +93,7 @@ def test_a_running_cdc_job_follows_a_cdc_key_rotation(lake_spark: Any, lake_sett
             time.sleep(1)
         assert job.poll() is None, "the job kept running"
     finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGTERM)
-            try:
-                job.wait(60)
-            except subprocess.TimeoutExpired:  # it must not outlive the test
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait()
+        stop_group(job.pid, lambda _: job.poll() is None, 60.0)  # SIGTERM, then SIGKILL: it must not outlive the test
     expected = Changelog(pyiceberg_catalog(lake_settings).load_table(table), lake_settings.catalog.name).events(None)
     assert seen == {e.source.position for e in expected}, "nothing lost"
     assert old.access_key_id != s3_key(lake_settings, "cdc").access_key_id

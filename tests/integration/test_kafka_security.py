@@ -26,6 +26,7 @@ from connectors.sqlite import SqliteConfig, SqliteSink
 from icetide import kafka_client
 from icetide.catalog import pyiceberg_catalog
 from icetide.events import from_json, topic_for
+from icetide.process import stop_group
 from icetide.settings import Settings, load_settings
 from icetide.stack import Stack, StackStatus
 from streaming.changelog import Changelog
@@ -294,13 +295,7 @@ def test_a_running_cdc_job_follows_a_rotated_password_and_the_old_one_is_refused
         assert "_AUTHENTICATION" in _errors(old, "metadata")  # the old password is refused
         assert job.poll() is None, "the job kept running"
     finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGTERM)
-            try:
-                job.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(job.pid, signal.SIGKILL)
-                job.wait()
+        stop_group(job.pid, lambda _: job.poll() is None, 60.0)  # SIGTERM, then SIGKILL: it must not outlive the test
 
 
 def test_no_password_in_any_log(secure: tuple[Settings, StackStatus], secure_env: dict[str, str]) -> None:
