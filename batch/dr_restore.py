@@ -89,22 +89,37 @@ def _in_catalog(catalog: Catalog, name: str) -> bool:
     return tuple(name.split(".")) in {tuple(i) for i in catalog.list_tables(namespace)}
 
 
-def stream_ahead(settings: Settings, restored: dict[str, dict[str, Any]]) -> list[str]:
-    """Tables whose downstream (a SQLite sink) applied commits past the restored version.
+def _applied_sequences(settings: Settings) -> dict[str, Any]:
+    """The newest event sequence the configured sink applied, per topic (empty: no sink state yet)."""
+    query = f'SELECT topic, max(event_sequence) FROM "{SINK_POSITIONS_TABLE}" GROUP BY topic'
+    if settings.sink.kind == "postgres":
+        import psycopg
 
-    New commits on the restored table reuse those sequence numbers, and the sink would skip them as replays:
-    the downstream must come back from the same backup (`--downstream`) or be rebuilt."""
+        if settings.sink.postgres_dsn is None:
+            return {}
+        with psycopg.connect(settings.sink.postgres_dsn.get_secret_value()) as pg:
+            row = pg.execute("SELECT to_regclass(%s)", (f'"{SINK_POSITIONS_TABLE}"',)).fetchone()
+            if row is None or row[0] is None:
+                return {}
+            return dict(pg.execute(query).fetchall())
     path = settings.sqlite_path
-    if settings.sink.kind != "sqlite" or not path.is_file():
-        return []
+    if not path.is_file():
+        return {}
     conn = sqlite3.connect(path)
     try:
         have = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
                             (SINK_POSITIONS_TABLE,)).fetchone()
-        query = f'SELECT topic, max(event_sequence) FROM "{SINK_POSITIONS_TABLE}" GROUP BY topic'
-        applied = dict(conn.execute(query).fetchall()) if have else {}
+        return dict(conn.execute(query).fetchall()) if have else {}
     finally:
         conn.close()
+
+
+def stream_ahead(settings: Settings, restored: dict[str, dict[str, Any]]) -> list[str]:
+    """Tables whose downstream (the SQLite or PostgreSQL sink) applied commits past the restored version.
+
+    New commits on the restored table reuse those sequence numbers, and the sink would skip them as replays:
+    the downstream must come back from the same backup (`--downstream`) or be rebuilt."""
+    applied = _applied_sequences(settings)
     warnings = []
     for name, table in restored.items():
         namespace, _, short = name.rpartition(".")
@@ -141,7 +156,7 @@ def restore_catalog_db(settings: Settings, store: BackupStore, manifest: dict[st
 
 def restore(settings: Settings, catalog_factory: Any, store: BackupStore, backup_id: str | None = None,
             tables: list[str] | None = None, replace: bool = False, catalog_db: bool = False,
-            downstream: bool = False) -> dict[str, Any]:
+            downstream: bool = False, allow_ahead: bool = False) -> dict[str, Any]:
     """Check, copy back and register; the timings add up to the restore's share of the RTO."""
     manifest = store.load(backup_id)
     names = tables or sorted(manifest["tables"])
@@ -152,6 +167,11 @@ def restore(settings: Settings, catalog_factory: Any, store: BackupStore, backup
     if manifest["warehouse"] != settings.warehouse:
         raise ConfigError(f"backup {manifest['id']} is of warehouse {manifest['warehouse']}, this configuration's "
                           f"is {settings.warehouse}: a restore puts files back at their original paths")
+    if not downstream:  # a downstream ahead of the backup would skip the restored table's new commits
+        ahead = stream_ahead(settings, {n: manifest["tables"][n] for n in names})
+        if ahead and not allow_ahead:
+            raise ConfigError("refusing to restore, nothing was written: " + "; ".join(ahead)
+                              + " (reset the downstream first, or pass --allow-downstream-ahead to restore anyway)")
     clock = time.perf_counter()
     checked = store.check(manifest, names)
     check_s = time.perf_counter() - clock
