@@ -104,3 +104,41 @@ def test_a_downstream_ahead_of_the_restored_table_is_named(tmp_path: Path) -> No
     warnings = stream_ahead(settings, {"ns.ahead": {"sequence_number": 5}, "ns.even": {"sequence_number": 5},
                                        "ns.unseen": {"sequence_number": 1}})
     assert len(warnings) == 1 and warnings[0].startswith("ns.ahead: the downstream applied changes up to sequence 7")
+
+
+class _CatalogReached(Exception):
+    """Raised by the catalog factory: the restore got past its refusals to the point of writing."""
+
+
+def _never_a_catalog() -> None:
+    raise _CatalogReached
+
+
+def test_restore_refuses_before_writing_when_the_downstream_is_ahead(tmp_path: Path) -> None:
+    from batch.dr_restore import restore
+    from connectors.base import POSITIONS_TABLE
+
+    settings = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(tmp_path / "state")})
+    source = tmp_path / "warehouse" / "ns" / "ahead" / "data" / "part-0.parquet"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"PAR1" + bytes(range(256)))
+    store = BackupStore(tmp_path / "backups")
+    entry = store.copy_in(None, source.as_uri(), "data")  # type: ignore[arg-type]  # local files need no FileIO
+    store.commit({"id": "20260101T000000.000000Z", "warehouse": settings.warehouse, "extras": [],
+                  "tables": {"ns.ahead": {"files": [entry.to_dict()], "sequence_number": 5, "snapshot_id": 1,
+                                          "metadata_location": source.as_uri()}}})
+    source.unlink()  # the loss the restore would repair
+    settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(settings.sqlite_path)
+    conn.execute(f'CREATE TABLE "{POSITIONS_TABLE}" (topic TEXT, kafka_partition INTEGER, applied_offset INTEGER, '
+                 "event_sequence INTEGER, event_ordinal INTEGER)")
+    conn.execute(f'INSERT INTO "{POSITIONS_TABLE}" VALUES (\'icetide.ns.ahead\', 0, 9, 7, 0)')
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(ConfigError, match=r"nothing was written: ns.ahead: the downstream applied changes up to "
+                                          r"sequence 7.*--allow-downstream-ahead"):
+        restore(settings, _never_a_catalog, store)
+    assert not source.exists()
+    with pytest.raises(_CatalogReached):  # the operator's override goes on to the catalog
+        restore(settings, _never_a_catalog, store, allow_ahead=True)
