@@ -101,22 +101,30 @@ class GroupLagCollector(Collector):
         yield committed
 
 
-def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config: dict[str, Any] = json.loads(Path(argv[0]).read_text())
+def serve_until_stopped(bootstrap: str, host: str, port: int, state_dir: Path,
+                        port_file: Path | None = None) -> int:
+    """Serve the group lag and the audit log's policy metrics on host:port until SIGTERM/SIGINT."""
     registry = new_registry()
-    registry.register(GroupLagCollector(config["bootstrap"]))
-    registry.register(AuditMetrics(log_path(config["state_dir"])))
-    server, port = serve(registry, config["host"], int(config.get("port", 0)))
-    register_target(Path(config["state_dir"]), "icetide-kafka-lag", config["host"], port, name="lag-exporter")
-    (Path(argv[0]).parent / "lag-exporter.port").write_text(f"{port}\n")
-    log.info("serving http://%s:%s/metrics for %s", config["host"], port, config["bootstrap"])
+    registry.register(GroupLagCollector(bootstrap))
+    registry.register(AuditMetrics(log_path(state_dir)))
+    server, bound = serve(registry, host, port)
+    register_target(state_dir, "icetide-kafka-lag", host, bound, name="lag-exporter")
+    if port_file is not None:
+        port_file.write_text(f"{bound}\n")
+    log.info("serving http://%s:%s/metrics for %s", host, bound, bootstrap)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     server.shutdown()
     return 0
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config: dict[str, Any] = json.loads(Path(argv[0]).read_text())
+    return serve_until_stopped(config["bootstrap"], config["host"], int(config.get("port", 0)),
+                               Path(config["state_dir"]), Path(argv[0]).parent / "lag-exporter.port")
 
 
 if __name__ == "__main__":

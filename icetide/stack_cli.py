@@ -1,7 +1,8 @@
-"""`icetide stack up | down | status | access-log | rotate`: the embedded Kafka broker, the catalog, and the
-lake services the settings ask for (object store, REST catalog); the object store's access log; credential
-rotation (`rotate KIND`, one entry of `ROTATORS` per kind). `store-secrets` and `provision` set up an object
-store a deployment runs (docker-compose.yml, k8s/) the way `up` sets up the embedded one."""
+"""`icetide stack up | down | status | access-log | rotate | lag-exporter`: the embedded Kafka broker, the
+catalog, and the lake services the settings ask for (object store, REST catalog); the object store's access log;
+credential rotation (`rotate KIND`, one entry of `ROTATORS` per kind); the consumer-group lag exporter a
+deployment runs as a service. `store-secrets` and `provision` set up an object store a deployment runs
+(docker-compose.yml, k8s/) the way `up` sets up the embedded one."""
 
 from __future__ import annotations
 
@@ -137,6 +138,22 @@ def provision(app: App, out: Path, known: Path | None, k8s_secrets: bool, noncur
     if done["k8s_secrets"]:
         lines.append(f"Kubernetes Secrets applied: {', '.join(done['k8s_secrets'])}")
     emit(done, as_json, "\n".join(lines))
+
+
+@stack.command("lag-exporter")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
+              help="HTTP port for /metrics (0 → a free one).")
+@click.pass_obj
+def lag_exporter(app: App, port: int) -> None:
+    """Serve consumer-group lag read from the broker and the policy audit metrics, for Prometheus (Ctrl-C stops).
+
+    `stack up --monitoring` starts this beside the embedded Prometheus; a deployment runs it as a service."""
+    from icetide.lag_exporter import serve_until_stopped
+    from icetide.stack import kafka_bootstrap
+
+    settings = app.settings
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    serve_until_stopped(kafka_bootstrap(settings), settings.metrics.host, port, settings.state_dir)
 
 
 @stack.command("access-log")

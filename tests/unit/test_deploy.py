@@ -43,7 +43,8 @@ from tests.unit.deploy_files import (
 )
 
 pytestmark = pytest.mark.unit
-METRICS_COMMANDS = {("cdc", "run"): "metrics_port", ("cdc", "apply"): "metrics_port", ("maint", "exporter"): "port"}
+METRICS_COMMANDS = {("cdc", "run"): "metrics_port", ("cdc", "apply"): "metrics_port", ("maint", "exporter"): "port",
+                    ("stack", "lag-exporter"): "port"}
 IDENTITIES_VOLUME = "s3-identities"  # <role>/credentials, written by s3-init
 
 
@@ -125,7 +126,7 @@ def test_compose_command_resolves_to_a_real_command(name: str) -> None:
 def test_compose_services_run_what_the_brief_asks() -> None:
     commands = {n: tuple(s["command"][:2]) for n, s in _icetide_services().items() if "profiles" not in s}
     assert sorted(commands.values()) == [("cdc", "apply"), ("cdc", "run"), ("maint", "exporter"),
-                                         ("stack", "provision")]
+                                         ("stack", "lag-exporter"), ("stack", "provision")]
     apply = _icetide_services()["cdc-apply"]["command"]
     assert apply[apply.index("--sink") + 1] == "postgres"
     assert "--once" not in _icetide_services()["cdc-run"]["command"]  # continuous
