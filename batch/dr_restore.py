@@ -167,11 +167,11 @@ def restore(settings: Settings, catalog_factory: Any, store: BackupStore, backup
     if manifest["warehouse"] != settings.warehouse:
         raise ConfigError(f"backup {manifest['id']} is of warehouse {manifest['warehouse']}, this configuration's "
                           f"is {settings.warehouse}: a restore puts files back at their original paths")
-    if not downstream:  # a downstream ahead of the backup would skip the restored table's new commits
-        ahead = stream_ahead(settings, {n: manifest["tables"][n] for n in names})
-        if ahead and not allow_ahead:
-            raise ConfigError("refusing to restore, nothing was written: " + "; ".join(ahead)
-                              + " (reset the downstream first, or pass --allow-downstream-ahead to restore anyway)")
+    restored = {n: manifest["tables"][n] for n in names}
+    ahead = [] if downstream else stream_ahead(settings, restored)  # it would skip the restored tables' new commits
+    if ahead and not allow_ahead:
+        raise ConfigError("refusing to restore, nothing was written: " + "; ".join(ahead)
+                          + " (reset the downstream first, or pass --allow-downstream-ahead to restore anyway)")
     clock = time.perf_counter()
     checked = store.check(manifest, names)
     check_s = time.perf_counter() - clock
@@ -208,7 +208,7 @@ def restore(settings: Settings, catalog_factory: Any, store: BackupStore, backup
             settings.sqlite_path.with_name(settings.sqlite_path.name + suffix).unlink(missing_ok=True)
         store.restore_extra(extras["downstream-sqlite"], settings.sqlite_path)
         out["downstream"] = "restored"
-    out["warnings"] = stream_ahead(settings, {n: manifest["tables"][n] for n in names})
+    out["warnings"] = stream_ahead(settings, restored) if downstream else ahead  # the sink's positions: read once
     out["seconds"] = {"check": round(check_s, 3), "copy": round(copy_s, 3), "register": round(register_s, 3),
                       "total": round(time.perf_counter() - clock, 3)}
     return out

@@ -147,7 +147,7 @@ def provision(app: App, out: Path, known: Path | None, k8s_secrets: bool, noncur
 def lag_exporter(app: App, port: int) -> None:
     """Serve consumer-group lag read from the broker and the policy audit metrics, for Prometheus (Ctrl-C stops).
 
-    `stack up --monitoring` starts this beside the embedded Prometheus; a deployment runs it as a service."""
+    The serving loop `stack up --monitoring` runs beside its Prometheus; a deployment runs this as a service."""
     from icetide.lag_exporter import serve_until_stopped
     from icetide.stack import kafka_bootstrap
 
