@@ -97,22 +97,26 @@ class PostgresSink(Sink):
             raise error from exc
 
     def _create_bookkeeping_tables(self) -> None:
+        """Under the apply lock: `CREATE TABLE IF NOT EXISTS` is not safe against itself — two workers
+        opening on a fresh database at once race on the catalog, and one fails with a unique violation."""
         from psycopg import sql
 
-        self.conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (topic text NOT NULL, kafka_partition integer NOT NULL, "
-            "applied_offset bigint NOT NULL, event_sequence bigint, event_ordinal bigint, "
-            "PRIMARY KEY (topic, kafka_partition))"
-        ).format(sql.Identifier(POSITIONS_TABLE)))
-        self.conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (namespace text NOT NULL, table_name text NOT NULL, "
-            "column_name text NOT NULL, field_id integer, iceberg_type text NOT NULL, "
-            "PRIMARY KEY (namespace, table_name, column_name))"
-        ).format(sql.Identifier(COLUMNS_TABLE)))
-        self.conn.execute(sql.SQL(  # positions tables of icetide < 0.2
-            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS event_sequence bigint, "
-            "ADD COLUMN IF NOT EXISTS event_ordinal bigint"
-        ).format(sql.Identifier(POSITIONS_TABLE)))
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+            self.conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (topic text NOT NULL, kafka_partition integer NOT NULL, "
+                "applied_offset bigint NOT NULL, event_sequence bigint, event_ordinal bigint, "
+                "PRIMARY KEY (topic, kafka_partition))"
+            ).format(sql.Identifier(POSITIONS_TABLE)))
+            self.conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (namespace text NOT NULL, table_name text NOT NULL, "
+                "column_name text NOT NULL, field_id integer, iceberg_type text NOT NULL, "
+                "PRIMARY KEY (namespace, table_name, column_name))"
+            ).format(sql.Identifier(COLUMNS_TABLE)))
+            self.conn.execute(sql.SQL(  # positions tables of icetide < 0.2
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS event_sequence bigint, "
+                "ADD COLUMN IF NOT EXISTS event_ordinal bigint"
+            ).format(sql.Identifier(POSITIONS_TABLE)))
 
     def close(self) -> None:
         if self._conn is not None:

@@ -89,3 +89,32 @@ def test_text_keys_and_keyless_rows_with_nulls(postgres_db: str) -> None:
         sink.apply(keyless, {("icetide.sales.log", 0): 4})
         assert sink.read_rows(TABLE) == [{"code": "A-1", "n": 10}]
         assert sink.read_rows(("sales", "log")) == [twin]
+
+
+def _open_at_once(dsn: str, n: int) -> list[str]:
+    """Open `n` sinks on `dsn` from `n` threads released together; the errors they raised."""
+    import threading
+
+    gate, errors = threading.Barrier(n), []
+
+    def open_one() -> None:
+        gate.wait()
+        try:
+            with PostgresSink(PostgresConfig(dsn)) as sink:
+                assert sink.positions() == {}
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=open_one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_workers_opening_a_fresh_database_at_once_all_open(postgres_dsn: str) -> None:
+    """`cdc apply --workers N` starts N sinks on one database together: the bookkeeping tables' `CREATE TABLE
+    IF NOT EXISTS` races on PostgreSQL's catalog (a unique violation) unless it runs under the apply lock."""
+    for _ in range(5):
+        assert _open_at_once(create_database(postgres_dsn), 6) == []

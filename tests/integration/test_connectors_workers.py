@@ -57,7 +57,7 @@ def test_two_workers_then_one_killed_mid_stream_end_equal(kafka_bootstrap: str, 
     first = subprocess.run(_workers([keyed, keyless]), env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads(first.stdout)
-    assert summary["applied"] == 4000 and summary["restarts"] == 0 and summary["caught_up"]
+    assert summary["applied"] == 4000 and summary["restarts"] == 0 and summary["caught_up"], first.stderr[-3000:]
     assert sum(w["applied"] for w in summary["workers"]) == 4000  # (one worker may take all: --once ends at the end)
     with PostgresSink(PostgresConfig(postgres_db)) as sink:
         assert _norm(sink.read_rows(("sales", "wkeyed"))) == _norm(list(gen.model.values()))
