@@ -1,5 +1,6 @@
 """Disaster recovery on real Spark + Iceberg: a drill on a merge-on-read table ends equal, a damaged backup is
-refused naming its file, an incremental backup copies only the new files."""
+refused naming its file, an incremental backup copies only the new files, backups racing a writer or a
+compaction of a v3 table with deletion vectors each restore equal."""
 
 from __future__ import annotations
 
@@ -201,3 +202,52 @@ def test_backups_taken_while_a_writer_commits_restore_equal(spark: SparkSession,
     checked = verify(settings, spark, pyiceberg_catalog(settings, "maint"), store, tables=[name])
     assert checked["equal"] is True, checked
     assert checked["tables"][name]["current_snapshot_id"] == store.load()["tables"][name]["snapshot_id"]
+
+
+def test_a_v3_table_with_deletion_vectors_backed_up_mid_compaction_drills_equal(spark: SparkSession,
+                                                                               settings: Settings) -> None:
+    """Format v3: deletes are deletion vectors (Puffin blobs at offsets the manifests record), copied as they are.
+    Backups race a compaction (`rewrite_data_files` folding the vectors into new data files): each one is a
+    consistent version, whichever side of the compaction's commit it fell, and the newest drills equal."""
+    import threading
+
+    from batch.dr_verify import content_digest, verify
+
+    name = fresh_table_name("dv")
+    table = table_ref(settings, name)
+    spark.sql(f"CREATE TABLE {render(table)} (id BIGINT, name STRING, amount DECIMAL(10,2)) USING iceberg "
+              + MOR.replace("'format-version'='2'", "'format-version'='3'"))
+    for first in range(0, 1200, 300):
+        append(spark, table, first, 300)
+    spark.sql(f"DELETE FROM {render(table)} WHERE id % 7 = 0")
+    spark.sql(f"UPDATE {render(table)} SET name = concat('u-', id) WHERE id % 5 = 0")
+    store = BackupStore(settings.backup_dir)
+    digest = lambda n, sid: content_digest(spark, table_ref(settings, n), sid)  # noqa: E731
+    run_backup(settings, pyiceberg_catalog(settings, "maint"), store, [name], digest)
+    deletes = [f["path"] for f in store.load()["tables"][name]["files"] if f["kind"] == "delete"]
+    assert deletes and all(p.endswith(".puffin") for p in deletes), deletes  # deletion vectors, not Parquet
+
+    compaction = call_sql(table.catalog, "rewrite_data_files", {
+        "table": short_name(table), "options": {"min-input-files": "1", "rewrite-all": "true"}})
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (spark.sql(compaction).collect(), done.set()))
+    thread.start()
+    try:
+        while not done.is_set():
+            run_backup(settings, pyiceberg_catalog(settings, "maint"), store, [name], digest)
+    finally:
+        thread.join()
+    run_backup(settings, pyiceberg_catalog(settings, "maint"), store, [name], digest)  # after the compaction
+    newest = store.load()["tables"][name]
+    operation = spark.sql(f"SELECT operation FROM {render(table)}.snapshots WHERE snapshot_id = "
+                          f"{newest['snapshot_id']}").first()
+    assert operation is not None and operation[0] == "replace" and len(store.ids()) >= 3  # the compaction committed
+    assert not any(f["kind"] == "delete" and f["path"] not in deletes for f in newest["files"])
+    for backup_id in store.ids():  # every backup, before, during or after the compaction, reads its own rows
+        checked = verify(settings, spark, pyiceberg_catalog(settings, "maint"), store, backup_id, [name])
+        assert checked["equal"] is True, (backup_id, checked)
+
+    report = run_json(["drill", "--table", name, "--yes"], settings)
+    assert report["equal"] is True and report["rows"] == 1200 - len(range(0, 1200, 7)), report
+    assert spark.sql(f"SELECT count(*) FROM {render(table)} WHERE name LIKE 'u-%'").first()[0] == len(
+        [i for i in range(1200) if i % 5 == 0 and i % 7 != 0])
