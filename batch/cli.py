@@ -12,7 +12,7 @@ from typing import Any
 import click
 from icetide.cli import emit
 
-from batch.common import format_table, progress, spark_errors, spark_for, table_ref, to_jsonable
+from batch.common import format_table, progress, render, spark_errors, spark_for, table_ref, to_jsonable
 
 
 @click.group()
@@ -35,6 +35,11 @@ def generate(app: Any, table_name: str, rows: int, seed: int, as_json: bool) -> 
     spark = spark_for(app.settings)
     with progress(spark, f"generating {rows:,} rows into {table.db}.{table.name}", as_json), spark_errors("generate"):
         result = run(spark, table, rows, seed)
+    from icetide import lineage
+
+    name = f"{table.db}.{table.name}"
+    lineage.emit(app.settings, "batch.generate", [],
+                 [lineage.table(app.settings, name, lineage.spark_fields(spark.table(render(table)).schema))])
     text = (
         f"{result.table}: wrote {result.rows:,} rows (sale_id {result.first_sale_id}…{result.last_sale_id}) "
         f"in {result.seconds:.2f} s = {result.rows_per_s:,.0f} rows/s; snapshot {result.snapshot_id}"
@@ -115,6 +120,11 @@ def merge(app: Any, target: str, source: str, keys: tuple[str, ...], as_json: bo
     spark = spark_for(app.settings)
     with progress(spark, f"merging {source} into {target}", as_json), spark_errors("merge"):
         result = upsert(spark, target_table, source_table, list(keys))
+    from icetide import lineage
+
+    lineage.emit(app.settings, "batch.merge",
+                 [lineage.table(app.settings, source, lineage.spark_fields(spark.table(render(source_table)).schema))],
+                 [lineage.table(app.settings, target)])
     text = (f"{result.target}: {result.rows_before:,} → {result.rows_after:,} rows "
             f"({result.updated:,} updated, {result.inserted:,} inserted) in {result.seconds:.2f} s")
     emit(result.as_dict(), as_json, text)

@@ -122,6 +122,7 @@ def apply(app: App, sink_kind: str | None, dsn: str | None, once: bool, topics: 
     with make_sink(settings, sink_kind, dsn) as reader:
         positions = reader.positions()
     data = {"sink": sink.kind, **summary.to_dict(positions)}
+    _record_lineage(settings, bootstrap, data["tables"])
     p50 = data["commit_to_apply_p50_s"]
     text = (f"applied {data['applied']} events ({data['skipped']} duplicates skipped, "
             f"{data['replayed']} of them re-published by the producer, "
@@ -240,3 +241,15 @@ def verify(app: App, table_name: str, sink_kind: str | None, dsn: str | None, as
                         f"{'EQUAL' if equal else 'DIFFERENT'}")
     if not equal:
         sys.exit(1)
+
+
+def _record_lineage(settings: Any, bootstrap: str, tables: dict[str, Any]) -> None:
+    """One run event per downstream table this run applied to: its change topic → the table."""
+    from icetide import lineage
+    from icetide.events import topic_for
+
+    for name in tables:
+        namespace, _, short = name.rpartition(".")
+        lineage.emit(settings, "cdc.apply", [lineage.topic(bootstrap, topic_for(settings.cdc.topic_prefix, namespace,
+                                                                                short))],
+                     [lineage.downstream(settings, name)])

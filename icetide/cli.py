@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trino": ("icetide.trino_cli:trino", "The embedded Trino for BI tools: up, down, status, passwd."),
     "catalog": ("policies.catalog_cli:catalog", "Table and column descriptions in the catalog: describe, annotate."),
     "demo": ("icetide.demo:demo", "The main job end to end on the embedded stack."),
+    "lineage": ("icetide.lineage_cli:lineage", "Upstream and downstream of a table or topic (OpenLineage events)."),
     "status": ("icetide.status_cli:status", "One screen for the deployment: tables, lag, latency, health."),
 }
 

@@ -171,6 +171,16 @@ class TrinoSettings(_Section):
     bi_account: str | None = None  # a service account (Superset, a gateway) allowed to impersonate policy users
 
 
+class LineageSettings(_Section):
+    """OpenLineage run events (icetide/lineage.py): always to `<state_dir>/lineage/events.jsonl`, and to `url`."""
+
+    enabled: bool = True
+    url: str | None = None  # an OpenLineage HTTP endpoint's base URL (Marquez, DataHub, …); none → the file only
+    endpoint: str = "api/v1/lineage"
+    api_key: SecretStr | None = None  # sent as a bearer token
+    timeout_s: float = 5.0
+
+
 class DrSettings(_Section):
     """Disaster recovery (`icetide dr`): where backups go and which tables they hold."""
 
@@ -195,6 +205,7 @@ class Settings(_Section):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     trino: TrinoSettings = Field(default_factory=TrinoSettings)
     dr: DrSettings = Field(default_factory=DrSettings)
+    lineage: LineageSettings = Field(default_factory=LineageSettings)
 
     source: str = Field(default="<defaults>", exclude=True)
 

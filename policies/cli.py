@@ -227,6 +227,21 @@ def _audit_apply(ctx: click.Context, compiled: CompiledPolicy, result: str, reas
                          policy_hash=compiled.content_hash)
 
 
+def _record_lineage(ctx: click.Context, compiled: CompiledPolicy, target: str, result: dict[str, Any]) -> None:
+    """One run event per governed table: the table → its secure views (Spark) or Trino's rules for it."""
+    from icetide import lineage
+
+    settings = ctx.obj.settings
+    for name in sorted({table for _, table in compiled.access}):
+        short = name.split(".")[-1]
+        if target == "trino":
+            outputs = [lineage.Dataset(f"trino-rules://{result['rules_file']}", name)]
+        else:
+            outputs = [lineage.Dataset(settings.warehouse, v.replace("`", "")) for v in result["views"]
+                       if v.replace("`", "").split(".")[-1] == short]
+        lineage.emit(settings, f"policy.apply.{target}", [lineage.table(settings, name)], outputs)
+
+
 APPLY_TARGETS = ("spark", "trino")
 target_option = click.option("--target", type=click.Choice(APPLY_TARGETS), default="spark", show_default=True,
                              help="spark: the secure views; trino: the embedded Trino's rules.json (atomic write).")
@@ -249,6 +264,7 @@ def apply_cmd(ctx: click.Context, file: str, target: str, schema_file: str | Non
         _audit_apply(ctx, compiled, "error", str(exc), [])
         raise
     _audit_apply(ctx, compiled, "applied", None, result["views"])
+    _record_lineage(ctx, compiled, target, result)
     text = (f"applied {result['policy']} v{result['version']} to Trino: {result['rules_file']}" if target == "trino"
             else f"applied {result['policy']} v{result['version']}: {len(result['views'])} views, "
                  f"{len(result['dropped'])} dropped")

@@ -50,5 +50,14 @@ def test_demo_end_to_end_and_kcat_sees_the_events(tmp_path: Path) -> None:
         assert len(keys) == ROWS
         first = json.loads(lines[0].split("\t", 1)[1])
         assert first["op"] == "c" and first["source"]["table"] == "vendas"
+
+        # the demo's jobs recorded their lineage: the table feeds its topic, the topic the SQLite copy
+        seen = _icetide(["lineage", "sales.vendas", "--json"], {**env, "ICETIDE__STACK__STATE_DIR": str(state)})
+        assert seen.returncode == 0, seen.stderr[-2000:]
+        view = json.loads(seen.stdout)
+        assert f"kafka://{status['bootstrap'].split(',')[0]}/icetide.sales.vendas" in view["downstream"]
+        assert any(d.startswith("sqlite://") and d.endswith("/sales.vendas") for d in view["downstream"]), view
+        jobs = {e["job"] for e in view["edges"]}
+        assert {"cdc.run", "cdc.apply"} <= jobs, jobs
     finally:
         _icetide(["stack", "down"], {**env, "ICETIDE__STACK__STATE_DIR": str(state)})
