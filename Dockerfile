@@ -78,13 +78,13 @@ RUN mkdir -p /usr/share/man/man1 \
  && ln -s "$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")" /usr/lib/jvm/java-17-openjdk
 RUN groupadd --system --gid 10001 icetide \
  && useradd --system --uid 10001 --gid icetide --create-home --home-dir /home/icetide icetide \
- && mkdir -p /var/lib/icetide/identities /var/lib/icetide/maintenance /etc/icetide \
+ && mkdir -p /var/lib/icetide/identities /var/lib/icetide/maintenance /var/lib/icetide/audit /etc/icetide \
  && chown -R icetide:icetide /var/lib/icetide
 COPY --from=build /opt/icetide/venv /opt/icetide/venv
 COPY --from=jars /opt/icetide/jars /opt/icetide/jars
 # ICETIDE_JAR_CACHE is read by icetide/jvm.py; the state dir holds logs, run folders and (local storage only)
-# the warehouse; identities/ and maintenance/ exist owned by icetide, so a named volume mounted there (compose:
-# s3-identities, maint-log) starts writable by uid 10001. Settings come from ICETIDE_CONFIG and
+# the warehouse; identities/, maintenance/ and audit/ exist owned by icetide, so a named volume mounted there
+# (compose: s3-identities, maint-log, audit-log) starts writable by uid 10001. Settings come from ICETIDE_CONFIG and
 # ICETIDE__SECTION__KEY, set by compose or Kubernetes.
 # FLINK_LOG_DIR: PyFlink's local gateway logs to <site-packages>/pyflink/log otherwise, which is root's.
 ENV PATH=/opt/icetide/venv/bin:$PATH \

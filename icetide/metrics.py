@@ -37,9 +37,10 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -
 # (icetide/services/monitoring.py), so whatever runs from a state dir is scraped without configuration.
 # A process that dies without cleaning up leaves its file: its target goes `up == 0` (IcetideProcessDown).
 # The JVMs' jobs: `kafka` (the broker's JMX exporter agent), `flink` (the CDC job's Flink Prometheus reporter),
-# `spark` (every Spark driver's JMX exporter agent) and `object-store` (SeaweedFS's own /metrics).
+# `spark` (every Spark driver's JMX exporter agent), `object-store` (SeaweedFS's own /metrics) and `trino` (the
+# embedded Trino's /metrics: HTTPS and a password, so its job carries its own scrape settings).
 JOBS = ("icetide-cdc", "icetide-consumer", "icetide-table-health", "icetide-kafka-lag", "icetide-dr", "kafka", "flink",
-        "spark", "object-store")
+        "spark", "object-store", "trino")
 
 
 def targets_dir(state_dir: Path, job: str) -> Path:

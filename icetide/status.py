@@ -66,8 +66,8 @@ def from_endpoints(settings: Settings) -> tuple[list[Sample], dict[str, dict[str
     samples: list[Sample] = []
     jobs: dict[str, dict[str, int]] = {}
     for job in JOBS:
-        if job == "kafka":
-            continue  # the broker's JMX metrics are not part of the screen
+        if job in ("kafka", "trino"):
+            continue  # the broker's JMX metrics are not part of the screen; Trino's need its CA and a password
         for path in sorted(targets_dir(settings.state_dir, job).glob("*.json")):
             try:
                 entry = json.loads(path.read_text())

@@ -1,11 +1,13 @@
 """`policy apply --target trino`: put a compiled policy in force in the embedded Trino.
 
-The rules are compiled (a policy Trino cannot enforce as written — a `hash` mask — fails here, before
-anything is written), serialised and checked to parse back, then written to the server's `rules.json`
-atomically (a temp file beside it, then rename; mode 0600). Trino's file-based access control rereads the
-file every few seconds (`security.refresh-period`), so a failed write or a broken policy leaves the last good
-rules in force, and Trino never sees a half-written file. Beside the rules, `identity_file` names the policy
-they come from (id, version, content hash): the audit receiver stamps it on each Trino query's record.
+The rules are compiled (a policy Trino cannot enforce as written — a `hash` mask — fails here, before anything
+is written), serialised and checked to parse back, then written to the server's `rules.json` atomically (a
+temp file beside it, then rename; mode 0600). Trino's file-based access control rereads the file every few
+seconds (`security.refresh-period`), so a failed write or a broken policy leaves the last good rules in force,
+and Trino never sees a half-written file. The written rules keep the monitoring principal's entries
+(`with_monitor`: system information for Prometheus' scrape, no data), whatever the policy says. Beside the
+rules, `identity_file` names the policy they come from (id, version, content hash): the audit receiver stamps
+it on each Trino query's record.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from icetide.services.trino import write_private
+from icetide.services.trino import with_monitor, write_private
 
 from policies.compiler import CompiledPolicy, trino_rules
 
@@ -22,7 +24,7 @@ from policies.compiler import CompiledPolicy, trino_rules
 def apply_trino(compiled: CompiledPolicy, rules_file: Path, catalog: str = "lake",
                 bi_account: str | None = None, identity_file: Path | None = None) -> dict[str, Any]:
     """Write the policy's Trino rules to `rules_file`; raises before writing when the policy does not fit."""
-    rules = trino_rules(compiled, catalog, bi_account)
+    rules = with_monitor(trino_rules(compiled, catalog, bi_account))
     text = json.dumps(rules, indent=2, sort_keys=True)
     if json.loads(text) != rules:  # what Trino will parse is exactly what was compiled
         raise ValueError("rules.json does not round-trip")

@@ -65,7 +65,8 @@ def render() -> str:
               "Names as their exporters form them; listed are the ones an operator looks at first (heap,",
               "throughput, checkpoints, jobs, requests): `EXTERNAL_METRICS` in",
               "`icetide/services/monitoring_config.py`,",
-              "each seen served by a live run (tests/integration/test_monitoring.py, bench/prometheus_screenshot.py;",
+              "each seen served by a live run (tests/integration/test_monitoring.py, test_monitoring_trino.py,",
+              "bench/prometheus_screenshot.py;",
               "the object store's by hand, docs/results.md).",
               "", "| scrape job | source | metrics |", "|---|---|---|"]
     lines += [f"| `{job}` | {source} | {', '.join(f'`{n}`' for n in names)} |"

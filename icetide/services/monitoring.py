@@ -9,7 +9,9 @@
 - the consumer-group lag exporter (`python -m icetide.lag_exporter`), which reads the broker's group offsets.
 
 Scrape targets are the files in `targets/<job>/` — every icetide process serving /metrics writes its own
-(`icetide.metrics.register_target`), the broker's JMX exporter agent one for the broker. The processes follow
+(`icetide.metrics.register_target`), the broker's JMX exporter agent one for the broker, the embedded Trino
+one for its coordinator (scraped over HTTPS as its monitoring principal; `reload` adds that job to a running
+Prometheus when Trino starts after it). The processes follow
 `JvmProcess` (pid file, process group, log) although only the broker's agent is a JVM: the same lifecycle.
 """
 
@@ -109,6 +111,20 @@ class Monitoring(StateHome):
             self.lag_exporter.launch(cmd, port_file.is_file, timeout_s=START_TIMEOUT_S)
         return self.endpoints()
 
+    def reload(self, settings: Settings) -> bool:
+        """Rewrite prometheus.yml and make the running Prometheus reread it (`/-/reload`); False when no
+        Prometheus runs from this state dir (its next start writes the config anyway)."""
+        ports = self._ports()
+        if not ports or self.prometheus.live_pid() is None:
+            return False
+        self._write_prometheus_config(settings, ports)
+        request = urllib.request.Request(f"http://{HOST}:{ports['prometheus']}/-/reload", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10.0) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError) as exc:
+            raise StackError(f"Prometheus did not reload {self.prom_config}: {exc}") from exc
+
     def ready(self) -> bool:
         urls = self.endpoints()
         return bool(urls) and _answers(urls["prometheus"] + "-/ready") and _answers(urls["alertmanager"] + "-/ready")
@@ -199,12 +215,23 @@ class Monitoring(StateHome):
         for source in sorted(cfg.RULES_DIR.glob("*rules*.yml")):
             rules = cfg.scaled_rules(yaml.safe_load(source.read_text()), m.time_scale)
             (self.rules_dir / source.name).write_text(yaml.safe_dump(rules, sort_keys=False, allow_unicode=True))
-        prom = cfg.prometheus_config(host=HOST, port=ports["prometheus"], alertmanager_port=ports["alertmanager"],
-                                     targets=self.home / "targets", rules=self.rules_dir,
-                                     scrape_s=m.scrape_interval_s, evaluation_s=m.evaluation_interval_s)
-        self.prom_config.write_text(yaml.safe_dump(prom, sort_keys=False))
+        self._write_prometheus_config(settings, ports)
         self.am_config.write_text(yaml.safe_dump(cfg.alertmanager_config(m.webhook_url, m.time_scale),
                                                  sort_keys=False))
+
+    def _write_prometheus_config(self, settings: Settings, ports: dict[str, int]) -> None:
+        from icetide.services.trino import MONITOR_USER, TrinoServer
+
+        m = settings.monitoring
+        trino = TrinoServer(self.home.parent)
+        scrape = (cfg.TrinoScrape(MONITOR_USER, trino.monitor_password_file, trino.ca_file)
+                  if trino.ca_file.is_file() and trino.monitor_password_file.is_file() else None)
+        prom = cfg.prometheus_config(host=HOST, port=ports["prometheus"], alertmanager_port=ports["alertmanager"],
+                                     targets=self.home / "targets", rules=self.rules_dir,
+                                     scrape_s=m.scrape_interval_s, evaluation_s=m.evaluation_interval_s, trino=scrape)
+        tmp = self.prom_config.with_name(f".{self.prom_config.name}.{os.getpid()}")
+        tmp.write_text(yaml.safe_dump(prom, sort_keys=False))
+        tmp.replace(self.prom_config)  # a reload never reads half a file
 
     def _start_prometheus(self, settings: Settings, port: int) -> None:
         m = settings.monitoring

@@ -2,6 +2,8 @@
 
 - `prometheus_config`: one scrape job per kind of icetide process, each fed by the file_sd folder its
   processes register into (`icetide.metrics.register_target`), plus Prometheus and Alertmanager themselves;
+  the `trino` job has its own section (`TrinoScrape`: HTTPS with the local CA, the monitoring principal's
+  password), present once Trino has made its CA (Prometheus drops a job whose CA file is missing);
 - `scaled_rules`: ops/prometheus's rules with every `for:` and range window multiplied by
   `monitoring.time_scale` (1 in production; tests shrink minutes to seconds without editing the rules);
 - `alertmanager_config`: one route to the webhook receiver (or a receiver that drops), timers scaled too;
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +70,31 @@ def scaled_rules(rules: dict[str, Any], scale: float) -> dict[str, Any]:
     return {**rules, "groups": groups}
 
 
+@dataclass(frozen=True)
+class TrinoScrape:
+    """How Prometheus reaches the embedded Trino's /metrics: HTTPS verified against its local CA, as the
+    monitoring principal (`username`, its password read from `password_file` at each scrape)."""
+
+    username: str
+    password_file: Path
+    ca_file: Path
+
+
+AUTH_JOBS = ("trino",)  # file_sd jobs whose scrape settings (scheme, auth, TLS) are their own
+
+
+def _file_sd(targets: Path, job: str, scrape_s: float) -> dict[str, Any]:
+    return {"job_name": job, "honor_labels": False,
+            "file_sd_configs": [{"files": [str(targets / job / "*.json")], "refresh_interval": duration(scrape_s)}]}
+
+
 def prometheus_config(*, host: str, port: int, alertmanager_port: int, targets: Path, rules: Path,
-                      scrape_s: float, evaluation_s: float) -> dict[str, Any]:
-    file_jobs = [
-        {"job_name": job, "honor_labels": False,
-         "file_sd_configs": [{"files": [str(targets / job / "*.json")], "refresh_interval": duration(scrape_s)}]}
-        for job in JOBS
-    ]
+                      scrape_s: float, evaluation_s: float, trino: TrinoScrape | None = None) -> dict[str, Any]:
+    file_jobs = [_file_sd(targets, job, scrape_s) for job in JOBS if job not in AUTH_JOBS]
+    if trino is not None:
+        file_jobs.append({**_file_sd(targets, "trino", scrape_s), "scheme": "https", "metrics_path": "/metrics",
+                          "basic_auth": {"username": trino.username, "password_file": str(trino.password_file)},
+                          "tls_config": {"ca_file": str(trino.ca_file)}})
     return {
         "global": {"scrape_interval": duration(scrape_s), "evaluation_interval": duration(evaluation_s),
                    "scrape_timeout": duration(min(scrape_s, 10.0))},
@@ -155,8 +176,9 @@ def flink_reporter_conf(port: int) -> dict[str, str]:
 
 # The metrics of the JVMs and the object store that icetide's rules, dashboards and `icetide status` read, by
 # scrape job: (where they come from, names). docs/metrics.md lists them; live runs check that the job serves
-# every one of its names while it runs: `spark` in tests/integration/test_monitoring.py, `kafka`, `flink` and
-# `spark` in bench/prometheus_screenshot.py (`object-store` was checked by hand, docs/results.md).
+# every one of its names while it runs: `spark` in tests/integration/test_monitoring.py, `trino` in
+# tests/integration/test_monitoring_trino.py, `kafka`, `flink` and `spark` in bench/prometheus_screenshot.py
+# (`object-store` was checked by hand, docs/results.md).
 EXTERNAL_METRICS: dict[str, tuple[str, list[str]]] = {
     "kafka": ("the JMX exporter agent in the broker (rules `JMX_KAFKA`)",
               ["kafka_server_replicamanager_underreplicatedpartitions", "kafka_server_brokertopicmetrics_bytesin_total",
@@ -173,4 +195,10 @@ EXTERNAL_METRICS: dict[str, tuple[str, list[str]]] = {
                "jvm_memory_used_bytes", "jvm_memory_max_bytes"]),
     "object-store": ("SeaweedFS' own /metrics (`weed mini -metricsPort`)",
                      ["SeaweedFS_s3_request_total", "SeaweedFS_s3_request_seconds_bucket"]),
+    # Trino's JMX beans as its OpenMetrics endpoint names them; ExecutionTime is a summary in milliseconds over
+    # Trino's own decaying windows (OneMinute, FiveMinutes, FifteenMinutes, AllTime)
+    "trino": ("the embedded Trino's /metrics (HTTPS, read as the monitoring principal `icetide-monitor`)",
+              ["trino_execution_name_QueryManager_ExecutionTime_FiveMinutes",
+               "trino_execution_name_QueryManager_CompletedQueries", "trino_execution_name_QueryManager_FailedQueries",
+               "trino_execution_name_QueryManager_RunningQueries", "trino_execution_name_QueryManager_QueuedQueries"]),
 }

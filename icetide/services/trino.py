@@ -10,9 +10,14 @@ password from `password.db` (PBKDF2, managed by `icetide trino passwd USER`); no
 authenticated by an internal shared secret. Access control is Trino's file-based one reading `rules.json`,
 which `policy apply --target trino` writes (deny-all until then) and Trino reloads every few seconds.
 
+With monitoring on (`monitoring.enabled`), Trino is a Prometheus target (job `trino`): Prometheus scrapes its
+/metrics as the monitoring principal `icetide-monitor`, whose generated password is `monitor-password` (and
+a line of `password.db`). Every rules.json icetide writes (deny-all, each `policy apply`) goes through
+`with_monitor`: that principal may read system information (what /metrics checks) and no catalog or table.
+
 Everything lives under `<state_dir>/trino/` (the secrets mode 0600): `etc/`, `tls/`, `password.db`,
-`shared-secret`, `rules.json` and `policy.json` (which policy they come from), `data/`, `port`, the pid file,
-`trino.out` (the server's log) and `audit/` (the receiver that puts every query in icetide's audit log:
+`monitor-password`, `shared-secret`, `rules.json` and `policy.json` (which policy they come from), `data/`, `port`,
+the pid file, `trino.out` (the server's log) and `audit/` (the receiver that puts every query in icetide's audit log:
 `icetide.services.trino_audit`).
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import ssl
 import subprocess
@@ -48,6 +54,17 @@ PBKDF2_ITERATIONS = 100_000
 # the plugins icetide configures; the tarball's other ~60 are not loaded (loading them all took most of start-up)
 PLUGINS = ("iceberg", "password-authenticators", "http-event-listener")
 DENY_ALL: dict[str, Any] = {"catalogs": [{"allow": "none"}], "tables": [{"privileges": []}]}
+MONITOR_USER = "icetide-monitor"  # the principal Prometheus scrapes /metrics as
+
+
+def with_monitor(rules: dict[str, Any]) -> dict[str, Any]:
+    """`rules` with the monitoring principal's entries first (Trino applies the first matching rule): it reads
+    system information (/metrics, /v1/jmx) and nothing else — no catalog, schema or table, not even `system`."""
+    user = f"^{re.escape(MONITOR_USER)}$"
+    return {**rules,
+            "catalogs": [{"user": user, "allow": "none"}, *rules.get("catalogs", [])],
+            "tables": [{"user": user, "privileges": []}, *rules.get("tables", [])],
+            "system_information": [{"user": user, "allow": ["read"]}, *rules.get("system_information", [])]}
 JVM_OPTS = ("-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-XX:-OmitStackTraceInFastThrow",
             "-XX:ReservedCodeCacheSize=256M", "-Djdk.attach.allowAttachSelf=true", "-XX:+EnableDynamicAgentLoading",
             "-Dfile.encoding=UTF-8", "--enable-native-access=ALL-UNNAMED")
@@ -138,6 +155,7 @@ class TrinoServer(StateHome):
         self.tls = home / "tls"
         self.ca_file = self.tls / "ca.pem"
         self.password_file = home / "password.db"
+        self.monitor_password_file = home / "monitor-password"
         self.secret_file = home / "shared-secret"
         self.rules_file = home / "rules.json"
         self.policy_file = home / "policy.json"
@@ -202,7 +220,7 @@ class TrinoServer(StateHome):
         if not self.password_file.exists():
             write_private(self.password_file, "")
         if not self.rules_file.exists():
-            write_private(self.rules_file, json.dumps(DENY_ALL))
+            write_private(self.rules_file, json.dumps(with_monitor(DENY_ALL)))
         self._tls()
         self._link_plugins()
         write_private(self.config_file, render_properties(self.server_properties(settings, https_port, http_port)))
@@ -278,6 +296,7 @@ class TrinoServer(StateHome):
         if running is not None:
             if self.ready():
                 self.audit.start()  # a receiver that died comes back on its port
+                self._monitored(settings, state_dir)
                 return self.endpoints()
             raise StackError(f"a Trino server (pid {running}) runs from {self.home} but does not answer: "
                              "run `icetide trino down` and `icetide trino up` again\n" + self.process.output())
@@ -287,6 +306,8 @@ class TrinoServer(StateHome):
         http_port = free_port(HOST)
         self.audit.start()
         self.render(settings, https_port, http_port)
+        if settings.monitoring.enabled:
+            self.monitor_password()
         create_catalog_tables(Path(settings.catalog_uri.removeprefix("jdbc:sqlite:")))
         self.port_file.write_text(f"{https_port}\n")
         root = server_root()
@@ -300,7 +321,31 @@ class TrinoServer(StateHome):
         except BaseException:
             self.audit.stop()
             raise
+        self._monitored(settings, state_dir)
         return self.endpoints()
+
+    def _monitored(self, settings: Settings, state_dir: Path) -> None:
+        """With monitoring on: the monitoring principal, the `trino` target file, and a running Prometheus
+        told to reload its config (which has the `trino` job once the CA exists)."""
+        if not settings.monitoring.enabled:
+            return
+        from icetide.metrics import register_target
+        from icetide.services.monitoring import Monitoring
+
+        self.monitor_password()
+        port = self.port()
+        if port:
+            register_target(state_dir, "trino", HOST, port, name="coordinator", remove_at_exit=False)
+        Monitoring(state_dir).reload(settings)
+
+    def monitor_password(self) -> str:
+        """The monitoring principal's password (generated once, mode 0600), in password.db."""
+        if not self.monitor_password_file.exists():
+            write_private(self.monitor_password_file, secrets.token_urlsafe(32))
+        password = self.monitor_password_file.read_text().strip()
+        if MONITOR_USER not in self.users():
+            self.set_password(MONITOR_USER, password)
+        return password
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -320,7 +365,10 @@ class TrinoServer(StateHome):
         """Stop Trino, then its audit receiver (after Trino's last events); True if either was running."""
         if self._home is None:
             return False
+        from icetide.metrics import targets_dir
+
         stopped = self.process.stop(STOP_TIMEOUT_S)
+        (targets_dir(self.home.parent, "trino") / "coordinator.json").unlink(missing_ok=True)
         return self.audit.stop() or stopped
 
     def status(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ K8S_KAFKA_ROLES = ("cdc", "apply")
 ROLE_OF_COMMAND: dict[tuple[str, ...], str | None] = {
     ("cdc", "run"): "cdc", ("cdc", "verify"): "cdc", ("cdc", "apply"): None, ("maint", "exporter"): "maint",
     ("maint", "run"): "maint", ("batch", "generate"): "writer", ("stack", "provision"): None,
-    ("stack", "lag-exporter"): None,
+    ("stack", "lag-exporter"): None, ("policy", "audit-verify"): None,
 }  # the principals of the workloads in k8s/ (the CDC job, the consumer)
 
 

@@ -46,6 +46,7 @@ pytestmark = pytest.mark.unit
 METRICS_COMMANDS = {("cdc", "run"): "metrics_port", ("cdc", "apply"): "metrics_port", ("maint", "exporter"): "port",
                     ("stack", "lag-exporter"): "port"}
 IDENTITIES_VOLUME = "s3-identities"  # <role>/credentials, written by s3-init
+AUDIT_VOLUME = "audit-log"  # <state_dir>/audit: the policy audit log, written by `policy`, read by lag-exporter
 
 
 def _icetide_services() -> dict[str, dict[str, Any]]:
@@ -156,8 +157,32 @@ def test_compose_settings_load_on_s3_and_rest(name: str) -> None:
                                                 f"{settings.storage.checkpoint_prefix}/")  # the CDC job's, on S3
     assert str(settings.state_dir) == "/var/lib/icetide"
     assert settings.sink.kind == "postgres" and settings.metrics.host == "0.0.0.0"
-    assert all(v["type"] == "bind" or v["source"] in (IDENTITIES_VOLUME, "maint-log")
+    assert all(v["type"] == "bind" or v["source"] in (IDENTITIES_VOLUME, "maint-log", AUDIT_VOLUME)
                for v in _volumes(_icetide_services()[name])), f"{name} mounts a shared data volume"
+
+
+def test_compose_audit_log_is_one_volume_shared_by_its_writer_and_the_exporter() -> None:
+    """The security dashboard's metrics come from the lag-exporter reading the audit log that the policy
+    commands append to: in compose they are different containers, so the log's folder (`log_path` under each
+    service's own state dir) is the audit-log volume in both — writable where the commands run, read-only in
+    the exporter — and the image creates that folder owned by icetide (a fresh named volume takes its owner)."""
+    from icetide.audit import log_path
+
+    services = _icetide_services()
+    mounted = {name: found for name, service in services.items()
+               if (found := [v for v in _volumes(service) if v["source"] == AUDIT_VOLUME])}
+    assert set(mounted) == {"policy", "lag-exporter"}
+    for name, [volume] in mounted.items():
+        settings = _service_settings(name)
+        assert volume["type"] == "volume" and volume["target"] == str(log_path(settings.state_dir).parent), name
+    assert _read_only(services["lag-exporter"], "/var/lib/icetide/audit")
+    assert not _read_only(services["policy"], "/var/lib/icetide/audit")
+    path, _ = resolve_command(services["lag-exporter"]["command"], _compose_mounts(services["lag-exporter"]))
+    assert path == ["stack", "lag-exporter"]  # the process that registers AuditMetrics(log_path(state_dir))
+    assert services["policy"]["profiles"] == ["policy"] and services["policy"]["restart"] == "no"
+    assert AUDIT_VOLUME in yaml.safe_load(COMPOSE.read_text())["volumes"]
+    created = [d for m in re.findall(r"mkdir -p ([^\\&\n]+)", DOCKERFILE.read_text()) for d in m.split()]
+    assert "/var/lib/icetide/audit" in created and "chown -R icetide:icetide /var/lib/icetide" in DOCKERFILE.read_text()
 
 
 @pytest.mark.parametrize("name", sorted(n for n, s in compose_services().items() if n != "s3-init"

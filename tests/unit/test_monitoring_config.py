@@ -63,10 +63,18 @@ def test_scaled_rules_pass_promtool(tmp_path: Path) -> None:
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "r.yml").write_text("groups: []\n")
+    trino = cfg.TrinoScrape("icetide-monitor", tmp_path / "monitor-password", tmp_path / "ca.pem")
     config = cfg.prometheus_config(host="127.0.0.1", port=9090, alertmanager_port=9093, targets=tmp_path / "t",
-                                   rules=tmp_path / "rules", scrape_s=0.5, evaluation_s=1)
-    jobs = [job["job_name"] for job in config["scrape_configs"]]
-    assert jobs == ["prometheus", "alertmanager", *cfg.JOBS]
+                                   rules=tmp_path / "rules", scrape_s=0.5, evaluation_s=1, trino=trino)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert list(jobs) == ["prometheus", "alertmanager", *cfg.JOBS]
+    assert jobs["trino"]["scheme"] == "https" and jobs["trino"]["tls_config"] == {"ca_file": str(trino.ca_file)}
+    assert jobs["trino"]["basic_auth"] == {"username": "icetide-monitor", "password_file": str(trino.password_file)}
+    assert all("basic_auth" not in job for name, job in jobs.items() if name != "trino")
+    # without Trino's CA (Trino never started here) the job is left out: Prometheus would drop it anyway
+    bare = cfg.prometheus_config(host="127.0.0.1", port=9090, alertmanager_port=9093, targets=tmp_path / "t",
+                                 rules=tmp_path / "rules", scrape_s=0.5, evaluation_s=1)
+    assert "trino" not in [job["job_name"] for job in bare["scrape_configs"]]
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.run([_tool("promtool"), "check", "config", str(path)], capture_output=True, text=True)

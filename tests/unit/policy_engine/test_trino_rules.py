@@ -95,3 +95,21 @@ def test_no_user_owns_a_schema() -> None:
     """Trino's default without schema rules is that everyone owns every schema, which lists a schema to a user
     the policy grants nothing in it (dave in the example)."""
     assert trino_rules(bi_policy())["schemas"] == [{"owner": False}]
+
+
+def test_apply_keeps_the_monitoring_principal_to_system_information(tmp_path: Path) -> None:
+    """Every applied rules.json (and the deny-all one) lets the monitoring principal read system information
+    (Prometheus' scrape of /metrics) and nothing else; nobody else gets system information."""
+    from icetide.services.trino import DENY_ALL, MONITOR_USER, with_monitor
+
+    target = tmp_path / "rules.json"
+    apply_trino(bi_policy(), target, bi_account="superset")
+    applied = json.loads(target.read_text())
+    for rules in (applied, with_monitor(DENY_ALL)):
+        first = {key: rules[key][0] for key in ("catalogs", "tables", "system_information")}
+        assert all(re.fullmatch(entry["user"], MONITOR_USER) for entry in first.values())
+        assert first["catalogs"]["allow"] == "none" and first["tables"]["privileges"] == []
+        assert rules["system_information"] == [first["system_information"]]
+        assert first["system_information"]["allow"] == ["read"]
+        assert not re.fullmatch(first["system_information"]["user"], "superset")
+    assert not any(re.fullmatch(r["new_user"], MONITOR_USER) for r in applied["impersonation"] if r["allow"])
