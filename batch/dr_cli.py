@@ -133,16 +133,19 @@ def list_backups(app: Any, as_json: bool) -> None:
 @click.option("--downstream", is_flag=True, help="Also bring back the SQLite downstream database (stop `cdc apply`).")
 @click.option("--allow-downstream-ahead", "allow_ahead", is_flag=True,
               help="Restore even though the sink applied commits past the backup (they will be skipped as replays).")
+@click.option("--location", help="Restore under this warehouse root instead (file:///… or s3://…), every path "
+                                 "rewritten, into the configured catalog.")
 @JSON
 @click.pass_obj
 def restore(app: Any, backup_id: str | None, tables: tuple[str, ...], replace: bool, catalog_db: bool,
-            downstream: bool, allow_ahead: bool, as_json: bool) -> None:
-    """Check every file's sha256, copy the files back to their paths, register each table at its backed-up version."""
+            downstream: bool, allow_ahead: bool, location: str | None, as_json: bool) -> None:
+    """Check every file's sha256, copy the files back to their paths (or under --location, rewritten), register
+    each table at its backed-up version."""
     from batch.dr_restore import restore as run
 
     with bar("restoring", quiet=as_json):
         result = run(app.settings, lambda: _catalog(app, "writer"), _store(app), backup_id, list(tables) or None,
-                     replace, catalog_db, downstream, allow_ahead)
+                     replace, catalog_db, downstream, allow_ahead, location)
     lines = [f"restored backup {result['backup']} ({result['checked']['files']:,} files checked) in "
              f"{result['seconds']['total']:.2f} s"]
     lines += [f"  {n}: {t['status']} at snapshot {t['snapshot_id']} ({t['files_copied']:,} files copied back)"

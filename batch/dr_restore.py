@@ -7,8 +7,8 @@ backed-up metadata file — snapshot ids, sequence numbers and history are the b
 positions stay meaningful. A table still in the catalog is re-pointed only with `replace` (the pointer is
 dropped without purging files, then registered).
 
-Restore under another warehouse is refused: the files hold absolute paths to each other, and rewriting them is
-`rewrite_table_path`'s job, which mishandles position deletes of merge-on-read tables (see `dr_store`).
+With `location` the tables are written under another warehouse root instead, every path rewritten
+(`dr_relocate`), and registered in the configured catalog.
 """
 
 from __future__ import annotations
@@ -156,17 +156,20 @@ def restore_catalog_db(settings: Settings, store: BackupStore, manifest: dict[st
 
 def restore(settings: Settings, catalog_factory: Any, store: BackupStore, backup_id: str | None = None,
             tables: list[str] | None = None, replace: bool = False, catalog_db: bool = False,
-            downstream: bool = False, allow_ahead: bool = False) -> dict[str, Any]:
-    """Check, copy back and register; the timings add up to the restore's share of the RTO."""
+            downstream: bool = False, allow_ahead: bool = False, location: str | None = None) -> dict[str, Any]:
+    """Check, copy back and register; the timings add up to the restore's share of the RTO. With `location`
+    (a warehouse root) the tables are written there instead, their paths rewritten (`dr_relocate`), and
+    registered in the configured catalog."""
     manifest = store.load(backup_id)
     names = tables or sorted(manifest["tables"])
     unknown = [n for n in names if n not in manifest["tables"]]
     if unknown:
         raise ConfigError(f"backup {manifest['id']} has no table {', '.join(unknown)} "
                           f"(it has {', '.join(sorted(manifest['tables']))})")
-    if manifest["warehouse"] != settings.warehouse:
+    if location is None and manifest["warehouse"] != settings.warehouse:
         raise ConfigError(f"backup {manifest['id']} is of warehouse {manifest['warehouse']}, this configuration's "
-                          f"is {settings.warehouse}: a restore puts files back at their original paths")
+                          f"is {settings.warehouse}: restore in place with this backup's configuration, or "
+                          "under another warehouse root with --location")
     restored = {n: manifest["tables"][n] for n in names}
     ahead = [] if downstream else stream_ahead(settings, restored)  # it would skip the restored tables' new commits
     if ahead and not allow_ahead:
@@ -180,23 +183,35 @@ def restore(settings: Settings, catalog_factory: Any, store: BackupStore, backup
         replace = True  # the database is older than the tables' watermarks
     catalog = catalog_factory()
     out: dict[str, Any] = {"backup": manifest["id"], "checked": checked, "tables": {}}
+    from pyiceberg.io import load_file_io
+
+    from batch.dr_relocate import relocate_table, relocated_location
+
+    targets = {n: manifest["tables"][n]["metadata_location"] if location is None else
+               relocated_location(manifest["tables"][n]["metadata_location"], manifest["warehouse"], location)
+               for n in names}
     for name in names:
-        precheck(catalog, name, manifest["tables"][name]["metadata_location"], replace)
+        precheck(catalog, name, targets[name], replace)
     copy_s = register_s = 0.0
     for name in names:
         table = manifest["tables"][name]
         start = time.perf_counter()
-        from pyiceberg.io import load_file_io
-
-        io = load_file_io(catalog.properties, table["metadata_location"])
-        copied = sum(put_back(io, store, FileEntry.from_dict(f)) for f in table["files"])
+        entries = [FileEntry.from_dict(f) for f in table["files"]]
+        if location is None:
+            io = load_file_io(catalog.properties, table["metadata_location"])
+            copied = sum(put_back(io, store, e) for e in entries)
+        else:
+            io = load_file_io(catalog.properties, targets[name])
+            moved = relocate_table(io, store.open_copy, entries, manifest["warehouse"], location,
+                                   table["metadata_location"])
+            copied = len(moved["files"])
         middle = time.perf_counter()
-        status = register(catalog, name, table["metadata_location"])
+        status = register(catalog, name, targets[name])
         copy_s += middle - start
         register_s += time.perf_counter() - middle
         out["tables"][name] = {"status": status, "snapshot_id": table["snapshot_id"],
-                               "sequence_number": table["sequence_number"], "files_copied": copied,
-                               "files": len(table["files"])}
+                               "metadata_location": targets[name], "sequence_number": table["sequence_number"],
+                               "files_copied": copied, "files": len(table["files"])}
     extras = {e["role"]: e for e in manifest["extras"]}
     if "cdc-positions" in extras:
         _restore_positions(settings, store, extras["cdc-positions"], names)

@@ -11,8 +11,8 @@ backup that lists it: an incremental backup copies only the paths no earlier man
 still lists every file its tables need (with size and sha256), so each backup restores on its own. Copying files
 as they are — rather than rewriting their paths (`rewrite_table_path`) — keeps merge-on-read tables whole: that
 procedure's copy plan has named rewritten position-delete files that did not exist at copy time (iceberg#12586,
-#16662, #17498). The price: a restore puts files back at their original paths (in place, or a machine that
-mounts the same paths); a restore under another location is refused (`dr_restore`).
+#16662, #17498). A restore puts files back at their original paths, or rewrites them under another warehouse
+root from these copies (`dr_relocate`).
 """
 
 from __future__ import annotations
@@ -141,6 +141,10 @@ class BackupStore:
 
     def file_path(self, location: str) -> Path:
         return self.root / "files" / file_key(location)
+
+    def open_copy(self, location: str) -> Any:
+        """A readable binary stream of the backed-up copy of the table file at `location`."""
+        return self.file_path(location).open("rb")
 
     def extras_dir(self, backup_id: str) -> Path:
         return self.root / "extras" / backup_id
