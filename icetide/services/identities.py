@@ -19,6 +19,10 @@ The policies, on the warehouse bucket B, the warehouse prefix W and the checkpoi
 | maint   | yes          | yes   | yes      | no                      |
 | bi      | yes          | no    | no       | no                      |
 | catalog | yes          | yes   | yes      | no                      |
+| backup  | yes          | no    | no       | no                      |
+
+`backup` (`icetide dr backup` to an `s3://` `dr.location` bucket D, prefix P) also gets get/put/delete + list
+on P, and reading D's encryption and versioning settings (a backup is refused into an unprotected bucket).
 
 The writer cannot delete: Iceberg's commits only add files (a failed commit's clean-up of its own new files
 is best effort and logged; what it leaves is an orphan for `maint`). docs/security.md has the rationale.
@@ -60,7 +64,9 @@ GRANTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "maint": (READ + WRITE + DELETE, False),
     "bi": (READ, False),
     "catalog": (READ + WRITE + DELETE, False),
+    "backup": (READ, False),
 }
+BUCKET_SETTINGS = ("s3:GetEncryptionConfiguration", "s3:GetBucketVersioning")
 
 def user_name(role: Role) -> str:
     return f"{USER_PREFIX}{role}"
@@ -82,6 +88,11 @@ def policy(settings: Settings, role: Role) -> dict[str, Any]:
     statements = _prefix_grant(bucket, warehouse, actions)
     if checkpoints:
         statements += _prefix_grant(bucket, settings.storage.checkpoint_prefix.strip("/"), READ + WRITE + DELETE)
+    backup = settings.backup_bucket
+    if role == "backup" and backup is not None:
+        statements += _prefix_grant(backup[0], backup[1], READ + WRITE + DELETE)
+        statements.append({"Effect": "Allow", "Action": list(BUCKET_SETTINGS),
+                           "Resource": [f"arn:aws:s3:::{backup[0]}"]})
     return {"Version": "2012-10-17", "Statement": statements}
 
 
