@@ -30,8 +30,10 @@ class _Hashing:
     def __init__(self, source: IO[bytes]) -> None:
         self.source, self.digest, self.size = source, hashlib.sha256(), 0
 
-    def read(self, n: int = -1) -> bytes:
-        chunk = self.source.read(n)
+    def read(self, n: int | None = -1) -> bytes:
+        # s3transfer reads a small file (below its multipart size) at once; pyarrow's streams want a size
+        whole = n is None or n < 0
+        chunk = b"".join(iter(lambda: self.source.read(CHUNK), b"")) if whole else self.source.read(n)
         self.digest.update(chunk)
         self.size += len(chunk)
         return chunk
@@ -43,6 +45,7 @@ class S3Store(BackupStore):
     def __init__(self, client: Any, bucket: str, prefix: str) -> None:
         self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/")
         self.where = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._checked = False
 
     @classmethod
     def of(cls, settings: Settings) -> S3Store:
@@ -58,25 +61,32 @@ class S3Store(BackupStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def ready_to_write(self) -> None:
+        """Refuse a bucket without default encryption or versioning, named. Checked by what the bucket does, not
+        its settings (reading those is an admin action on SeaweedFS, not the backup role's): a probe object
+        (`<prefix>/probe`, put without an encryption header, once per store) must come back encrypted and with a
+        version id."""
+        if self._checked:
+            return
         from botocore.exceptions import ClientError
 
-        missing = []
+        probe = self._key("probe")
         try:
-            rules = self.client.get_bucket_encryption(Bucket=self.bucket)[
-                "ServerSideEncryptionConfiguration"]["Rules"]
-            if not any(r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
-                missing.append("default encryption")
+            put = self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"icetide backup bucket probe\n")
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
-                raise ConfigError(f"setting 'dr.location': no bucket {self.bucket!r} (`icetide stack up` or "
-                                  "`stack provision` makes it)") from None
-            missing.append("default encryption")
-        if self.client.get_bucket_versioning(Bucket=self.bucket).get("Status") != "Enabled":
+            code = exc.response.get("Error", {}).get("Code")
+            hint = " (`icetide stack up` or `stack provision` makes it)" if code == "NoSuchBucket" else ""
+            raise ConfigError(f"setting 'dr.location': cannot write to bucket {self.bucket!r} as the backup "
+                              f"role ({code}){hint}") from None
+        encryption = put.get("ServerSideEncryption") or self.client.head_object(
+            Bucket=self.bucket, Key=probe).get("ServerSideEncryption")
+        missing = [] if encryption else ["default encryption"]
+        if put.get("VersionId") in (None, "", "null"):
             missing.append("versioning")
         if missing:
             raise ConfigError(f"refusing to back up into bucket {self.bucket!r}: it has no "
                               f"{' and no '.join(missing)} (a backup bucket needs SSE-S3 default encryption and "
-                              "versioning Enabled; `icetide stack provision` sets both)")
+                              "versioning Enabled; `icetide stack up` / `stack provision` set both)")
+        self._checked = True
 
     def _exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

@@ -239,9 +239,10 @@ class Settings(_Section):
         directory."""
         from urllib.parse import urlparse
 
-        if not self.dr.location or "://" not in self.dr.location:
+        location = str(self.dr.location or "")
+        if "://" not in location:
             return None
-        parsed = urlparse(self.dr.location)
+        parsed = urlparse(location)
         if parsed.scheme not in ("s3", "s3a") or not parsed.netloc:
             raise ConfigError(f"{self.source}: setting 'dr.location': a directory or s3://bucket/prefix, "
                               f"got {self.dr.location}")

@@ -22,7 +22,8 @@ The policies, on the warehouse bucket B, the warehouse prefix W and the checkpoi
 | backup  | yes          | no    | no       | no                      |
 
 `backup` (`icetide dr backup` to an `s3://` `dr.location` bucket D, prefix P) also gets get/put/delete + list
-on P, and reading D's encryption and versioning settings (a backup is refused into an unprotected bucket).
+on P, nothing else on D (whether D is encrypted and versioned is read from a probe object it puts, not from D's
+settings: SeaweedFS makes reading those an admin action).
 
 The writer cannot delete: Iceberg's commits only add files (a failed commit's clean-up of its own new files
 is best effort and logged; what it leaves is an orphan for `maint`). docs/security.md has the rationale.
@@ -66,7 +67,7 @@ GRANTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "catalog": (READ + WRITE + DELETE, False),
     "backup": (READ, False),
 }
-BUCKET_SETTINGS = ("s3:GetEncryptionConfiguration", "s3:GetBucketVersioning")
+
 
 def user_name(role: Role) -> str:
     return f"{USER_PREFIX}{role}"
@@ -91,8 +92,6 @@ def policy(settings: Settings, role: Role) -> dict[str, Any]:
     backup = settings.backup_bucket
     if role == "backup" and backup is not None:
         statements += _prefix_grant(backup[0], backup[1], READ + WRITE + DELETE)
-        statements.append({"Effect": "Allow", "Action": list(BUCKET_SETTINGS),
-                           "Resource": [f"arn:aws:s3:::{backup[0]}"]})
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -37,7 +37,7 @@ MOR = ("TBLPROPERTIES ('format-version'='2', 'write.delete.mode'='merge-on-read'
 def settings(base_settings: Settings, tmp_path: Path) -> Settings:
     """The session's catalog and warehouse, with this test's own backup directory."""
     copy = base_settings.model_copy(deep=True)
-    copy.dr.location = tmp_path / "backups"
+    copy.dr.location = str(tmp_path / "backups")
     return copy
 
 
@@ -150,7 +150,7 @@ def test_drill_on_the_s3_shape_ends_equal(lake_spark: SparkSession, lake_setting
     from batch.dr_verify import content_digest
 
     settings = lake_settings.model_copy(deep=True)
-    settings.dr.location = tmp_path / "backups"
+    settings.dr.location = str(tmp_path / "backups")
     name = fresh_table_name("s3drill")
     table = table_ref(settings, name)
     lake_spark.sql(f"CREATE TABLE {render(table)} (id BIGINT, name STRING, amount DECIMAL(10,2)) USING iceberg {MOR}")
