@@ -32,8 +32,7 @@ class _Hashing:
 
     def read(self, n: int | None = -1) -> bytes:
         # s3transfer reads a small file (below its multipart size) at once; pyarrow's streams want a size
-        whole = n is None or n < 0
-        chunk = b"".join(iter(lambda: self.source.read(CHUNK), b"")) if whole else self.source.read(n)
+        chunk = b"".join(iter(lambda: self.source.read(CHUNK), b"")) if n is None or n < 0 else self.source.read(n)
         self.digest.update(chunk)
         self.size += len(chunk)
         return chunk
