@@ -188,9 +188,11 @@ def run_backup(settings: Settings, catalog: Catalog, store: BackupStore, tables:
     started = dt.datetime.now(dt.UTC)
     backup_id = new_backup_id(started)
     clock = time.perf_counter()
+    store.ready_to_write()
     held = store.known()
     extras, notes = backup_extras(settings, store, backup_id)
     results = [backup_table(catalog, name, store, held) for name in (tables or table_names(settings, catalog))]
+    _recopy_pruned(catalog, store, results)
     records = {r.name: r.to_dict() for r in results}
     if digest is not None:
         for name, record in records.items():
@@ -205,7 +207,21 @@ def run_backup(settings: Settings, catalog: Catalog, store: BackupStore, tables:
     return summary(manifest, time.perf_counter() - clock, path)
 
 
-def summary(manifest: dict[str, Any], seconds: float, path: Path) -> dict[str, Any]:
+def _recopy_pruned(catalog: Catalog, store: BackupStore, results: list[TableBackup]) -> None:
+    """Before the manifest: a file this backup reused without copying (held by an older backup) is checked to
+    be still in the store, and copied again if a concurrent `dr prune` deleted it meanwhile."""
+    for result in results:
+        io = None
+        for i, entry in enumerate(result.files):
+            if store.has_copy(entry.path):
+                continue
+            io = io or catalog.load_table(result.name).io
+            result.files[i] = store.copy_in(io, entry.path, entry.kind)
+            result.copied_files += 1
+            result.copied_bytes += entry.size
+
+
+def summary(manifest: dict[str, Any], seconds: float, path: str) -> dict[str, Any]:
     """What a backup did, without its file lists."""
     tables = {name: {k: v for k, v in t.items() if k != "files"} | {"files": len(t["files"]),
                                                                       "bytes": sum(f["size"] for f in t["files"])}

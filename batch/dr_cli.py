@@ -25,9 +25,9 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as
 
 
 def _store(app: Any) -> Any:
-    from batch.dr_store import BackupStore
+    from batch.dr_store import open_store
 
-    return BackupStore(app.settings.backup_dir)
+    return open_store(app.settings)
 
 
 def _catalog(app: Any, role: str) -> Any:
@@ -42,7 +42,7 @@ def _mb(value: int) -> str:
 
 @click.group()
 def dr() -> None:
-    """Disaster recovery: backup, restore, verify, drill."""
+    """Disaster recovery: backup, restore, verify, drill, prune."""
 
 
 @dr.command()
@@ -123,6 +123,28 @@ def list_backups(app: Any, as_json: bool) -> None:
         rows.append({"id": backup_id, "tables": {n: t["snapshot_id"] for n, t in manifest["tables"].items()},
                      "copied_bytes": sum(t["copied_bytes"] for t in manifest["tables"].values())})
     emit(rows, as_json, "\n".join(f"{r['id']}  {json.dumps(r['tables'])}" for r in rows) or "no backups")
+
+
+@dr.command()
+@click.option("--keep", type=click.IntRange(min=1), required=True, help="How many of the newest backups to keep.")
+@click.option("--grace", "grace_s", type=click.FloatRange(min=0), default=3600.0, show_default=True,
+              help="Leave unlisted files younger than SECONDS (a backup still copying has no manifest yet).")
+@click.option("--dry-run", is_flag=True, help="Say what would go; delete nothing.")
+@JSON
+@click.pass_obj
+def prune(app: Any, keep: int, grace_s: float, dry_run: bool, as_json: bool) -> None:
+    """Delete the backups older than the newest KEEP, then every backed-up file no kept backup lists.
+
+    A file no kept backup lists is left while it is newer than the oldest kept backup or the grace period: it
+    may be a running backup's (its manifest is written last). On an S3 backup bucket (versioning is on) the
+    deleted objects remain as noncurrent versions until a lifecycle rule expires them: set one on the bucket
+    (`stack provision --noncurrent-days`) to free the space."""
+    result = _store(app).prune(keep, grace_s=grace_s, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    text = (f"{result['where']}: kept {len(result['kept'])} backup(s); {verb} {len(result['manifests_removed'])} "
+            f"backup(s) and {result['files_removed']:,} file(s), {_mb(result['bytes_freed'])} "
+            f"({result['left_young']:,} unlisted file(s) left, younger than the oldest kept backup or --grace)")
+    emit(result, as_json, text)
 
 
 @dr.command()

@@ -44,7 +44,7 @@ def put_back(io: FileIO, store: BackupStore, entry: FileEntry) -> bool:
                 raise IntegrityError(f"a different file is at {entry.path} ({size} bytes, sha256 {sha[:16]}…): "
                                      "refusing to overwrite a table file; move it aside first")
         return False
-    with store.file_path(entry.path).open("rb") as source, open_target(io, entry.path) as target:
+    with store.open_copy(entry.path) as source, open_target(io, entry.path) as target:
         size, sha = copy_stream(source, target)
     if (size, sha) != (entry.size, entry.sha256):
         raise IntegrityError(f"{entry.path}: the copy read back {size} bytes / {sha[:16]}…, not the manifest's")
@@ -133,7 +133,7 @@ def stream_ahead(settings: Settings, restored: dict[str, dict[str, Any]]) -> lis
 
 def _restore_positions(settings: Settings, store: BackupStore, extra: dict[str, Any], tables: list[str]) -> None:
     """The backed-up positions of the restored tables replace the current ones (others are kept)."""
-    backed = json.loads((store.root / extra["path"]).read_text())
+    backed = json.loads(store.read_extra(extra))
     path = cdc_positions_path(settings)
     current = json.loads(path.read_text()) if path.is_file() else {}
     merged = {k: v for k, v in current.items() if k not in tables} | {k: v for k, v in backed.items() if k in tables}

@@ -1,6 +1,8 @@
-"""The backup location of `icetide dr`: one directory of files copied as they are, and one manifest per backup.
+"""The backup location of `icetide dr`: files copied as they are, and one manifest per backup.
 
-Layout (`dr.location`, default `<state_dir>/backups`)::
+`dr.location` is a directory (default `<state_dir>/backups`; `DirectoryStore`) or `s3://<bucket>/<prefix>`, a
+second bucket with versioning and SSE-S3 default encryption (`dr_store_s3.S3Store`). Both have one interface
+(`BackupStore`) and one layout of keys under their root::
 
     files/<scheme>/<host or _>/<path>   every table file, under its original absolute path
     backups/<id>.json                   one manifest per backup (written last: a backup without one is not a backup)
@@ -21,8 +23,9 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
-from collections.abc import Iterator
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,44 +134,79 @@ def sha256_of(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-class BackupStore:
-    """A local backup directory (a mounted disk, a second machine's share)."""
 
-    def __init__(self, root: Path) -> None:
-        if "://" in str(root):
-            raise ConfigError(f"setting 'dr.location': backups go to a directory for now, got {root}")
-        self.root = root
+@dataclass(frozen=True)
+class Stored:
+    """One object of a store: its key under the root, size and last-modified time (UTC)."""
 
-    def file_path(self, location: str) -> Path:
-        return self.root / "files" / file_key(location)
+    key: str
+    size: int
+    modified: dt.datetime
 
-    def open_copy(self, location: str) -> Any:
-        """A readable binary stream of the backed-up copy of the table file at `location`."""
-        return self.file_path(location).open("rb")
 
-    def extras_dir(self, backup_id: str) -> Path:
-        return self.root / "extras" / backup_id
+def id_time(backup_id: str) -> dt.datetime:
+    """The start time a backup id names (`new_backup_id`)."""
+    return dt.datetime.strptime(backup_id, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=dt.UTC)
 
-    def manifest_path(self, backup_id: str) -> Path:
-        return self.root / "backups" / f"{backup_id}.json"
 
+def manifest_key(backup_id: str) -> str:
+    return f"backups/{backup_id}.json"
+
+
+def copy_key(location: str) -> str:
+    return f"files/{file_key(location)}"
+
+
+def extras_keys(manifest: dict[str, Any]) -> set[str]:
+    return {str(e["path"]) for e in manifest.get("extras", [])}
+
+
+class BackupStore(ABC):
+    """Where backups go: a few primitives on keys (`files/…`, `backups/<id>.json`, `extras/<id>/…`) per kind
+    of store, and everything `dr` does built on them here."""
+
+    where: str  # the store's location, for messages
+
+    # -- the primitives of a kind of store ---------------------------------------------------
+    @abstractmethod
+    def _exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _open(self, key: str) -> Any:
+        """A context manager yielding a readable binary stream; FileNotFoundError when missing."""
+
+    @abstractmethod
+    def _put(self, key: str, source: IO[bytes]) -> tuple[int, str]:
+        """Store `source` under `key` whole or not at all (streamed, hashed on the way): (bytes, sha256)."""
+
+    @abstractmethod
+    def _list(self, prefix: str) -> Iterator[Stored]: ...
+
+    @abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    def ready_to_write(self) -> None:  # noqa: B027 — a directory needs no check
+        """Raise ConfigError when the store must not receive a backup (an S3 bucket without protection)."""
+
+    # -- built on them ------------------------------------------------------------------------
     def ids(self) -> list[str]:
         """Finished backups, oldest first."""
-        folder = self.root / "backups"
-        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        return sorted(s.key.removeprefix("backups/").removesuffix(".json") for s in self._list("backups/")
+                      if s.key.endswith(".json"))
 
     def load(self, backup_id: str | None = None) -> dict[str, Any]:
         """A backup's manifest (the newest without `backup_id`)."""
         ids = self.ids()
         if not ids:
-            raise ConfigError(f"no backup in {self.root}: take one with `icetide dr backup`")
+            raise ConfigError(f"no backup in {self.where}: take one with `icetide dr backup`")
         chosen = backup_id or ids[-1]
-        path = self.manifest_path(chosen)
-        if not path.is_file():
-            raise ConfigError(f"no backup {chosen!r} in {self.root} (have {', '.join(ids[-5:])})")
-        data: dict[str, Any] = json.loads(path.read_text())
+        if chosen not in ids:
+            raise ConfigError(f"no backup {chosen!r} in {self.where} (have {', '.join(ids[-5:])})")
+        with self._open(manifest_key(chosen)) as stream:
+            data: dict[str, Any] = json.loads(stream.read())
         if data.get("format") != FORMAT:
-            raise ConfigError(f"{path}: backup format {data.get('format')!r}, this icetide reads {FORMAT}")
+            raise ConfigError(f"{self.where}/{manifest_key(chosen)}: backup format {data.get('format')!r}, "
+                              f"this icetide reads {FORMAT}")
         return data
 
     def known(self) -> dict[str, FileEntry]:
@@ -177,9 +215,12 @@ class BackupStore:
         ids = self.ids()
         return self._entries(ids[-1]) if ids else {}
 
+    def has_copy(self, location: str) -> bool:
+        return self._exists(copy_key(location))
+
     def find(self, location: str) -> FileEntry | None:
         """The entry of a file some older backup holds (after a table went back to an older version)."""
-        if not self.file_path(location).is_file():
+        if not self.has_copy(location):
             return None
         for backup_id in reversed(self.ids()):
             entry = self._entries(backup_id).get(location)
@@ -191,34 +232,47 @@ class BackupStore:
         return {item["path"]: FileEntry.from_dict(item)
                 for table in self.load(backup_id)["tables"].values() for item in table["files"]}
 
+    def open_copy(self, location: str) -> Any:
+        """A context manager yielding a readable binary stream of the backed-up copy of the table file at
+        `location` (its original path); FileNotFoundError when the store holds none."""
+        return self._open(copy_key(location))
+
     def copy_in(self, io: FileIO, entry_path: str, kind: str) -> FileEntry:
-        """Copy one table file into the store (via a temporary name, so a crash leaves no half file)."""
-        target = self.file_path(entry_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        with open_source(io, entry_path) as source, partial.open("wb") as out:
-            size, sha = copy_stream(source, out)
-            out.flush()
-            os.fsync(out.fileno())
-        partial.replace(target)
+        """Copy one table file into the store (whole or not at all: a crash leaves no half file)."""
+        with open_source(io, entry_path) as source:
+            size, sha = self._put(copy_key(entry_path), source)
         return FileEntry(entry_path, size, sha, kind)
 
-    def add_extra(self, backup_id: str, name: str, produce: Any) -> dict[str, Any]:
-        """Write one extra file of a backup with `produce(path)`; return its entry (relative path, size, sha256)."""
-        path = self.extras_dir(backup_id) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        produce(path)
-        size, sha = sha256_of(path)
-        return {"path": str(path.relative_to(self.root)), "size": size, "sha256": sha}
+    def add_extra(self, backup_id: str, name: str, produce: Callable[[Path], Any]) -> dict[str, Any]:
+        """Write one extra file of a backup with `produce(path)`; return its entry (key, size, sha256)."""
+        key = f"extras/{backup_id}/{name}"
+        with tempfile.TemporaryDirectory(prefix="icetide-dr-") as scratch:
+            path = Path(scratch) / name
+            produce(path)
+            with path.open("rb") as source:
+                size, sha = self._put(key, source)
+        return {"path": key, "size": size, "sha256": sha}
 
-    def commit(self, manifest: dict[str, Any]) -> Path:
+    def read_extra(self, extra: dict[str, Any]) -> bytes:
+        with self._open(str(extra["path"])) as stream:
+            data: bytes = stream.read()
+        return data
+
+    def restore_extra(self, extra: dict[str, Any], target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        with self._open(str(extra["path"])) as source, partial.open("wb") as out:
+            copy_stream(source, out)
+        partial.replace(target)
+
+    def commit(self, manifest: dict[str, Any]) -> str:
         """Publish a backup: its manifest appears whole, after every file it names is in place."""
-        path = self.manifest_path(manifest["id"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps({"format": FORMAT, **manifest}, indent=1, sort_keys=True))
-        partial.replace(path)
-        return path
+        text = json.dumps({"format": FORMAT, **manifest}, indent=1, sort_keys=True).encode()
+        with tempfile.SpooledTemporaryFile() as source:
+            source.write(text)
+            source.seek(0)
+            self._put(manifest_key(manifest["id"]), source)
+        return f"{self.where}/{manifest_key(manifest['id'])}"
 
     def check(self, manifest: dict[str, Any], tables: list[str] | None = None) -> dict[str, Any]:
         """Re-hash every file of a backup (of `tables`, default all) against its manifest; raise IntegrityError
@@ -229,28 +283,123 @@ class BackupStore:
                 continue
             for item in table["files"]:
                 entry = FileEntry.from_dict(item)
-                self._check_one(self.file_path(entry.path), entry.size, entry.sha256, f"{name}: {entry.path}")
+                self._check_one(copy_key(entry.path), entry.size, entry.sha256, f"{name}: {entry.path}")
                 files += 1
                 bytes_ += entry.size
         for extra in manifest.get("extras", []):
-            self._check_one(self.root / extra["path"], int(extra["size"]), str(extra["sha256"]), extra["path"])
+            self._check_one(extra["path"], int(extra["size"]), str(extra["sha256"]), extra["path"])
             files += 1
             bytes_ += int(extra["size"])
         return {"files": files, "bytes": bytes_}
 
-    @staticmethod
-    def _check_one(path: Path, size: int, sha: str, what: str) -> None:
-        if not path.is_file():
-            raise IntegrityError(f"backup file missing: {what} (expected at {path})")
-        have_size, have_sha = sha256_of(path)
+    def _check_one(self, key: str, size: int, sha: str, what: str) -> None:
+        at = f"{self.where}/{key}"
+        try:
+            with self._open(key) as stream:
+                have_size, have_sha = hash_stream(stream)
+        except FileNotFoundError:
+            raise IntegrityError(f"backup file missing: {what} (expected at {at})") from None
         if have_size != size:
-            raise IntegrityError(f"backup file damaged: {what} ({path}): {have_size} bytes, manifest says {size}")
+            raise IntegrityError(f"backup file damaged: {what} ({at}): {have_size} bytes, manifest says {size}")
         if have_sha != sha:
-            raise IntegrityError(f"backup file damaged: {what} ({path}): sha256 {have_sha[:16]}…, "
+            raise IntegrityError(f"backup file damaged: {what} ({at}): sha256 {have_sha[:16]}…, "
                                  f"manifest says {sha[:16]}…")
 
-    def restore_extra(self, extra: dict[str, Any], target: Path) -> None:
+    def prune(self, keep: int, *, grace_s: float = 3600.0, dry_run: bool = False,
+              now: dt.datetime | None = None) -> dict[str, Any]:
+        """Delete the manifests older than the newest `keep`, then every stored file no kept manifest lists.
+
+        A file no kept manifest lists is left when it is newer than the oldest kept backup's start or than
+        `grace_s`: it may belong to a backup still copying (its manifest comes last). Manifests go first, so
+        a crash in between leaves unreferenced files (the next prune takes them), never a manifest naming a
+        deleted file. A backup that reuses a file it did not copy checks it is still there before it commits
+        (`dr_backup.run_backup`), so a prune running beside `dr backup --every` cannot break it."""
+        if keep < 1:
+            raise ConfigError(f"--keep must be at least 1, got {keep}")
+        ids = self.ids()
+        kept, dropped = ids[-keep:], ids[:-keep]
+        referenced = {manifest_key(i) for i in kept}
+        for backup_id in kept:
+            manifest = self.load(backup_id)
+            referenced |= {copy_key(f["path"]) for t in manifest["tables"].values() for f in t["files"]}
+            referenced |= extras_keys(manifest)
+        now = now or dt.datetime.now(dt.UTC)
+        cutoff = min([id_time(kept[0]), now - dt.timedelta(seconds=grace_s)]) if kept else now
+        for backup_id in dropped:
+            if not dry_run:
+                self._delete(manifest_key(backup_id))
+        removed, freed, young = [], 0, 0
+        for prefix in ("files/", "extras/"):
+            for item in self._list(prefix):
+                if item.key in referenced:
+                    continue
+                if item.modified >= cutoff:
+                    young += 1
+                    continue
+                if not dry_run:
+                    self._delete(item.key)
+                removed.append(item.key)
+                freed += item.size
+        return {"kept": kept, "manifests_removed": dropped, "files_removed": len(removed), "bytes_freed": freed,
+                "left_young": young, "dry_run": dry_run, "where": self.where}
+
+
+def hash_stream(stream: IO[bytes]) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+class DirectoryStore(BackupStore):
+    """A local backup directory (a mounted disk, a second machine's share)."""
+
+    def __init__(self, root: Path) -> None:
+        if "://" in str(root):
+            raise ConfigError(f"not a backup directory: {root}")
+        self.root = root
+        self.where = str(root)
+
+    def file_path(self, location: str) -> Path:
+        return self.root / copy_key(location)
+
+    def _exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def _open(self, key: str) -> Any:
+        return (self.root / key).open("rb")
+
+    def _put(self, key: str, source: IO[bytes]) -> tuple[int, str]:
+        target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
-        shutil.copyfile(self.root / extra["path"], partial)
+        with partial.open("wb") as out:
+            size, sha = copy_stream(source, out)
+            out.flush()
+            os.fsync(out.fileno())
         partial.replace(target)
+        return size, sha
+
+    def _list(self, prefix: str) -> Iterator[Stored]:
+        folder = self.root / prefix
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                yield Stored(path.relative_to(self.root).as_posix(), stat.st_size,
+                             dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC))
+
+    def _delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+
+def open_store(settings: Any) -> BackupStore:
+    """The store `dr.location` names: an S3 bucket (`s3://bucket/prefix`) or a directory."""
+    if settings.backup_bucket is not None:
+        from batch.dr_store_s3 import S3Store
+
+        return S3Store.of(settings)
+    return DirectoryStore(settings.backup_dir)

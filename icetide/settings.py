@@ -21,7 +21,7 @@ from icetide.errors import ConfigError
 
 ENV_PREFIX = "ICETIDE__"
 # the S3 identities of the embedded store, one per role (docs/security.md); `admin` is the stack's own
-Role = Literal["writer", "cdc", "maint", "bi", "catalog", "admin"]
+Role = Literal["writer", "cdc", "maint", "bi", "catalog", "backup", "admin"]
 DEFAULT_FILE = "icetide.yaml"
 
 
@@ -96,7 +96,8 @@ class StorageSettings(_Section):
     path_style: bool = True  # path-style URLs (http://host/bucket/key), as most S3-compatible stores need
     sse: Literal["s3", "none"] = "s3"  # server-side encryption: every writer sends SSE-S3, the bucket defaults to it
     credentials: StorageCredentials = Field(default_factory=StorageCredentials)
-    # per-role keys for an external store (writer, cdc, maint, bi, catalog); a role not named uses `credentials`.
+    # per-role keys for an external store (writer, cdc, maint, bi, catalog, backup); a role not named uses
+    # `credentials`.
     # The embedded store makes one key per role at `stack up` (<state_dir>/object-store/identities/<role>)
     identities: dict[Role, StorageCredentials] = Field(default_factory=dict)
     checkpoint_prefix: str = "checkpoints"  # the CDC job's checkpoints: s3://<bucket>/<prefix>/ (role cdc only)
@@ -185,8 +186,9 @@ class DrSettings(_Section):
     """Disaster recovery (`icetide dr`): where backups go and which tables they hold."""
 
     # a directory, on another disk or machine in earnest (a backup beside the state it protects is a copy,
-    # not a recovery); default <state_dir>/backups
-    location: Path | None = None
+    # not a recovery), or `s3://<backup-bucket>/<prefix>` on the object store (a second bucket with versioning
+    # and SSE-S3 default encryption, written with the `backup` role's key); default <state_dir>/backups
+    location: str | None = None
     tables: list[str] = Field(default_factory=list)  # namespace.table; empty → every table of the catalog
 
 
@@ -237,7 +239,25 @@ class Settings(_Section):
 
     @property
     def backup_dir(self) -> Path:
-        return (self.dr.location or self.state_dir / "backups").expanduser().resolve()
+        """The backup directory (`dr.location` when it is not an `s3://` URI)."""
+        if self.backup_bucket is not None:
+            raise ConfigError(f"{self.source}: setting 'dr.location' is {self.dr.location}, not a directory")
+        return Path(self.dr.location or self.state_dir / "backups").expanduser().resolve()
+
+    @property
+    def backup_bucket(self) -> tuple[str, str] | None:
+        """(bucket, prefix) of an `s3://bucket/prefix` `dr.location` (prefix `backups` when none); None for a
+        directory."""
+        from urllib.parse import urlparse
+
+        location = str(self.dr.location or "")
+        if "://" not in location:
+            return None
+        parsed = urlparse(location)
+        if parsed.scheme not in ("s3", "s3a") or not parsed.netloc:
+            raise ConfigError(f"{self.source}: setting 'dr.location': a directory or s3://bucket/prefix, "
+                              f"got {self.dr.location}")
+        return parsed.netloc, parsed.path.strip("/") or "backups"
 
     @property
     def dead_letter_topic(self) -> str:

@@ -126,7 +126,7 @@ def store_secrets(out: Path, as_json: bool) -> None:
 def provision(app: App, out: Path, known: Path | None, k8s_secrets: bool, noncurrent_days: int,
               wait_s: float, as_json: bool) -> None:
     """Set up an external object store (storage.endpoint) as `stack up` sets up the embedded one: the bucket
-    with SSE-S3 default encryption and versioning, one IAM user per role (writer, cdc, maint, bi, catalog)
+    with SSE-S3 default encryption and versioning, one IAM user per role (writer, cdc, maint, bi, catalog, backup)
     with its least-privilege policy, and its key. The deployment's init job (docs/deploy.md)."""
     from icetide.services.provision import provision as run
 
@@ -224,7 +224,8 @@ ROTATORS: dict[str, Callable[[Settings, str | None, float], tuple[Any, str]]] = 
 
 @stack.command()
 @click.argument("kind", type=click.Choice(sorted(ROTATORS)))
-@click.option("--role", help="s3: the role whose key is rotated (writer, cdc, maint, bi, catalog); default all.")
+@click.option("--role", help="s3: the role whose key is rotated (writer, cdc, maint, bi, catalog, backup); "
+              "default all.")
 @click.option("--principal", help="kafka: the principal rotated (admin, cdc, apply, mirror, connect); default all.")
 @click.option("--grace", type=float, default=5.0, show_default=True,
               help="s3, catalog: seconds between writing the new key and deleting the old one (clients re-read it).")

@@ -19,6 +19,11 @@ The policies, on the warehouse bucket B, the warehouse prefix W and the checkpoi
 | maint   | yes          | yes   | yes      | no                      |
 | bi      | yes          | no    | no       | no                      |
 | catalog | yes          | yes   | yes      | no                      |
+| backup  | yes          | no    | no       | no                      |
+
+`backup` (`icetide dr backup` to an `s3://` `dr.location` bucket D, prefix P) also gets get/put/delete + list
+on P, nothing else on D (whether D is encrypted and versioned is read from a probe object it puts, not from D's
+settings: SeaweedFS makes reading those an admin action).
 
 The writer cannot delete: Iceberg's commits only add files (a failed commit's clean-up of its own new files
 is best effort and logged; what it leaves is an orphan for `maint`). docs/security.md has the rationale.
@@ -60,7 +65,9 @@ GRANTS: dict[str, tuple[tuple[str, ...], bool]] = {
     "maint": (READ + WRITE + DELETE, False),
     "bi": (READ, False),
     "catalog": (READ + WRITE + DELETE, False),
+    "backup": (READ, False),
 }
+
 
 def user_name(role: Role) -> str:
     return f"{USER_PREFIX}{role}"
@@ -82,6 +89,9 @@ def policy(settings: Settings, role: Role) -> dict[str, Any]:
     statements = _prefix_grant(bucket, warehouse, actions)
     if checkpoints:
         statements += _prefix_grant(bucket, settings.storage.checkpoint_prefix.strip("/"), READ + WRITE + DELETE)
+    backup = settings.backup_bucket
+    if role == "backup" and backup is not None:
+        statements += _prefix_grant(backup[0], backup[1], READ + WRITE + DELETE)
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -86,6 +86,18 @@ def ensure_bucket(client: Any, bucket: str, *, encrypted: bool) -> None:
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
 
 
+def ensure_versioned_bucket(client: Any, bucket: str, *, encrypted: bool, noncurrent_days: int | None = None) -> None:
+    """`ensure_bucket`, then versioning Enabled; with `noncurrent_days`, a lifecycle rule expiring noncurrent
+    versions after that many days (so deletes free space in the end)."""
+    ensure_bucket(client, bucket, encrypted=encrypted)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    if noncurrent_days is not None:
+        client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [{
+            "ID": "icetide-noncurrent", "Status": "Enabled", "Filter": {"Prefix": ""},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": noncurrent_days},
+            "Expiration": {"ExpiredObjectDeleteMarker": True}}]})
+
+
 class ObjectStore(StateHome):
     """One `weed mini` per state dir, its buckets and its key."""
 
@@ -136,6 +148,8 @@ class ObjectStore(StateHome):
             raise StackError(f"an object store (pid {pid}) runs from {self.home} but does not answer: "
                              "run `icetide stack down` and `icetide stack up` again\n" + self.output())
         self.ensure_bucket(settings.storage.bucket, encrypted=settings.storage.sse == "s3")
+        if settings.backup_bucket is not None:  # `dr.location: s3://…`: versioned, SSE-S3 (batch/dr_store_s3.py)
+            ensure_versioned_bucket(self.client(), settings.backup_bucket[0], encrypted=True)
         self.identities(settings).ensure()
         port = self._ports().get("metrics")
         if settings.monitoring.enabled and port:  # `stop` removes it: the store outlives `stack up`

@@ -7,10 +7,11 @@ SSE-S3 key-encryption key (`WEED_S3_SSE_KEK`), as two env files the operator tur
 
 `provision` then does, at `storage.endpoint` and signed with the admin key (`storage.identities.admin`), what
 `ObjectStore.start` does for the embedded store, with the same code: the warehouse bucket with SSE-S3 as its
-default encryption (`ensure_bucket`), and one IAM user per role with the policy `identities.policy()` generates
-and one key (`Identities.ensure`) — no policy document exists anywhere but there. It also turns on versioning
-(an overwritten or deleted object stays recoverable) with a lifecycle rule that expires noncurrent versions
-after `noncurrent_days`, so maintenance's deletes still free space.
+default encryption (`ensure_bucket`; the backup bucket of an `s3://` `dr.location` the same way), and one IAM
+user per role with the policy `identities.policy()` generates and one key (`Identities.ensure`) — no policy
+document exists anywhere but there. It also turns on versioning (an overwritten or deleted object stays
+recoverable) with a lifecycle rule that expires noncurrent versions after `noncurrent_days`, so maintenance's
+deletes still free space.
 
 Each role's key goes to `<out>/<role>/credentials` (an AWS shared-credentials file, 0600) and, in a Kubernetes
 Job, to one Secret per role (`icetide-s3-<role>`, key `credentials`), applied through the API server as the
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from icetide.errors import ConfigError, StackError
 from icetide.services.identities import Identities, user_name
-from icetide.services.object_store import ensure_bucket, s3_client
+from icetide.services.object_store import ensure_versioned_bucket, s3_client
 from icetide.storage import S3Key, s3_key, uses_embedded_store, warehouse_location
 
 if TYPE_CHECKING:
@@ -133,17 +134,16 @@ def provision(settings: Settings, out: Path, known: Path | None = None, *, k8s_s
     bucket, _ = warehouse_location(settings)
     client = s3_client(endpoint, s3_key(settings, "admin"), region, path_style=settings.storage.path_style)
     _wait_for_store(client, endpoint, wait_s)
-    ensure_bucket(client, bucket, encrypted=settings.storage.sse == "s3")
-    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [{
-        "ID": "icetide-noncurrent", "Status": "Enabled", "Filter": {"Prefix": ""},
-        "NoncurrentVersionExpiration": {"NoncurrentDays": noncurrent_days},
-        "Expiration": {"ExpiredObjectDeleteMarker": True}}]})
+    ensure_versioned_bucket(client, bucket, encrypted=settings.storage.sse == "s3", noncurrent_days=noncurrent_days)
+    backup = settings.backup_bucket  # `dr.location: s3://…`: the same protection, encrypted whatever storage.sse
+    if backup is not None:
+        ensure_versioned_bucket(client, backup[0], encrypted=True, noncurrent_days=noncurrent_days)
     known = known or out
     keys = Identities(settings, endpoint, s3_key(settings, "admin")).ensure(
         key_file=lambda r: out / r / CREDENTIALS_KEY, known_file=lambda r: known / r / CREDENTIALS_KEY)
     secrets_made = apply_k8s_secrets(keys) if k8s_secrets else []
-    return {"endpoint": endpoint, "bucket": bucket, "sse": settings.storage.sse, "versioning": "Enabled",
+    return {"endpoint": endpoint, "bucket": bucket, "backup_bucket": backup[0] if backup else None,
+            "sse": settings.storage.sse, "versioning": "Enabled",
             "noncurrent_days": noncurrent_days,
             "identities": {role: {"user": user_name(role), "access_key_id": key.access_key_id,
                                   "credentials_file": str(out / role / CREDENTIALS_KEY)}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batch.dr_restore import restore, stream_ahead
-from batch.dr_store import BackupStore
+from batch.dr_store import DirectoryStore
 from connectors.postgres import PostgresConfig, PostgresSink
 from icetide.errors import ConfigError
 from icetide.settings import load_settings
@@ -38,7 +38,7 @@ def test_a_postgres_downstream_ahead_of_the_backup_refuses_the_restore(postgres_
     source = tmp_path / "warehouse" / "sales" / "t" / "data" / "part-0.parquet"
     source.parent.mkdir(parents=True)
     source.write_bytes(b"PAR1" + bytes(range(256)))
-    store = BackupStore(tmp_path / "backups")
+    store = DirectoryStore(tmp_path / "backups")
     entry = store.copy_in(None, source.as_uri(), "data")  # type: ignore[arg-type]  # local files need no FileIO
     store.commit({"id": "20260101T000000.000000Z", "warehouse": settings.warehouse, "extras": [],
                   "tables": {"sales.t": {"files": [entry.to_dict()], "sequence_number": newest - 4, "snapshot_id": 1,

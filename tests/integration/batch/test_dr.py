@@ -16,7 +16,7 @@ from batch.common import call_sql, render, short_name, table_ref
 from batch.dr_backup import run_backup
 from batch.dr_cli import dr
 from batch.dr_restore import restore
-from batch.dr_store import BackupStore, IntegrityError
+from batch.dr_store import DirectoryStore, IntegrityError
 from icetide.catalog import pyiceberg_catalog
 from icetide.cli import App
 from tests.fixtures.spark import fresh_table_name
@@ -37,7 +37,7 @@ MOR = ("TBLPROPERTIES ('format-version'='2', 'write.delete.mode'='merge-on-read'
 def settings(base_settings: Settings, tmp_path: Path) -> Settings:
     """The session's catalog and warehouse, with this test's own backup directory."""
     copy = base_settings.model_copy(deep=True)
-    copy.dr.location = tmp_path / "backups"
+    copy.dr.location = str(tmp_path / "backups")
     return copy
 
 
@@ -80,7 +80,7 @@ def test_drill_on_merge_on_read_table_ends_equal(spark: SparkSession, settings: 
                                         "ORDER BY committed_at").collect()]
     older_count = spark.sql(f"SELECT count(*) FROM {render(table)} VERSION AS OF {retained[0]}").first()
     backed = run_json(["backup", "--table", name, "--digest"], settings)
-    kinds = {f["kind"] for f in BackupStore(settings.backup_dir).load()["tables"][name]["files"]}
+    kinds = {f["kind"] for f in DirectoryStore(settings.backup_dir).load()["tables"][name]["files"]}
     assert kinds == {"data", "delete", "manifest", "manifest-list", "metadata"}
     append(spark, table, 600, 10, note=True)  # committed after the backup: the drill must report it lost
 
@@ -88,7 +88,8 @@ def test_drill_on_merge_on_read_table_ends_equal(spark: SparkSession, settings: 
     assert report["equal"] is True, report
     assert report["rows"] == 600 - len(range(0, 600, 7))
     assert report["restored"]["current_snapshot_id"] == retained[-1] == backed["tables"][name]["snapshot_id"]
-    assert report["restored"]["digest"] == BackupStore(settings.backup_dir).load()["tables"][name]["digest"]["digest"]
+    backup = DirectoryStore(settings.backup_dir).load()
+    assert report["restored"]["digest"] == backup["tables"][name]["digest"]["digest"]
     assert len(report["lost_commits"]) == 1 and report["rpo_s"] > 0
     assert report["destroyed"]["files_left_by_purge"] >= 0 and report["rto_s"] > 0
     # the retained history came back too: time travel to the older snapshot reads what it read before
@@ -104,7 +105,7 @@ def test_damaged_backup_is_refused_naming_the_file(spark: SparkSession, settings
     spark.sql(f"CREATE TABLE {render(table)} (id BIGINT, name STRING, amount DECIMAL(10,2)) USING iceberg {MOR}")
     append(spark, table, 0, 50)
     spark.sql(f"DELETE FROM {render(table)} WHERE id < 5")
-    store = BackupStore(settings.backup_dir)
+    store = DirectoryStore(settings.backup_dir)
     run_backup(settings, pyiceberg_catalog(settings, "maint"), store, [name])
     delete_file = next(f for f in store.load()["tables"][name]["files"] if f["kind"] == "delete")
     held = store.file_path(delete_file["path"])
@@ -125,7 +126,7 @@ def test_incremental_backup_copies_only_new_files(spark: SparkSession, settings:
     table = table_ref(settings, name)
     spark.sql(f"CREATE TABLE {render(table)} (id BIGINT, name STRING, amount DECIMAL(10,2)) USING iceberg {MOR}")
     append(spark, table, 0, 100)
-    store = BackupStore(settings.backup_dir)
+    store = DirectoryStore(settings.backup_dir)
     first = run_json(["backup", "--table", name], settings)
     assert first["copied_files"] == first["files"] > 0
     before = {f["path"] for f in store.load()["tables"][name]["files"]}
@@ -149,13 +150,13 @@ def test_drill_on_the_s3_shape_ends_equal(lake_spark: SparkSession, lake_setting
     from batch.dr_verify import content_digest
 
     settings = lake_settings.model_copy(deep=True)
-    settings.dr.location = tmp_path / "backups"
+    settings.dr.location = str(tmp_path / "backups")
     name = fresh_table_name("s3drill")
     table = table_ref(settings, name)
     lake_spark.sql(f"CREATE TABLE {render(table)} (id BIGINT, name STRING, amount DECIMAL(10,2)) USING iceberg {MOR}")
     append(lake_spark, table, 0, 100)
     lake_spark.sql(f"DELETE FROM {render(table)} WHERE id % 3 = 0")
-    store = BackupStore(settings.backup_dir)
+    store = DirectoryStore(settings.backup_dir)
     run_backup(settings, pyiceberg_catalog(settings, "maint"), store, [name],
                lambda n, sid: content_digest(lake_spark, table_ref(settings, n), sid))
     assert store.load()["tables"][name]["location"].startswith("s3://")
@@ -176,7 +177,7 @@ def test_backups_taken_while_a_writer_commits_restore_equal(spark: SparkSession,
     table = table_ref(settings, name)
     spark.sql(f"CREATE TABLE {render(table)} (id BIGINT, name STRING, amount DECIMAL(10,2)) USING iceberg {MOR}")
     append(spark, table, 0, 100)
-    store = BackupStore(settings.backup_dir)
+    store = DirectoryStore(settings.backup_dir)
     done = threading.Event()
 
     def writer() -> None:
@@ -221,7 +222,7 @@ def test_a_v3_table_with_deletion_vectors_backed_up_mid_compaction_drills_equal(
         append(spark, table, first, 300)
     spark.sql(f"DELETE FROM {render(table)} WHERE id % 7 = 0")
     spark.sql(f"UPDATE {render(table)} SET name = concat('u-', id) WHERE id % 5 = 0")
-    store = BackupStore(settings.backup_dir)
+    store = DirectoryStore(settings.backup_dir)
     digest = lambda n, sid: content_digest(spark, table_ref(settings, n), sid)  # noqa: E731
     run_backup(settings, pyiceberg_catalog(settings, "maint"), store, [name], digest)
     deletes = [f["path"] for f in store.load()["tables"][name]["files"] if f["kind"] == "delete"]
@@ -274,7 +275,7 @@ def test_restore_under_another_warehouse_and_catalog_rewrites_every_path(spark: 
     append(spark, t3, 0, 400)
     spark.sql(f"DELETE FROM {render(t3)} WHERE id % 3 = 0")
     backed = run_json(["backup", "--table", v2, "--table", v3, "--digest"], settings)
-    manifest = BackupStore(settings.backup_dir).load(backed["id"])
+    manifest = DirectoryStore(settings.backup_dir).load(backed["id"])
     assert {f["path"].endswith(".puffin") for f in manifest["tables"][v3]["files"] if f["kind"] == "delete"} == {True}
     older = spark.sql(f"SELECT snapshot_id FROM {render(table_ref(settings, v2))}.snapshots "
                       "ORDER BY committed_at").first()[0]
@@ -285,7 +286,7 @@ def test_restore_under_another_warehouse_and_catalog_rewrites_every_path(spark: 
     site.catalog.uri = f"jdbc:sqlite:{tmp_path / 'site' / 'catalog.db'}"
     site.catalog.warehouse = (tmp_path / "site" / "warehouse").as_uri()
     (tmp_path / "site").mkdir()
-    result = restore(site, lambda: pyiceberg_catalog(site, "writer"), BackupStore(settings.backup_dir),
+    result = restore(site, lambda: pyiceberg_catalog(site, "writer"), DirectoryStore(settings.backup_dir),
                      backed["id"], location=site.warehouse)
     assert {t["status"] for t in result["tables"].values()} == {"registered"}
     assert all(t["metadata_location"].startswith(site.warehouse) for t in result["tables"].values())

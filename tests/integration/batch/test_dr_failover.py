@@ -18,7 +18,7 @@ from batch.common import table_ref
 from batch.dr_backup import run_backup
 from batch.dr_drill import destroy
 from batch.dr_restore import restore
-from batch.dr_store import BackupStore
+from batch.dr_store import DirectoryStore
 from icetide.catalog import pyiceberg_catalog
 from icetide.events import topic_for
 from icetide.settings import load_settings
@@ -55,7 +55,7 @@ def test_cdc_continues_after_restore_nothing_lost_nothing_twice(spark: SparkSess
     icetide(env, "cdc", "run", "--once", "--tables", name)  # positions: after the update
     spark.sql(f"DELETE FROM {name} WHERE id >= 30")
 
-    store = BackupStore(settings.backup_dir)
+    store = DirectoryStore(settings.backup_dir)
     backed = run_backup(settings, pyiceberg_catalog(settings, "maint"), store, [name])
     assert "cdc-positions" in backed["extras"]  # taken before the table: at the update, the table at the delete
     topic = topic_for("icetide", *name.split("."))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batch.dr_backup import backup_extras, cdc_positions_path
-from batch.dr_store import BackupStore, FileEntry, IntegrityError, file_key
+from batch.dr_store import DirectoryStore, FileEntry, IntegrityError, file_key
 from icetide.errors import ConfigError
 from icetide.settings import load_settings
 
@@ -24,7 +24,7 @@ def test_file_keys_keep_the_original_path_and_refuse_escapes() -> None:
         file_key("file:/w/../etc/passwd")
 
 
-def _backup_of(store: BackupStore, source: Path, backup_id: str = "20260101T000000.000000Z") -> FileEntry:
+def _backup_of(store: DirectoryStore, source: Path, backup_id: str = "20260101T000000.000000Z") -> FileEntry:
     entry = store.copy_in(None, source.as_uri(), "data")  # type: ignore[arg-type]  # local files need no FileIO
     store.commit({"id": backup_id, "tables": {"ns.t": {"files": [entry.to_dict()]}}, "extras": []})
     return entry
@@ -34,7 +34,7 @@ def test_copy_manifest_round_trip_and_damage_is_named(tmp_path: Path) -> None:
     source = tmp_path / "warehouse" / "ns" / "t" / "data" / "part-0.parquet"
     source.parent.mkdir(parents=True)
     source.write_bytes(b"PAR1" + bytes(range(256)) * 10)
-    store = BackupStore(tmp_path / "backups")
+    store = DirectoryStore(tmp_path / "backups")
     entry = _backup_of(store, source)
     assert entry.size == source.stat().st_size and len(entry.sha256) == 64
     assert store.known() == {source.as_uri(): entry}
@@ -52,7 +52,7 @@ def test_copy_manifest_round_trip_and_damage_is_named(tmp_path: Path) -> None:
 
 
 def test_manifests_of_another_format_and_unknown_ids_are_refused(tmp_path: Path) -> None:
-    store = BackupStore(tmp_path)
+    store = DirectoryStore(tmp_path)
     with pytest.raises(ConfigError, match="no backup"):
         store.load()
     (tmp_path / "backups").mkdir()
@@ -73,7 +73,7 @@ def test_extras_are_online_copies_of_catalog_downstream_and_positions(tmp_path: 
         conn.close()
     cdc_positions_path(settings).parent.mkdir()
     cdc_positions_path(settings).write_text('{"ns.t": "{}"}')
-    store = BackupStore(tmp_path / "backups")
+    store = DirectoryStore(tmp_path / "backups")
     extras, notes = backup_extras(settings, store, "b1")
     assert [e["role"] for e in extras] == ["catalog-sqlite", "cdc-positions", "downstream-sqlite"] and not notes
     copy = sqlite3.connect(store.root / extras[0]["path"])
@@ -122,7 +122,7 @@ def test_restore_refuses_before_writing_when_the_downstream_is_ahead(tmp_path: P
     source = tmp_path / "warehouse" / "ns" / "ahead" / "data" / "part-0.parquet"
     source.parent.mkdir(parents=True)
     source.write_bytes(b"PAR1" + bytes(range(256)))
-    store = BackupStore(tmp_path / "backups")
+    store = DirectoryStore(tmp_path / "backups")
     entry = store.copy_in(None, source.as_uri(), "data")  # type: ignore[arg-type]  # local files need no FileIO
     store.commit({"id": "20260101T000000.000000Z", "warehouse": settings.warehouse, "extras": [],
                   "tables": {"ns.ahead": {"files": [entry.to_dict()], "sequence_number": 5, "snapshot_id": 1,
