@@ -206,8 +206,11 @@ def trino_rules(compiled: CompiledPolicy, catalog: str = "lake", bi_account: str
     tables.append({"privileges": []})
     # nobody owns a schema: without schema rules Trino makes everyone an owner, and a schema is then listed
     # to a user the policy grants nothing in it; with this one a schema shows only where a table is granted
+    # no session property may be set: `lake.statistics_enabled` would bring back the file statistics the
+    # embedded Trino turns off (they are over rows outside a user's filter and raw values under a mask)
     rules: dict[str, Any] = {"catalogs": [{"catalog": ".*", "allow": "read-only"}], "schemas": [{"owner": False}],
-                             "tables": tables}
+                             "tables": tables, "system_session_properties": [{"allow": False}],
+                             "catalog_session_properties": [{"allow": False}]}
     if bi_account:
         users = "|".join(re.escape(u) for u in compiled.checked.policy.users)
         # new_user is a Java replacement string before it is a pattern (`$` starts a group reference there),

@@ -29,6 +29,13 @@ def test_metadata_schemas_are_granted_before_the_catch_all() -> None:
     assert pattern.fullmatch("jdbc") and pattern.fullmatch("metadata") and not pattern.fullmatch("runtime")
 
 
+
+def test_no_session_property_may_be_set() -> None:
+    """`lake.statistics_enabled` would bring back the file statistics (rows outside a filter, raw values)."""
+    rules = trino_rules(bi_policy())
+    assert rules["catalog_session_properties"] == [{"allow": False}]
+    assert rules["system_session_properties"] == [{"allow": False}]
+
 def test_the_hmac_key_never_reaches_rules_json() -> None:
     compiled = compile_text(EXAMPLE.read_text(), str(EXAMPLE))
     with pytest.raises(TrinoTargetError) as caught:
