@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from batch.dr_restore import restore, stream_ahead
-from batch.dr_store import DirectoryStore
 from connectors.postgres import PostgresConfig, PostgresSink
 from icetide.errors import ConfigError
 from icetide.settings import load_settings
-from tests.unit.batch.test_dr_store import _CatalogReached, _never_a_catalog
+from tests.unit.batch.test_dr_store import _CatalogReached, _never_a_catalog, one_file_backup
 from tests.unit.test_connectors_sqlite import TOPIC, _changes
 
 pytestmark = pytest.mark.integration
@@ -35,15 +34,7 @@ def test_a_postgres_downstream_ahead_of_the_backup_refuses_the_restore(postgres_
     assert warnings[0].startswith(f"sales.t: the downstream applied changes up to sequence {newest}, "
                                   f"the restored table ends at {newest - 4}")
 
-    source = tmp_path / "warehouse" / "sales" / "t" / "data" / "part-0.parquet"
-    source.parent.mkdir(parents=True)
-    source.write_bytes(b"PAR1" + bytes(range(256)))
-    store = DirectoryStore(tmp_path / "backups")
-    entry = store.copy_in(None, source.as_uri(), "data")  # type: ignore[arg-type]  # local files need no FileIO
-    store.commit({"id": "20260101T000000.000000Z", "warehouse": settings.warehouse, "extras": [],
-                  "tables": {"sales.t": {"files": [entry.to_dict()], "sequence_number": newest - 4, "snapshot_id": 1,
-                                         "metadata_location": source.as_uri()}}})
-    source.unlink()  # the loss the restore would repair
+    store, source = one_file_backup(tmp_path, settings, "sales.t", newest - 4)
     with pytest.raises(ConfigError, match=rf"nothing was written: sales.t: the downstream applied changes up to "
                                           rf"sequence {newest}"):
         restore(settings, _never_a_catalog, store)

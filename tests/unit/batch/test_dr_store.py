@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,6 +107,20 @@ def test_a_downstream_ahead_of_the_restored_table_is_named(tmp_path: Path) -> No
     assert len(warnings) == 1 and warnings[0].startswith("ns.ahead: the downstream applied changes up to sequence 7")
 
 
+def one_file_backup(tmp_path: Path, settings: Any, table: str, sequence: int) -> tuple[DirectoryStore, Path]:
+    """A backup of `table` holding one file at `sequence`, that file then lost: (the store, the lost file)."""
+    source = tmp_path / "warehouse" / Path(*table.split(".")) / "data" / "part-0.parquet"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"PAR1" + bytes(range(256)))
+    store = DirectoryStore(tmp_path / "backups")
+    entry = store.copy_in(None, source.as_uri(), "data")  # type: ignore[arg-type]  # local files need no FileIO
+    store.commit({"id": "20260101T000000.000000Z", "warehouse": settings.warehouse, "extras": [],
+                  "tables": {table: {"files": [entry.to_dict()], "sequence_number": sequence, "snapshot_id": 1,
+                                     "metadata_location": source.as_uri()}}})
+    source.unlink()  # the loss the restore would repair
+    return store, source
+
+
 class _CatalogReached(Exception):
     """Raised by the catalog factory: the restore got past its refusals to the point of writing."""
 
@@ -119,15 +134,7 @@ def test_restore_refuses_before_writing_when_the_downstream_is_ahead(tmp_path: P
     from connectors.base import POSITIONS_TABLE
 
     settings = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(tmp_path / "state")})
-    source = tmp_path / "warehouse" / "ns" / "ahead" / "data" / "part-0.parquet"
-    source.parent.mkdir(parents=True)
-    source.write_bytes(b"PAR1" + bytes(range(256)))
-    store = DirectoryStore(tmp_path / "backups")
-    entry = store.copy_in(None, source.as_uri(), "data")  # type: ignore[arg-type]  # local files need no FileIO
-    store.commit({"id": "20260101T000000.000000Z", "warehouse": settings.warehouse, "extras": [],
-                  "tables": {"ns.ahead": {"files": [entry.to_dict()], "sequence_number": 5, "snapshot_id": 1,
-                                          "metadata_location": source.as_uri()}}})
-    source.unlink()  # the loss the restore would repair
+    store, source = one_file_backup(tmp_path, settings, "ns.ahead", 5)
     settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(settings.sqlite_path)
     conn.execute(f'CREATE TABLE "{POSITIONS_TABLE}" (topic TEXT, kafka_partition INTEGER, applied_offset INTEGER, '
