@@ -77,6 +77,9 @@ EXPECTED = {  # the policies of icetide/services/identities.py, as behaviour
                checkpoint_put=NO, list_everything=NO, other_bucket=NO),
     "catalog": dict(get=OK, list=OK, put=OK, delete=OK, batch_delete=OK, checkpoint_get=NO, checkpoint_list=NO,
                     checkpoint_put=NO, list_everything=NO, other_bucket=NO),
+    # reads the warehouse only; it writes to the backup bucket when dr.location is one (batch/test_dr_s3.py)
+    "backup": dict(get=OK, list=OK, put=NO, delete=NO, batch_delete=NO, checkpoint_get=NO, checkpoint_list=NO,
+                   checkpoint_put=NO, list_everything=NO, other_bucket=NO),
 }
 
 
