@@ -166,14 +166,13 @@ ORDER = ("data", "statistics", "delete", "manifest", "manifest-list", "metadata"
 def relocate_table(file_io: FileIO, open_copy: OpenCopy, files: list[FileEntry], old_warehouse: str,
                    new_warehouse: str, metadata_location: str) -> dict[str, Any]:
     """Write the table's files under `new_warehouse`, rewritten where they hold paths; returns the new metadata
-    location and {location: (size, sha256)} of every file written."""
+    location and {location: (size, sha256)} of every file written. The copies were checked against the
+    manifest before (`BackupStore.check`, as every restore does)."""
     moved = Relocation(_prefix(old_warehouse), _prefix(new_warehouse))
     written: dict[str, tuple[int, str]] = {}
     for entry in sorted(files, key=lambda e: ORDER.index(e.kind)):
         with open_copy(entry.path) as source:
             data = source.read()
-        if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
-            raise ConfigError(f"{entry.path}: the backed-up copy differs from the manifest")
         target = moved.path(entry.path)
         if entry.kind == "delete" and data[:4] == PUFFIN_MAGIC:
             data = _puffin(data, moved)
@@ -185,10 +184,9 @@ def relocate_table(file_io: FileIO, open_copy: OpenCopy, files: list[FileEntry],
             data = _avro(data, lambda r: _manifest_list_entry(r, moved))
         elif entry.kind == "metadata":
             data = _metadata(data, moved)
-        if data is not None and target not in written:
-            _write(file_io, target, data)
-            moved.sizes[target] = len(data)
-            written[target] = (len(data), hashlib.sha256(data).hexdigest())
+        _write(file_io, target, data)
+        moved.sizes[target] = len(data)
+        written[target] = (len(data), hashlib.sha256(data).hexdigest())
     return {"metadata_location": moved.path(metadata_location), "files": written}
 
 

@@ -125,14 +125,8 @@ def copy_stream(source: IO[bytes], target: IO[bytes]) -> tuple[int, str]:
 
 
 def sha256_of(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
+        return hash_stream(stream)
 
 
 @dataclass(frozen=True)

@@ -246,10 +246,7 @@ def verify(app: App, table_name: str, sink_kind: str | None, dsn: str | None, as
 def _record_lineage(settings: Any, bootstrap: str, tables: dict[str, Any]) -> None:
     """One run event per downstream table this run applied to: its change topic → the table."""
     from icetide import lineage
-    from icetide.events import topic_for
 
     for name in tables:
-        namespace, _, short = name.rpartition(".")
-        lineage.emit(settings, "cdc.apply", [lineage.topic(bootstrap, topic_for(settings.cdc.topic_prefix, namespace,
-                                                                                short))],
+        lineage.emit(settings, "cdc.apply", [lineage.change_topic(settings, bootstrap, name)],
                      [lineage.downstream(settings, name)])

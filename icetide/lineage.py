@@ -53,6 +53,14 @@ def topic(bootstrap: str, name: str) -> Dataset:
     return Dataset(f"kafka://{bootstrap.split(',')[0].strip()}", name)
 
 
+def change_topic(settings: Settings, bootstrap: str, table_name: str) -> Dataset:
+    """The change topic `cdc run` publishes `namespace.table` to."""
+    from icetide.events import topic_for
+
+    namespace, _, short = table_name.rpartition(".")
+    return topic(bootstrap, topic_for(settings.cdc.topic_prefix, namespace, short))
+
+
 def downstream(settings: Settings, name: str) -> Dataset:
     """A table of the configured sink (PostgreSQL: host and port only, never the DSN's password)."""
     if settings.sink.kind == "postgres" and settings.sink.postgres_dsn is not None:

@@ -118,21 +118,18 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
     # results_only_on_stdout: the JVMs' and Python workers' own output must not break --json
     with (results_only_on_stdout(), progress("publishing changes", total, "events", quiet=quiet) as bar,
           run_progress.watch(options.run_dir, bar)):
-        summary: dict[str, Any] = build_and_run(options, kafka_bootstrap(settings))
-    _record_lineage(settings, summary)
+        bootstrap = kafka_bootstrap(settings)
+        summary: dict[str, Any] = build_and_run(options, bootstrap)
+    _record_lineage(settings, bootstrap, summary)
     lines = [f"{t}: {v['events']} events, last snapshot {v['last_snapshot']}" for t, v in summary["tables"].items()]
     lines.append(f"{summary['events']} events in {summary['duration_s']} s")
     emit(summary, as_json, "\n".join(lines))
 
 
-def _record_lineage(settings: Any, summary: dict[str, Any]) -> None:
+def _record_lineage(settings: Any, bootstrap: str, summary: dict[str, Any]) -> None:
     """One run event per table: the Iceberg table → its change topic."""
     from icetide import lineage
-    from icetide.events import topic_for
-    from icetide.stack import kafka_bootstrap
 
-    bootstrap = kafka_bootstrap(settings)
     for name in summary["tables"]:
-        namespace, _, short = name.rpartition(".")
         lineage.emit(settings, "cdc.run", [lineage.table(settings, name)],
-                     [lineage.topic(bootstrap, topic_for(settings.cdc.topic_prefix, namespace, short))])
+                     [lineage.change_topic(settings, bootstrap, name)])
