@@ -74,8 +74,26 @@ def test_keyed_hash_of_integers(con: Any, values: list[int]) -> None:
        width=st.integers(1, 10**6))
 def test_bucket_on_integers(con: Any, values: list[int | None], width: int) -> None:
     mask = MaskSpec("bucket", POS, width=Decimal(width))
-    for col_type in ("long",):
-        assert run_duckdb(con, mask, col_type, values) == [reference(mask, v, col_type) for v in values]
+    assert run_duckdb(con, mask, "long", values) == [reference(mask, v, "long") for v in values]
+    ints = [None if v is None else v % 2**31 for v in values]
+    assert run_duckdb(con, mask, "int", ints) == [reference(mask, v, "int") for v in ints]
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(st.integers(-(2**60), 2**60), min_size=1, max_size=20), width=st.integers(1, 10**6))
+def test_bucket_of_longs_beyond_doubles_exact_range(con: Any, values: list[int], width: int) -> None:
+    """Past 2**53 the quotient is still floored in double precision, but the multiple is an exact BIGINT."""
+    mask = MaskSpec("bucket", POS, width=Decimal(width))
+    assert run_duckdb(con, mask, "long", values) == [reference(mask, v, "long") for v in values]
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=st.lists(st.decimals(min_value=-(10**15), max_value=10**15, places=2, allow_nan=False),
+                       min_size=1, max_size=20), width=st.integers(1, 10**4))
+def test_bucket_on_wide_decimals(con: Any, values: list[Decimal], width: int) -> None:
+    """decimal(38,2) has more integer digits than a BIGINT: its bucket stays in double precision."""
+    mask = MaskSpec("bucket", POS, width=Decimal(width))
+    assert run_duckdb(con, mask, "decimal(38,2)", values) == [reference(mask, v, "decimal(38,2)") for v in values]
 
 
 @settings(max_examples=40, deadline=None)
