@@ -3,7 +3,8 @@
 Starts Trino in a fresh state directory, builds `lake.sales.vendas` (default 1M rows, the batch generator's
 columns, partitioned by year and month) and `lake.sales.products` through Trino itself (as the admin, before any
 policy is in force), puts a policy in force with `apply_trino` (the example's rules, with `amount` bucketed
-like `price` for analysts) and times each of `batch.bench.QUERIES` (median of --repeat warm runs) as:
+like `price` for analysts) and times each of `batch.bench.QUERIES` (median of --repeat warm runs, the three
+variants of a query interleaved round by round; wall time and the server's CPU) as:
 
 - carla, the admin (no filter, no masks);
 - carla with ana's row filter written into the query (`region = 'North'` on the vendas scan): the same rows
@@ -112,14 +113,30 @@ def run(conn: Any, sql: str) -> list[Any]:
     return [tuple(r) for r in cur.fetchall()]
 
 
-def timed(conn: Any, sql: str, repeat: int) -> tuple[float, list[Any]]:
-    rows = run(conn, sql)  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        rows = run(conn, sql)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), sorted(rows, key=repr)
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of the Trino server so far (0 when it is not known)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(runs: dict[str, tuple[Any, str]], repeat: int, pid: int | None) -> dict[str, tuple[float, float, list[Any]]]:
+    """Median wall time, median server CPU and rows of each (connection, query), interleaved round by round (the
+    order rotated every round) so a change in the machine's load falls on every variant alike."""
+    rows = {name: run(conn, sql) for name, (conn, sql) in runs.items()}  # warm-up
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    cpus: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for round_ in range(repeat):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            conn, sql = runs[name]
+            cpu, start = cpu_s(pid), time.perf_counter()
+            rows[name] = run(conn, sql)
+            walls[name].append(time.perf_counter() - start)
+            cpus[name].append(cpu_s(pid) - cpu)
+    return {name: (statistics.median(walls[name]), statistics.median(cpus[name]), sorted(rows[name], key=repr))
+            for name in runs}
 
 
 def main() -> None:
@@ -156,14 +173,17 @@ def main() -> None:
         analyst = connect(server, "ana")
         results: dict[str, Any] = {}
         for name, sql in QUERIES.items():
-            admin_s, _ = timed(admin, sql, args.repeat)
-            north_s, north_rows = timed(admin, with_north(sql), args.repeat)
-            ana_s, ana_rows = timed(analyst, sql, args.repeat)
+            runs = timed({"admin": (admin, sql), "north": (admin, with_north(sql)), "ana": (analyst, sql)},
+                         args.repeat, server.process.live_pid())
+            (admin_s, _, _), (north_s, north_cpu, north_rows) = runs["admin"], runs["north"]
+            ana_s, ana_cpu, ana_rows = runs["ana"]
             tree = parse_one(sql, read="trino")
             reads_masked = bool(tree.find(exp.Star)) or bool(MASKED & {c.name for c in tree.find_all(exp.Column)})
             results[name] = {
                 "admin_s": round(admin_s, 4), "admin_north_s": round(north_s, 4), "analyst_s": round(ana_s, 4),
                 "analyst_overhead_pct": round(100 * (ana_s - north_s) / north_s, 1),
+                "server_cpu_s": {"admin_north": round(north_cpu, 3), "analyst": round(ana_cpu, 3)},
+                "analyst_cpu_overhead_pct": round(100 * (ana_cpu - north_cpu) / north_cpu, 1) if north_cpu else None,
                 "reads_masked_column": reads_masked,
                 "same_result": None if reads_masked else ana_rows == north_rows,
             }
@@ -181,6 +201,8 @@ def main() -> None:
         "queries": results, "average_s": avg, "goal_average_s": 1.0,
         "median_analyst_overhead_pct": statistics.median(overheads),
         "median_analyst_overhead_masked_queries_pct": statistics.median(masked) if masked else None,
+        "median_analyst_cpu_overhead_pct": statistics.median(
+            r["analyst_cpu_overhead_pct"] for r in results.values() if r["analyst_cpu_overhead_pct"] is not None),
         "goal_overhead_pct": 10.0, "meets_goal": statistics.median(overheads) <= 10.0,
         "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()},
     }, indent=2, default=str))
