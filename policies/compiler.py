@@ -158,6 +158,10 @@ def spark_sql(compiled: CompiledPolicy, catalog: str = "lake") -> list[str]:
 # BI tools list tables through these system schemas (JDBC DatabaseMetaData, Superset's table comments); their
 # rows are filtered by Trino's own access checks, so granting SELECT on them shows nothing a rule hides
 TRINO_METADATA_SCHEMAS = "^(jdbc|metadata)$"
+# the Iceberg connector's hidden columns: the data file of a row (its path holds the partition values, a masked
+# partition column's too), the file's write time, the partition tuple. No policy classifies them, so a user whose
+# access is filtered or masked may not read them (deny by default); a user who sees the whole table in clear may
+TRINO_HIDDEN_COLUMNS = ("$path", "$file_modified_time", "$partition")
 
 
 class TrinoTargetError(PolicyError):
@@ -199,6 +203,8 @@ def trino_rules(compiled: CompiledPolicy, catalog: str = "lake", bi_account: str
                     raise _trino_hash_error(compiled, access, c.name, c.mask)
                 masked = render(c.mask, exp.column(c.name, quoted=True), c.type, "trino", None)
                 columns.append({"name": c.name, "mask": masked.sql(dialect="trino")})
+            if columns or "filter" in entry:
+                columns += [{"name": name, "allow": False} for name in TRINO_HIDDEN_COLUMNS]
             if columns:
                 entry["columns"] = columns
         tables.append(entry)

@@ -120,3 +120,13 @@ def test_apply_keeps_the_monitoring_principal_to_system_information(tmp_path: Pa
         assert first["system_information"]["allow"] == ["read"]
         assert not re.fullmatch(first["system_information"]["user"], "superset")
     assert not any(re.fullmatch(r["new_user"], MONITOR_USER) for r in applied["impersonation"] if r["allow"])
+
+
+def test_hidden_columns_are_denied_to_filtered_or_masked_users_only() -> None:
+    """`$path` holds partition values (a masked partition column's too) and `$file_modified_time` write times: no
+    policy classifies them, so only a user who sees the whole table in clear may read them."""
+    entries = {e["user"].strip("^$"): e for e in trino_rules(bi_policy())["tables"] if "user" in e}
+    for user in ("ana", "bruno", "erin"):  # filtered and/or masked
+        denied = {c["name"] for c in entries[user]["columns"] if c.get("allow") is False}
+        assert denied == {"$path", "$file_modified_time", "$partition"}, user
+    assert "columns" not in entries["carla"]  # the admin: no filter, no mask
