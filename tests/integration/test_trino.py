@@ -84,6 +84,19 @@ def test_deny_by_default_and_probes(trino_env: dict[str, Any]) -> None:
     assert "secret" not in explain and KEY_ENV["ICETIDE_POLICY_KEY_K1"] not in explain
 
 
+def test_hidden_columns_only_for_a_user_who_sees_everything(trino_env: dict[str, Any]) -> None:
+    """The Iceberg connector's hidden columns (a row's file path with its partition values, the file's write time)
+    are classified by no policy: refused to the filtered, masked analyst; the admin reads them."""
+    import trino
+
+    for column in ("$path", "$file_modified_time"):
+        with pytest.raises(trino.exceptions.TrinoUserError, match="Access Denied"):
+            query(trino_env, "ana", f'SELECT "{column}" FROM vendas')
+        with pytest.raises(trino.exceptions.TrinoUserError, match="Access Denied"):
+            query(trino_env, "ana", f'SELECT count(*) FROM vendas WHERE "{column}" IS NOT NULL')
+        assert len(query(trino_env, "carla", f'SELECT "{column}" FROM vendas')) == len(trino_env["data"])
+
+
 def test_bi_metadata_lists_tables_with_rows_still_filtered(trino_env: dict[str, Any]) -> None:
     for user in ("carla", "ana"):
         tables = query(trino_env, user, "SELECT table_schem, table_name FROM system.jdbc.tables "
