@@ -195,7 +195,7 @@ def trino_rules(compiled: CompiledPolicy, catalog: str = "lake", bi_account: str
             filter_sql = bound.sql(dialect="trino")
             if filter_sql != "TRUE":
                 entry["filter"] = filter_sql
-            columns = []
+            columns: list[dict[str, str | bool]] = []
             for c in access.columns:
                 if c.mask.kind == "none":
                     continue
