@@ -18,7 +18,8 @@ a line of `password.db`). Every rules.json icetide writes (deny-all, each `polic
 Everything lives under `<state_dir>/trino/` (the secrets mode 0600): `etc/`, `tls/`, `password.db`,
 `monitor-password`, `shared-secret`, `rules.json` and `policy.json` (which policy they come from), `data/`, `port`,
 the pid file, `trino.out` (the server's log) and `audit/` (the receiver that puts every query in icetide's audit log:
-`icetide.services.trino_audit`).
+`icetide.services.trino_audit`, and the guard that keeps it up and Trino deny-all while it is not:
+`icetide.services.trino_audit_guard`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from icetide.process import free_port, port_is_free
 from icetide.services.connect import render_properties
 from icetide.services.shape import JvmProcess, Need, StateHome, require
 from icetide.services.trino_audit import AuditReceiver
+from icetide.services.trino_audit_guard import AuditGuard
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -55,6 +57,7 @@ PBKDF2_ITERATIONS = 100_000
 PLUGINS = ("iceberg", "password-authenticators", "http-event-listener")
 DENY_ALL: dict[str, Any] = {"catalogs": [{"allow": "none"}], "tables": [{"privileges": []}]}
 MONITOR_USER = "icetide-monitor"  # the principal Prometheus scrapes /metrics as
+LISTENER_RETRIES = 40  # of an audit event Trino could not post: 1+2+4+8+16 s, then 35 x 30 s (~18 min)
 
 
 def with_monitor(rules: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +164,7 @@ class TrinoServer(StateHome):
         self.policy_file = home / "policy.json"
         self.listener_file = self.etc / "http-event-listener.properties"
         self.audit = AuditReceiver(home)
+        self.guard = AuditGuard(home)
         self.port_file = home / "port"
         self.process = JvmProcess(self.name, home, MAIN_CLASS, self.config_file)
 
@@ -242,15 +246,17 @@ class TrinoServer(StateHome):
 
     def listener_properties(self) -> dict[str, str]:
         """Trino's http-event-listener posting every completed query to the audit receiver (its token in a
-        header; the receiver must be running). Retries cover a receiver restart."""
+        header; the receiver must be running). The retries (1 s doubling to 30 s, 40 of them: about 18 min in
+        all) outlast a receiver the guard restarts in a second and an outage of minutes."""
         return {
             "event-listener.name": "http",
             "http-event-listener.log-completed": "true",
             "http-event-listener.connect-ingest-uri": self.audit.url(),
             "http-event-listener.connect-http-headers": f"Authorization:Bearer {self.audit.token()}",
-            "http-event-listener.connect-retry-count": "5",
+            "http-event-listener.connect-retry-count": str(LISTENER_RETRIES),
             "http-event-listener.connect-retry-delay": "1s",
-            "http-event-listener.connect-max-delay": "10s",
+            "http-event-listener.connect-backoff-base": "2",
+            "http-event-listener.connect-max-delay": "30s",
         }
 
     def _link_plugins(self) -> None:
@@ -299,7 +305,8 @@ class TrinoServer(StateHome):
         running = self.process.live_pid()
         if running is not None:
             if self.ready():
-                self.audit.start()  # a receiver that died comes back on its port
+                self.audit.start(same_port=True)  # a receiver that died comes back on its port
+                self.guard.start()
                 self._monitored(settings, state_dir)
                 return self.endpoints()
             raise StackError(f"a Trino server (pid {running}) runs from {self.home} but does not answer: "
@@ -322,7 +329,9 @@ class TrinoServer(StateHome):
                "-cp", f"{root / 'lib'}/*", MAIN_CLASS, str(self.config_file)]
         try:
             self.process.launch(cmd, self.ready, timeout_s=START_TIMEOUT_S)
+            self.guard.start()
         except BaseException:
+            self.guard.stop()
             self.audit.stop()
             raise
         self._monitored(settings, state_dir)
@@ -366,12 +375,14 @@ class TrinoServer(StateHome):
             return False
 
     def stop(self) -> bool:
-        """Stop Trino, then its audit receiver (after Trino's last events); True if either was running."""
+        """Stop the audit guard (or it would restart the receiver), Trino, then its audit receiver (after
+        Trino's last events); True if any was running. A closed gate stays closed until the next start."""
         if self._home is None:
             return False
         from icetide.metrics import targets_dir
 
-        stopped = self.process.stop(STOP_TIMEOUT_S)
+        guarded = self.guard.stop()
+        stopped = self.process.stop(STOP_TIMEOUT_S) or guarded
         (targets_dir(self.home.parent, "trino") / "coordinator.json").unlink(missing_ok=True)
         return self.audit.stop() or stopped
 
@@ -383,7 +394,7 @@ class TrinoServer(StateHome):
                 "rules_file": str(self.rules_file) if self._home else None,
                 "users": self.users() if self._home else [],
                 "rss_bytes": self.process.rss_bytes() if pid else None,
-                "audit": self.audit.status() if self._home else None,
+                "audit": {**self.audit.status(), "guard": self.guard.status()} if self._home else None,
                 "log_file": str(self.process.out_file) if self._home else None}
 
     def endpoints(self) -> dict[str, str]:
