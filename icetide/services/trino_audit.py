@@ -49,6 +49,7 @@ from icetide.process import (
 HOST = "127.0.0.1"
 PATH = "/v1/audit/trino"
 HEALTH_PATH = "/v1/audit/health"
+LINEAGE_PATH = "/v1/lineage/trino"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 MAX_EVENT_BYTES = 32 * 2**20
@@ -108,6 +109,18 @@ def to_record(event: dict[str, Any], policy: dict[str, Any] | None = None) -> di
     }
 
 
+def rename_datasets(event: dict[str, Any], warehouse: str, catalog: str) -> dict[str, Any]:
+    """Trino's OpenLineage event with the tables of icetide's catalog named as icetide's jobs name them
+    (`namespace.table` in the warehouse's namespace, not `catalog.namespace.table` in `trino://host:port`),
+    so that `icetide lineage TABLE` finds the BI queries that read it."""
+    for kind in ("inputs", "outputs"):
+        for dataset in event.get(kind) or []:
+            parts = str(dataset.get("name", "")).split(".")
+            if str(dataset.get("namespace", "")).startswith("trino://") and len(parts) == 3 and parts[0] == catalog:
+                dataset["namespace"], dataset["name"] = warehouse, ".".join(parts[1:])
+    return event
+
+
 def recorded_queries(log_file: Path) -> set[str]:
     """The query ids of the Trino records already in the log."""
     if not log_file.exists():
@@ -154,11 +167,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_POST(self) -> None:
-        if not self._authorised(PATH):
+        if not self._authorised(LINEAGE_PATH if self.path == LINEAGE_PATH else PATH):
             return
         size = int(self.headers.get("Content-Length") or 0)
         if size <= 0 or size > MAX_EVENT_BYTES:
             self.send_error(413)
+            return
+        if self.path == LINEAGE_PATH:  # best effort: answered before it is recorded, never retried
+            body = self.rfile.read(size)
+            self._empty(200)
+            self.server.lineage(body)
             return
         try:
             event = json.loads(self.rfile.read(size))
@@ -187,6 +205,7 @@ class AuditReceiver:
         self.out_file = self.home / "receiver.out"
         self.policy_file = trino_home / "policy.json"
         self.log_file = log_path(self.state_dir)
+        self.lineage_file = self.home / "lineage.json"
         self._recorded: set[str] | None = None  # the Trino query ids in the log (read on the first write)
         self._lock = threading.Lock()
 
@@ -220,6 +239,29 @@ class AuditReceiver:
             if record["query_id"]:
                 self._recorded.add(record["query_id"])
         return True
+
+    def configure_lineage(self, settings: Any) -> None:
+        """What the lineage path needs (mode 0600: the forward endpoint's key): the warehouse and catalog to
+        name Trino's tables as icetide's jobs do, and `lineage.*`."""
+        from icetide.services.trino import write_private
+
+        config = settings.lineage.model_dump()
+        config["api_key"] = config["api_key"].get_secret_value() if config["api_key"] is not None else None
+        write_private(self.lineage_file, json.dumps({"warehouse": settings.warehouse,
+                                                     "catalog": settings.catalog.name, "lineage": config}))
+
+    def lineage(self, body: bytes) -> None:
+        """Append one of Trino's OpenLineage events to the lineage log (and forward it); never raises."""
+        from icetide.lineage import record
+        from icetide.settings import LineageSettings
+
+        try:
+            config = json.loads(self.lineage_file.read_text())
+            event = rename_datasets(json.loads(body), config["warehouse"], config["catalog"])
+            record(self.state_dir, LineageSettings(**config["lineage"]), json.dumps(event), event,
+                   str((event.get("job") or {}).get("name")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"trino lineage event not recorded: {type(exc).__name__}", flush=True)
 
     def writable(self) -> bool:
         """The log can be opened for appending (what a write needs first)."""
@@ -311,6 +353,7 @@ def serve(home: Path) -> None:
     server.token = receiver.token()  # type: ignore[attr-defined]  # what _Handler checks
     server.write = receiver.write  # type: ignore[attr-defined]  # what _Handler writes through
     server.writable = receiver.writable  # type: ignore[attr-defined]  # what the health check answers
+    server.lineage = receiver.lineage  # type: ignore[attr-defined]  # where Trino's lineage events go
     print(f"trino audit receiver: writing {receiver.log_file}", flush=True)
     server.serve_forever(poll_interval=0.5)
 

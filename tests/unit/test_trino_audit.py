@@ -8,6 +8,7 @@ real process on loopback.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -141,3 +142,29 @@ def test_the_health_check_needs_the_token_and_a_writable_log(tmp_path: Path) -> 
     finally:
         receiver.stop()
     assert not receiver.healthy()  # nothing listens
+
+
+def test_trino_lineage_events_are_appended_renamed_and_never_refused(tmp_path: Path) -> None:
+    """The lineage path: with the token, Trino's OpenLineage event lands in the state dir's lineage log with
+    icetide's names; a body that is not an event is answered 200 too (lineage never makes Trino retry)."""
+    from icetide import lineage
+    from icetide.settings import load_settings
+    from tests.unit.test_lineage import TRINO_EVENT
+
+    settings = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(tmp_path / "state")})
+    receiver = AuditReceiver(settings.state_dir / "trino")
+    try:
+        url = receiver.start().replace("/v1/audit/trino", "/v1/lineage/trino")
+        receiver.configure_lineage(settings)
+        assert receiver.lineage_file.stat().st_mode & 0o077 == 0
+        assert _post(url, json.dumps(TRINO_EVENT).encode(), None) == 403
+        assert _post(url, json.dumps(TRINO_EVENT).encode(), receiver.token()) == 200
+        assert _post(url, b"not json", receiver.token()) == 200
+        deadline = time.monotonic() + 10  # recorded after the answer
+        while not lineage.read_events(lineage.events_path(settings.state_dir)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        receiver.stop()
+    [event] = lineage.read_events(lineage.events_path(settings.state_dir))
+    assert event["inputs"] == [{"namespace": settings.warehouse, "name": "sales.vendas"}]
+    assert event["job"] == TRINO_EVENT["job"] and not receiver.log_file.exists()  # not an audit record
