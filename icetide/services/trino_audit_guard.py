@@ -41,10 +41,12 @@ STOP_TIMEOUT_S = 5.0
 
 
 def deny_all_text() -> str:
-    """What `rules.json` says while the gate is closed: deny-all (the monitoring principal keeps its scrape)."""
+    """What `rules.json` says while the gate is closed: deny-all, and no query at all may run — not even one
+    that reads no table (`SELECT 1`: Trino's file-based rules let anyone execute a query unless `queries`
+    rules say otherwise). The monitoring principal keeps its scrape (/metrics is not a query)."""
     from icetide.services.trino import DENY_ALL, with_monitor
 
-    return json.dumps(with_monitor(DENY_ALL))
+    return json.dumps({**with_monitor(DENY_ALL), "queries": [{"allow": []}]})
 
 
 class AuditGuard:
