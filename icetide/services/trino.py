@@ -354,10 +354,13 @@ class TrinoServer(StateHome):
                "-cp", f"{root / 'lib'}/*", MAIN_CLASS, str(self.config_file)]
         try:
             self.process.launch(cmd, self.ready, timeout_s=START_TIMEOUT_S)
+        except BaseException:
+            self.audit.stop()
+            raise
+        try:
             self.guard.start()
         except BaseException:
-            self.guard.stop()
-            self.audit.stop()
+            self.stop()  # no Trino without its audit guard
             raise
         self._monitored(settings, state_dir)
         return self.endpoints()
