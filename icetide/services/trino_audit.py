@@ -29,6 +29,7 @@ import json
 import secrets
 import sys
 import threading
+import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -119,6 +120,17 @@ def rename_datasets(event: dict[str, Any], warehouse: str, catalog: str) -> dict
             if str(dataset.get("namespace", "")).startswith("trino://") and len(parts) == 3 and parts[0] == catalog:
                 dataset["namespace"], dataset["name"] = warehouse, ".".join(parts[1:])
     return event
+
+
+def _freed(port: int, timeout_s: float = 3.0) -> bool:
+    """The port is free, or becomes free within `timeout_s` (a receiver just stopped may still be closing its
+    socket: taking another port then would leave Trino posting to the old one)."""
+    deadline = time.monotonic() + timeout_s
+    while not port_is_free(HOST, port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def recorded_queries(log_file: Path) -> set[str]:
@@ -291,7 +303,7 @@ class AuditReceiver:
         if not self.token_file.exists():
             write_private(self.token_file, secrets.token_urlsafe(32) + "\n")
         previous = self.port()
-        if previous and port_is_free(HOST, previous):
+        if previous and _freed(previous):
             port = previous
         elif same_port and previous:
             raise StackError(f"the Trino audit receiver's port {HOST}:{previous} is taken (Trino posts there)")
