@@ -250,6 +250,7 @@ def run(app: Any, policy_path: Path, table_names: tuple[str, ...], dry_run: bool
     for done in report:
         for operation, result in done["actions"].items():
             if isinstance(result, dict) and not result.get("dry_run"):  # what was done, not what is due
-                _lineage(app, done["table"], operation, result)
+                named = f"compact.{result['strategy']}" if "strategy" in result else operation
+                _lineage(app, done["table"], named, result)
     rows = [[r["table"], r["files"], r["small_file_ratio"], ", ".join(r["actions"]) or "-"] for r in report]
     emit(report, as_json, format_table(["table", "files", "small ratio", "actions"], rows))
