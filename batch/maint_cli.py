@@ -9,7 +9,7 @@ from typing import Any
 import click
 from icetide.cli import emit
 
-from batch.common import format_table, progress, spark_errors, spark_for, table_ref
+from batch.common import format_table, progress, short_name, spark_errors, spark_for, table_ref
 
 TABLE = click.option("--table", "table_name", default="sales.vendas", show_default=True,
                      help="Table (namespace.table).")
@@ -20,6 +20,17 @@ def _log_path(app: Any) -> Path:
     from batch.maint import removal_log_path
 
     return removal_log_path(app.settings.state_dir)
+
+
+def _lineage(app: Any, table_name: str, operation: str, result: dict[str, Any]) -> None:
+    """One run event of a maintenance job: the table in and out, and an `icetide_maintenance` facet with the
+    operation and its figures (numbers only: no file paths)."""
+    from icetide import lineage
+
+    figures = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    dataset = lineage.table(app.settings, short_name(table_ref(app.settings, table_name)))
+    lineage.emit(app.settings, f"maint.{operation}", [dataset], [dataset],
+                 facets={"icetide_maintenance": {"operation": operation, **figures}})
 
 
 def _mb(value: int) -> str:
@@ -73,6 +84,7 @@ def compact(app: Any, table_name: str, strategy: str, columns: str | None, targe
              for q in result["queries"]["per_query"]])
         text += (f"\naverage warm median {result['queries']['avg_before_s']:.3f} s → "
                  f"{result['queries']['avg_after_s']:.3f} s")
+    _lineage(app, table_name, f"compact.{strategy}", result)
     emit(result, as_json, text)
 
 
@@ -103,6 +115,7 @@ def expire(app: Any, table_name: str, older_than_days: float, retain_last: int, 
         result = run(spark, table, older_than_days, retain_last, _log_path(app))
     text = (f"{table_name}: snapshots {result['snapshots_before']} → {result['snapshots_after']}, "
             f"{result['files_removed']} files removed ({_mb(result['bytes_removed'])})")
+    _lineage(app, table_name, "expire", result)
     emit(result, as_json, text)
 
 
@@ -127,6 +140,8 @@ def orphans(app: Any, table_name: str, older_than_days: float, remove: bool, as_
             result = find(spark, table, older_than_days, dry_run=True)
     verb = "removed" if remove else "found (dry run; --remove deletes them)"
     text = f"{table_name}: {result['files']} orphan files {verb}, {_mb(result['bytes'])}"
+    if remove:  # a dry run changes nothing
+        _lineage(app, table_name, "orphans", result)
     emit(result, as_json, "\n".join([text, *result["paths"][:20]]))
 
 
@@ -141,6 +156,7 @@ def manifests(app: Any, table_name: str, as_json: bool) -> None:
     table = table_ref(app.settings, table_name)
     with spark_errors("rewrite manifests"):
         result = rewrite_manifests(spark_for(app.settings, "maint"), table)
+    _lineage(app, table_name, "manifests", result)
     emit(result, as_json, f"{table_name}: manifests {result['manifests_before']} → {result['manifests_after']}")
 
 
@@ -231,5 +247,10 @@ def run(app: Any, policy_path: Path, table_names: tuple[str, ...], dry_run: bool
         tables = ([table_ref(app.settings, n) for n in table_names] if table_names
                   else list_tables(spark, app.settings.catalog.name))
         report = run_policy(spark, tables, policy, _log_path(app), dry_run)
+    for done in report:
+        for operation, result in done["actions"].items():
+            if isinstance(result, dict) and not result.get("dry_run"):  # what was done, not what is due
+                named = f"compact.{result['strategy']}" if "strategy" in result else operation
+                _lineage(app, done["table"], named, result)
     rows = [[r["table"], r["files"], r["small_file_ratio"], ", ".join(r["actions"]) or "-"] for r in report]
     emit(report, as_json, format_table(["table", "files", "small ratio", "actions"], rows))

@@ -103,11 +103,24 @@ class Verdict:
         return {"ok": self.ok, "records": self.records, "line": self.line, "reason": self.reason}
 
 
+def _missing(log: AuditLog, use_head: bool) -> Verdict:
+    """No log file: a fresh deployment (nothing recorded yet) unless its head sidecar says records were
+    written — then the log was removed."""
+    if use_head and log.head_path.exists():
+        try:
+            seq = json.loads(log.head_path.read_text()).get("seq")
+        except ValueError:
+            seq = "?"
+        return Verdict(False, 0, None, f"no audit log at {log.path}, but its head says {seq} records were written: "
+                                       "the log was removed")
+    return Verdict(True, 0, None, f"no audit log yet at {log.path}: no events recorded")
+
+
 def verify(path: str | Path, use_head: bool = True) -> Verdict:
     """Recompute the chain; the first record that does not fit is reported."""
     log = AuditLog(path)
     if not log.path.exists():
-        return Verdict(False, 0, None, f"no audit log at {log.path}")
+        return _missing(log, use_head)
     prev, seq, count = GENESIS, 0, 0
     with log.path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):

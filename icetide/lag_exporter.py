@@ -9,8 +9,9 @@ positions there, connectors/consumer.py) and the partitions' end offsets, like B
 - `icetide_kafka_consumergroup_committed_offset{group,topic,partition}` — the committed offset itself
   (an alert compares it over time: lag that waits while the offset stands still means nobody applies).
 
-It also serves the access policy's `icetide_policy_denied_accesses_total{action}` and
-`icetide_policy_version{policy_id}`, read from the audit log under `state_dir` (icetide/audit_metrics.py):
+It also serves the access policy's `icetide_policy_denied_accesses_total{action}`,
+`icetide_policy_version{policy_id}` (read from the audit log under `state_dir`) and
+`icetide_trino_audit_gate_closed` (the embedded Trino's audit guard, icetide/audit_metrics.py):
 the commands that write that log are one-shot, and this is the stack's long-running exporter.
 
 CONFIG is a JSON file: `bootstrap`, `host`, `port` (0 → free), `state_dir` (where it registers its target).
@@ -33,6 +34,7 @@ from prometheus_client.registry import Collector
 from icetide.audit import log_path
 from icetide.audit_metrics import AuditMetrics
 from icetide.metrics import new_registry, register_target, serve
+from icetide.services.trino_audit_guard import AuditGuard
 
 log = logging.getLogger("icetide.lag_exporter")
 TIMEOUT_S = 5.0
@@ -106,7 +108,7 @@ def serve_until_stopped(bootstrap: str, host: str, port: int, state_dir: Path,
     """Serve the group lag and the audit log's policy metrics on host:port until SIGTERM/SIGINT."""
     registry = new_registry()
     registry.register(GroupLagCollector(bootstrap))
-    registry.register(AuditMetrics(log_path(state_dir)))
+    registry.register(AuditMetrics(log_path(state_dir), AuditGuard(state_dir / "trino").held_file))
     server, bound = serve(registry, host, port)
     register_target(state_dir, "icetide-kafka-lag", host, bound, name="lag-exporter")
     if port_file is not None:

@@ -1,8 +1,12 @@
 """Lineage: one OpenLineage run event per finished job run, from every room.
 
 Who writes what: `batch generate` (→ the table), `batch merge` (source → target), `cdc run` (each table → its
-change topic), `cdc apply` (each topic → its downstream table) and `policy apply` (each table → its secure
-views or Trino rules). Events are built with PyPI's `openlineage-python` and go to two places: always appended
+change topic), `cdc apply` (each topic → its downstream table), `policy apply` (each table → its secure
+views or Trino rules), `maint` (a table → itself, with an `icetide_maintenance` run facet saying what was
+done) and the embedded Trino's queries (Trino's own OpenLineage listener posts them to the audit receiver,
+`icetide.services.trino_audit`, which appends them here with the tables renamed into the warehouse's
+namespace: a BI query reading a table is a run with that input and no output).
+Events are built with PyPI's `openlineage-python` and go to two places: always appended
 as JSON lines to `<state_dir>/lineage/events.jsonl` (what `icetide lineage TABLE` reads), and to an OpenLineage
 HTTP endpoint (Marquez, DataHub, OpenMetadata …) when `lineage.url` is set. Lineage never fails the job it
 describes: a write or an endpoint that does not answer is logged once, as a warning without the key.
@@ -21,10 +25,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from icetide.settings import Settings
+    from icetide.settings import LineageSettings, Settings
 
 log = logging.getLogger(__name__)
 PRODUCER = "https://github.com/icetide/icetide"
@@ -90,55 +94,66 @@ def _openlineage_dataset(ds: Dataset, kind: str) -> Any:
 
 
 def build_event(job: str, inputs: Sequence[Dataset], outputs: Sequence[Dataset], *, failed: bool = False,
-                run_id: str | None = None, now: dt.datetime | None = None) -> Any:
-    """The OpenLineage RunEvent (COMPLETE, or FAIL) of one run of `job`."""
+                run_id: str | None = None, now: dt.datetime | None = None,
+                facets: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The OpenLineage RunEvent (COMPLETE, or FAIL) of one run of `job`; `facets` the run's own facets (name →
+    fields), e.g. what a maintenance job did."""
     from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+    from openlineage.client.generated.base import RunFacet
 
+    run_facets = {name: cast(RunFacet, RunFacet(producer=PRODUCER).with_additional_properties(**fields))
+                  for name, fields in (facets or {}).items()}
     return RunEvent(eventType=RunState.FAIL if failed else RunState.COMPLETE,
                     eventTime=(now or dt.datetime.now(dt.UTC)).isoformat(),
-                    run=Run(runId=run_id or str(uuid.uuid4())), job=Job(namespace=JOB_NAMESPACE, name=job),
+                    run=Run(runId=run_id or str(uuid.uuid4()), facets=run_facets),
+                    job=Job(namespace=JOB_NAMESPACE, name=job),
                     producer=PRODUCER, inputs=[_openlineage_dataset(d, "input") for d in inputs],
                     outputs=[_openlineage_dataset(d, "output") for d in outputs])
 
 
-def _http_transport(settings: Settings) -> Any:
+def _http_transport(config: LineageSettings) -> Any:
     from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, HttpTransport, TokenProvider
     from openlineage.client.transport.http_common import DEFAULT_RETRY_CONFIG
 
-    key = settings.lineage.api_key
+    key = config.api_key
     auth = ApiKeyTokenProvider({"apiKey": key.get_secret_value()}) if key is not None else TokenProvider({})
-    assert settings.lineage.url is not None
-    return HttpTransport(HttpConfig(url=settings.lineage.url, endpoint=settings.lineage.endpoint,
-                                    timeout=settings.lineage.timeout_s, auth=auth,
+    assert config.url is not None
+    return HttpTransport(HttpConfig(url=config.url, endpoint=config.endpoint, timeout=config.timeout_s, auth=auth,
                                     retry={**DEFAULT_RETRY_CONFIG, "total": 1, "connect": 1, "read": 1,
                                            "backoff_factor": 0.2}))
 
 
 def emit(settings: Settings, job: str, inputs: Sequence[Dataset], outputs: Sequence[Dataset], *,
-         failed: bool = False) -> dict[str, Any] | None:
+         failed: bool = False, facets: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """Record one run: the JSON line, then the endpoint if configured. Returns the event as a dict (None when
     lineage is off). Never raises: lineage must not fail the job it describes."""
     if not settings.lineage.enabled:
         return None
     from openlineage.client.serde import Serde
 
-    event = build_event(job, inputs, outputs, failed=failed)
+    event = build_event(job, inputs, outputs, failed=failed, facets=facets)
     line = Serde.to_json(event)
-    path = events_path(settings.state_dir)
+    record(settings.state_dir, settings.lineage, line, event, job)
+    data: dict[str, Any] = json.loads(line)
+    return data
+
+
+def record(state_dir: Path, config: LineageSettings, line: str, event: Any, job: str) -> None:
+    """Append one event's JSON `line` to the state dir's log and send `event` (what the HTTP transport takes:
+    a RunEvent, or the event as a dict) to `config.url` when set; never raises."""
+    path = events_path(state_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as out:  # one write of one line: O_APPEND keeps runs whole
             out.write(line + "\n")
     except OSError as exc:
         log.warning("lineage: cannot append to %s (%s); the run is not recorded there", path, exc.strerror)
-    if settings.lineage.url:
+    if config.url:
         try:
-            _http_transport(settings).emit(event)
+            _http_transport(config).emit(event)
         except Exception as exc:  # any failure of the endpoint: the job goes on, the file has the event
-            log.warning("lineage: the endpoint %s did not take the event of %s (%s)", _safe_url(settings.lineage.url),
+            log.warning("lineage: the endpoint %s did not take the event of %s (%s)", _safe_url(config.url),
                         job, type(exc).__name__)
-    data: dict[str, Any] = json.loads(line)
-    return data
 
 
 def _safe_url(url: str) -> str:
@@ -174,8 +189,29 @@ def edges(events: Iterable[dict[str, Any]]) -> set[tuple[str, str, str]]:
         job = event["job"]["name"]
         for i in event.get("inputs", []):
             for o in event.get("outputs", []):
-                out.add((f"{i['namespace']}/{i['name']}", job, f"{o['namespace']}/{o['name']}"))
+                a, b = f"{i['namespace']}/{i['name']}", f"{o['namespace']}/{o['name']}"
+                if a != b:  # a table maintained in place is a run on it (`runs_on`), not an edge
+                    out.add((a, job, b))
     return out
+
+
+def runs_on(events: Iterable[dict[str, Any]], start: Iterable[str], last: int = 10) -> dict[str, list[Any]]:
+    """The last `last` completed runs that read one of `start` and wrote nothing (`read_by`: a BI query) or
+    rewrote it in place (`maintained_by`, with their run facets)."""
+    nodes = set(start)
+    found: dict[str, list[Any]] = {"read_by": [], "maintained_by": []}
+    for event in events:
+        if event.get("eventType") != "COMPLETE":
+            continue
+        inputs = {f"{d['namespace']}/{d['name']}" for d in event.get("inputs", [])}
+        outputs = {f"{d['namespace']}/{d['name']}" for d in event.get("outputs", [])}
+        run = {"job": event["job"]["name"], "time": event.get("eventTime")}
+        if inputs & nodes and not outputs:
+            found["read_by"].append(run)
+        elif inputs & outputs & nodes:
+            facets = {k: v for k, v in (event.get("run", {}).get("facets") or {}).items() if k.startswith("icetide")}
+            found["maintained_by"].append({**run, "facets": facets})
+    return {kind: runs[-last:] for kind, runs in found.items()}
 
 
 def datasets(events: Iterable[dict[str, Any]]) -> set[str]:

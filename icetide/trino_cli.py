@@ -19,7 +19,19 @@ def _describe(status: dict[str, Any]) -> str:
                       f"ca         {status.get('ca_file') or '-'}",
                       f"rules      {status.get('rules_file') or '-'}",
                       f"users      {users}",
+                      f"audit      {_audit(status.get('audit'))}",
                       f"log        {status.get('log_file') or '-'}"])
+
+def _audit(audit: dict[str, Any] | None) -> str:
+    """The receiver and the guard's gate in one line (`closed`: Trino denies every query until the receiver
+    can write the audit log again)."""
+    if not audit:
+        return "-"
+    guard = audit.get("guard") or {}
+    gate = f"gate {guard.get('gate')}" + (f" since {guard['since']}" if guard.get("since") else "")
+    return (f"receiver {'running' if audit.get('running') else 'stopped'}, "
+            f"guard {'running' if guard.get('running') else 'STOPPED'}, {gate}")
+
 
 @click.group()
 def trino() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from icetide.audit import log_path
+from icetide.audit import Verdict, log_path
 from icetide.cli import emit
 from icetide.console import table_text
 from icetide.errors import PolicyError
@@ -297,6 +297,12 @@ def watch(ctx: click.Context, file: str, interval: float, target: str, schema_fi
     Watcher(Path(file), load, apply, lambda m: click.echo(m, err=True)).run(interval)
 
 
+def _verdict_text(verdict: Verdict, where: str) -> str:
+    if not verdict.ok:
+        return f"TAMPERED{where}: {verdict.reason}"
+    return f"ok: {verdict.reason}" if verdict.reason else f"ok: {verdict.records} records, chain intact"
+
+
 @policy.command("audit-verify")
 @click.argument("log", required=False, type=click.Path(dir_okay=False))
 @json_option
@@ -309,7 +315,7 @@ def audit_verify(ctx: click.Context, log: str | None, as_json: bool) -> None:
     verdict = verify(path)
     where = f" at line {verdict.line}" if verdict.line else ""
     emit({"log": str(path), **verdict.as_dict()}, as_json,
-         f"ok: {verdict.records} records, chain intact" if verdict.ok else f"TAMPERED{where}: {verdict.reason}")
+         _verdict_text(verdict, where))
     if not verdict.ok:
         raise click.exceptions.Exit(1)
 

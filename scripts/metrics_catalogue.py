@@ -35,7 +35,8 @@ def catalogue() -> list[tuple[str, str, list[dict[str, Any]]]]:
     lag = [{"name": f.name, "type": f.type, "labels": ["group", "topic", "partition"], "help": f.documentation}
            for f in families()]
     lag += [{"name": f.name + ("_total" if f.type == "counter" else ""), "type": f.type, "labels": labels,
-             "help": f.documentation} for f, labels in zip(metric_families(), (["action"], ["policy_id"]), strict=True)]
+             "help": f.documentation} for f, labels in zip(metric_families(), (["action"], ["policy_id"], []),
+                                                           strict=True)]
     return [
         ("`icetide cdc run` (the change-stream job's Python worker, `--metrics-port`)", "icetide-cdc",
          from_registry(CdcMetrics().registry)),

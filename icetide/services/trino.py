@@ -18,7 +18,8 @@ a line of `password.db`). Every rules.json icetide writes (deny-all, each `polic
 Everything lives under `<state_dir>/trino/` (the secrets mode 0600): `etc/`, `tls/`, `password.db`,
 `monitor-password`, `shared-secret`, `rules.json` and `policy.json` (which policy they come from), `data/`, `port`,
 the pid file, `trino.out` (the server's log) and `audit/` (the receiver that puts every query in icetide's audit log:
-`icetide.services.trino_audit`).
+`icetide.services.trino_audit`, and the guard that keeps it up and Trino deny-all while it is not:
+`icetide.services.trino_audit_guard`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from icetide.errors import SetupError, StackError
 from icetide.process import free_port, port_is_free
 from icetide.services.connect import render_properties
 from icetide.services.shape import JvmProcess, Need, StateHome, require
-from icetide.services.trino_audit import AuditReceiver
+from icetide.services.trino_audit import LINEAGE_PATH, AuditReceiver
+from icetide.services.trino_audit import PATH as AUDIT_PATH
+from icetide.services.trino_audit_guard import AuditGuard
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
@@ -51,10 +54,13 @@ MIN_JAVA = 24
 START_TIMEOUT_S = 150.0
 STOP_TIMEOUT_S = 30.0
 PBKDF2_ITERATIONS = 100_000
-# the plugins icetide configures; the tarball's other ~60 are not loaded (loading them all took most of start-up)
-PLUGINS = ("iceberg", "password-authenticators", "http-event-listener")
+# the plugins icetide configures; the tarball's other ~60 are not loaded (loading them all took most of start-up);
+# `openlineage` only with `lineage.enabled`
+PLUGINS = ("iceberg", "password-authenticators", "http-event-listener", "openlineage")
+LINEAGE_PLUGIN = "openlineage"
 DENY_ALL: dict[str, Any] = {"catalogs": [{"allow": "none"}], "tables": [{"privileges": []}]}
 MONITOR_USER = "icetide-monitor"  # the principal Prometheus scrapes /metrics as
+LISTENER_RETRIES = 40  # of an audit event Trino could not post: 1+2+4+8+16 s, then 35 x 30 s (~18 min)
 
 
 def with_monitor(rules: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +166,9 @@ class TrinoServer(StateHome):
         self.rules_file = home / "rules.json"
         self.policy_file = home / "policy.json"
         self.listener_file = self.etc / "http-event-listener.properties"
+        self.lineage_file = self.etc / "openlineage-event-listener.properties"
         self.audit = AuditReceiver(home)
+        self.guard = AuditGuard(home)
         self.port_file = home / "port"
         self.process = JvmProcess(self.name, home, MAIN_CLASS, self.config_file)
 
@@ -210,7 +218,8 @@ class TrinoServer(StateHome):
             "catalog.config-dir": str(self.etc / "catalog"),
             "access-control.config-files": str(self.etc / "access-control.properties"),
             "password-authenticator.config-files": str(self.etc / "password-authenticator.properties"),
-            "event-listener.config-files": str(self.listener_file),
+            "event-listener.config-files": ",".join(
+                [str(self.listener_file), *([str(self.lineage_file)] if settings.lineage.enabled else [])]),
             "query.max-memory": "512MB",
             "query.max-memory-per-node": "256MB",
         }
@@ -226,7 +235,7 @@ class TrinoServer(StateHome):
         if not self.rules_file.exists():
             write_private(self.rules_file, json.dumps(with_monitor(DENY_ALL)))
         self._tls()
-        self._link_plugins()
+        self._link_plugins(settings.lineage.enabled)
         write_private(self.config_file, render_properties(self.server_properties(settings, https_port, http_port)))
         write_private(self.etc / "catalog" / f"{settings.catalog.name}.properties",
                       render_properties(self.catalog_properties(settings)))
@@ -237,28 +246,50 @@ class TrinoServer(StateHome):
             "password-authenticator.name": "file", "file.password-file": str(self.password_file),
             "file.refresh-period": "2s"}))
         write_private(self.listener_file, render_properties(self.listener_properties()))
+        if settings.lineage.enabled:
+            write_private(self.lineage_file, render_properties(self.lineage_properties(https_port)))
+            self.audit.configure_lineage(settings)
         # the logger named `Bootstrap` prints every property at INFO, the listener's bearer token included
         write_private(self.etc / "log.properties", "io.trino=WARN\nio.trino.server.Server=INFO\nBootstrap=WARN\n")
 
     def listener_properties(self) -> dict[str, str]:
         """Trino's http-event-listener posting every completed query to the audit receiver (its token in a
-        header; the receiver must be running). Retries cover a receiver restart."""
+        header; the receiver must be running). The retries (1 s doubling to 30 s, 40 of them: about 18 min in
+        all) outlast a receiver the guard restarts in a second and an outage of minutes."""
         return {
             "event-listener.name": "http",
             "http-event-listener.log-completed": "true",
             "http-event-listener.connect-ingest-uri": self.audit.url(),
             "http-event-listener.connect-http-headers": f"Authorization:Bearer {self.audit.token()}",
-            "http-event-listener.connect-retry-count": "5",
+            "http-event-listener.connect-retry-count": str(LISTENER_RETRIES),
             "http-event-listener.connect-retry-delay": "1s",
-            "http-event-listener.connect-max-delay": "10s",
+            "http-event-listener.connect-backoff-base": "2",
+            "http-event-listener.connect-max-delay": "30s",
         }
 
-    def _link_plugins(self) -> None:
+    def lineage_properties(self, https_port: int) -> dict[str, str]:
+        """Trino's own OpenLineage listener: a run event per query (reads too) to the audit receiver's lineage
+        path, which appends it to icetide's lineage log. Best effort: a 1 s timeout, no retries."""
+        return {
+            "event-listener.name": "openlineage",
+            "openlineage-event-listener.trino.uri": f"https://{HOST}:{https_port}",
+            "openlineage-event-listener.trino.include-query-types":
+                "SELECT,INSERT,DELETE,MERGE,UPDATE,ALTER_TABLE_EXECUTE,DATA_DEFINITION",
+            "openlineage-event-listener.transport.type": "HTTP",
+            "openlineage-event-listener.transport.url": self.audit.url().removesuffix(AUDIT_PATH),
+            "openlineage-event-listener.transport.endpoint": LINEAGE_PATH,
+            "openlineage-event-listener.transport.api-key": self.audit.token(),
+            "openlineage-event-listener.transport.timeout": "1s",
+        }
+
+    def _link_plugins(self, lineage: bool) -> None:
         """`<home>/plugin/`: a link to each plugin of PLUGINS in the unpacked server (made again when the
-        server moved or changed version)."""
+        server moved or changed version); the OpenLineage one only when `lineage`."""
         folder = self.home / "plugin"
         folder.mkdir(exist_ok=True)
-        for name in PLUGINS:
+        if not lineage:
+            (folder / LINEAGE_PLUGIN).unlink(missing_ok=True)
+        for name in PLUGINS if lineage else tuple(p for p in PLUGINS if p != LINEAGE_PLUGIN):
             link, target = folder / name, server_root() / "plugin" / name
             if link.is_symlink() and link.readlink() == target:
                 continue
@@ -299,7 +330,8 @@ class TrinoServer(StateHome):
         running = self.process.live_pid()
         if running is not None:
             if self.ready():
-                self.audit.start()  # a receiver that died comes back on its port
+                self.audit.start(same_port=True)  # a receiver that died comes back on its port
+                self.guard.start()
                 self._monitored(settings, state_dir)
                 return self.endpoints()
             raise StackError(f"a Trino server (pid {running}) runs from {self.home} but does not answer: "
@@ -324,6 +356,11 @@ class TrinoServer(StateHome):
             self.process.launch(cmd, self.ready, timeout_s=START_TIMEOUT_S)
         except BaseException:
             self.audit.stop()
+            raise
+        try:
+            self.guard.start()
+        except BaseException:
+            self.stop()  # no Trino without its audit guard
             raise
         self._monitored(settings, state_dir)
         return self.endpoints()
@@ -366,12 +403,14 @@ class TrinoServer(StateHome):
             return False
 
     def stop(self) -> bool:
-        """Stop Trino, then its audit receiver (after Trino's last events); True if either was running."""
+        """Stop the audit guard (or it would restart the receiver), Trino, then its audit receiver (after
+        Trino's last events); True if any was running. A closed gate stays closed until the next start."""
         if self._home is None:
             return False
         from icetide.metrics import targets_dir
 
-        stopped = self.process.stop(STOP_TIMEOUT_S)
+        guarded = self.guard.stop()
+        stopped = self.process.stop(STOP_TIMEOUT_S) or guarded
         (targets_dir(self.home.parent, "trino") / "coordinator.json").unlink(missing_ok=True)
         return self.audit.stop() or stopped
 
@@ -383,7 +422,7 @@ class TrinoServer(StateHome):
                 "rules_file": str(self.rules_file) if self._home else None,
                 "users": self.users() if self._home else [],
                 "rss_bytes": self.process.rss_bytes() if pid else None,
-                "audit": self.audit.status() if self._home else None,
+                "audit": {**self.audit.status(), "guard": self.guard.status()} if self._home else None,
                 "log_file": str(self.process.out_file) if self._home else None}
 
     def endpoints(self) -> dict[str, str]:

@@ -192,6 +192,31 @@ def test_the_audit_receiver_takes_events_from_trino_only(bi_env: dict[str, Any])
     assert not [r for r in audit_records(bi_env)[before:] if r["query_id"] == "forged"]
 
 
+def test_a_bi_query_is_a_lineage_run_reading_the_table(bi_env: dict[str, Any]) -> None:
+    """Trino's OpenLineage listener → the receiver's lineage path → the lineage log, in icetide's names:
+    `icetide lineage sales.vendas` lists the query among the runs that read the table."""
+    from icetide.lineage import events_path, read_events
+    from tests.fixtures.trino import connect
+
+    cur = connect(bi_env, "ana").cursor()
+    cur.execute("SELECT count(*) FROM vendas")
+    cur.fetchall()
+    settings = bi_env["settings"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        runs = [e for e in read_events(events_path(settings.state_dir))
+                if e["job"]["name"] == cur.query_id and e["eventType"] == "COMPLETE"]
+        if runs:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"no lineage event for query {cur.query_id}")
+    assert {(d["namespace"], d["name"]) for d in runs[0]["inputs"]} == {(settings.warehouse, "sales.vendas")}
+    done = icetide("lineage", "sales.vendas", "--json")
+    assert done.returncode == 0, done.stderr
+    assert cur.query_id in [r["job"] for r in json.loads(done.stdout)["read_by"]]
+
+
 def test_stack_down_stops_trino(bi_env: dict[str, Any]) -> None:
     """Last in the module: it stops the stack the others share."""
     server: TrinoServer = bi_env["server"]

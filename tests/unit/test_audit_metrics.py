@@ -48,3 +48,16 @@ def test_a_replaced_log_is_read_from_its_start(tmp_path: Path) -> None:
     path.unlink()
     AuditLog(path).append(user="eve", action="select", resource=[], result="denied")
     assert scrape(collector)[("icetide_policy_denied_accesses_total", (("action", "select"),))] == 1.0
+
+
+def test_the_trino_audit_gate_is_a_gauge_while_trino_is_there(tmp_path: Path) -> None:
+    from icetide.services.trino_audit_guard import AuditGuard
+
+    guard = AuditGuard(tmp_path / "trino")
+    collector = AuditMetrics(log_path(tmp_path), guard.held_file)
+    assert scrape(collector) == {}  # no Trino in this state dir
+    guard.rules_file.parent.mkdir()
+    guard.rules_file.write_text('{"catalogs": []}')
+    assert scrape(collector) == {("icetide_trino_audit_gate_closed", ()): 0.0}
+    guard.close()
+    assert scrape(collector) == {("icetide_trino_audit_gate_closed", ()): 1.0}

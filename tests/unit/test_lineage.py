@@ -135,3 +135,38 @@ def test_lineage_command_walks_up_and_down_and_draws_the_graph(tmp_path: Path) -
     missing = CliRunner().invoke(command, ["sales.nothing"], obj=app)
     assert isinstance(missing.exception, ConfigError)  # main() prints it as `error: …` with exit status 2
     assert "no lineage recorded for 'sales.nothing'" in str(missing.exception)
+
+
+# a Trino 476 OpenLineage event as its listener posts it, trimmed to the fields read
+TRINO_EVENT: dict[str, Any] = {
+    "eventType": "COMPLETE", "eventTime": "2026-12-02T19:00:00Z", "producer": "trino",
+    "run": {"runId": "0193a4f2-0000-7000-8000-000000000001", "facets": {}},
+    "job": {"namespace": "trino://127.0.0.1:8443", "name": "20261202_190000_00001_abcde"},
+    "inputs": [{"namespace": "trino://127.0.0.1:8443", "name": "lake.sales.vendas"}], "outputs": [],
+}
+
+
+def test_maintenance_runs_and_bi_reads_show_on_the_table_not_as_edges(tmp_path: Path) -> None:
+    from icetide.services.trino_audit import rename_datasets
+
+    settings = _settings(tmp_path)
+    _pipeline(settings)
+    vendas = lineage.table(settings, "sales.vendas")
+    lineage.emit(settings, "maint.expire", [vendas], [vendas],
+                 facets={"icetide_maintenance": {"operation": "expire", "files_removed": 3}})
+    read = rename_datasets(json.loads(json.dumps(TRINO_EVENT)), settings.warehouse, settings.catalog.name)
+    assert read["inputs"] == [{"namespace": settings.warehouse, "name": "sales.vendas"}]
+    lineage.record(tmp_path, settings.lineage, json.dumps(read), read, "trino query")
+    events = lineage.read_events(lineage.events_path(tmp_path))
+    assert not [e for e in lineage.edges(events) if e[1] == "maint.expire"]  # no self-loop in the walk
+    result = CliRunner().invoke(command, ["sales.vendas", "--json"], obj=App(config_path=None, _settings=settings))
+    assert result.exit_code == 0, result.output
+    view = json.loads(result.stdout)
+    assert view["read_by"] == [{"job": TRINO_EVENT["job"]["name"], "time": "2026-12-02T19:00:00Z"}]
+    [maintained] = view["maintained_by"]
+    assert maintained["job"] == "maint.expire"
+    assert maintained["facets"]["icetide_maintenance"] | {"_producer": None, "_schemaURL": None} == {
+        "operation": "expire", "files_removed": 3, "_producer": None, "_schemaURL": None}
+    assert f"{settings.warehouse}/sales.vendas" not in view["upstream"] + view["downstream"]
+    text = CliRunner().invoke(command, ["sales.vendas"], obj=App(config_path=None, _settings=settings)).output
+    assert f"read by       {TRINO_EVENT['job']['name']}" in text and "maintained by maint.expire" in text

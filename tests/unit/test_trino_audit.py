@@ -8,6 +8,7 @@ real process on loopback.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -99,3 +100,71 @@ def test_the_receiver_chains_trino_events_and_refuses_others(tmp_path: Path) -> 
                                                                                   ("dave", "denied", 2)]
     assert records[0]["time"] == "2026-12-02T02:00:01.250+00:00" and verify(receiver.log_file).ok
     assert receiver.log_file == tmp_path / "state" / "audit" / "policy-audit.jsonl"
+
+
+def _health(receiver: AuditReceiver, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = receiver.url().replace("/v1/audit/trino", "/v1/audit/health")
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_retried_event_is_recorded_once_even_by_a_restarted_receiver(tmp_path: Path) -> None:
+    """Trino retries a POST whose answer it did not get: the query is already in the chain, so nothing is added
+    (and the receiver answers 200, or Trino would retry again) — also after a restart, from the log itself."""
+    receiver = AuditReceiver(tmp_path / "state" / "trino")
+    try:
+        url = receiver.start()
+        for _ in range(2):
+            assert _post(url, json.dumps(ALLOWED).encode(), receiver.token()) == 200
+        receiver.stop()
+        assert receiver.start() == url  # back on its port
+        for event in (ALLOWED, DENIED, ALLOWED):
+            assert _post(url, json.dumps(event).encode(), receiver.token()) == 200
+    finally:
+        receiver.stop()
+    ids = [json.loads(line)["query_id"] for line in receiver.log_file.read_text().splitlines()]
+    assert ids == [ALLOWED["metadata"]["queryId"], "q2"] and verify(receiver.log_file).ok
+
+
+def test_the_health_check_needs_the_token_and_a_writable_log(tmp_path: Path) -> None:
+    receiver = AuditReceiver(tmp_path / "state" / "trino")
+    try:
+        receiver.start()
+        assert _health(receiver, None) == 403 and _health(receiver, "wrong") == 403
+        assert _health(receiver, receiver.token()) == 200 and receiver.healthy()
+        receiver.log_file.unlink()
+        receiver.log_file.mkdir()  # a log that cannot be opened for appending (whoever the tests run as)
+        assert _health(receiver, receiver.token()) == 503 and not receiver.healthy()
+    finally:
+        receiver.stop()
+    assert not receiver.healthy()  # nothing listens
+
+
+def test_trino_lineage_events_are_appended_renamed_and_never_refused(tmp_path: Path) -> None:
+    """The lineage path: with the token, Trino's OpenLineage event lands in the state dir's lineage log with
+    icetide's names; a body that is not an event is answered 200 too (lineage never makes Trino retry)."""
+    from icetide import lineage
+    from icetide.settings import load_settings
+    from tests.unit.test_lineage import TRINO_EVENT
+
+    settings = load_settings(None, environ={"ICETIDE__STACK__STATE_DIR": str(tmp_path / "state")})
+    receiver = AuditReceiver(settings.state_dir / "trino")
+    try:
+        url = receiver.start().replace("/v1/audit/trino", "/v1/lineage/trino")
+        receiver.configure_lineage(settings)
+        assert receiver.lineage_file.stat().st_mode & 0o077 == 0
+        assert _post(url, json.dumps(TRINO_EVENT).encode(), None) == 403
+        assert _post(url, json.dumps(TRINO_EVENT).encode(), receiver.token()) == 200
+        assert _post(url, b"not json", receiver.token()) == 200
+        deadline = time.monotonic() + 10  # recorded after the answer
+        while not lineage.read_events(lineage.events_path(settings.state_dir)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        receiver.stop()
+    [event] = lineage.read_events(lineage.events_path(settings.state_dir))
+    assert event["inputs"] == [{"namespace": settings.warehouse, "name": "sales.vendas"}]
+    assert event["job"] == TRINO_EVENT["job"] and not receiver.log_file.exists()  # not an audit record

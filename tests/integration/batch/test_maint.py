@@ -38,6 +38,16 @@ def run_json(args: list[str], settings: Settings) -> Any:
     return json.loads(result.stdout)
 
 
+def maintenance_runs(settings: Settings, name: str) -> list[dict[str, Any]]:
+    """The lineage events of maintenance runs on `name` (a table → itself), with their facet."""
+    from icetide.lineage import events_path, read_events
+
+    dataset = {"namespace": settings.warehouse, "name": name}
+    return [e for e in read_events(events_path(settings.state_dir)) if e["job"]["name"].startswith("maint.")
+            and [{k: d[k] for k in dataset} for d in e["inputs"]] == [dataset] == [
+                {k: d[k] for k in dataset} for d in e["outputs"]]]
+
+
 def fragmented(spark: SparkSession, table: exp.Table, rows: int, tasks: int) -> None:
     """One append by `tasks` unclustered tasks of the January/February rows: ≈ tasks × 2 small files."""
     create_vendas(spark, table)
@@ -68,6 +78,10 @@ def test_compaction_cuts_small_files_by_95_percent(spark: SparkSession, base_set
     assert result["file_reduction"] >= 0.95
     assert result["files_after"] == 2  # one per (year, month) partition
     assert digest(spark, table) == before_digest
+    [run] = maintenance_runs(base_settings, name)
+    facet = run["run"]["facets"]["icetide_maintenance"]
+    assert run["job"]["name"] == "maint.compact.binpack" and facet["operation"] == "compact.binpack"
+    assert (facet["files_before"], facet["files_after"]) == (40, 2)
 
     after_query = analyze(spark, month_query)
     assert (after_query.files_scanned, after_query.files_total) == (1, 2)
@@ -152,4 +166,9 @@ def test_policy_run_compacts_fragmented_tables(spark: SparkSession, base_setting
     compacted = report[0]["actions"]["compact"]
     assert compacted["strategy"] == "sort" and (compacted["files_before"], compacted["files_after"]) == (12, 2)
     assert report[0]["actions"]["orphans"]["dry_run"] is True
+    # what was done is lineage; the dry runs (the plan, the orphan listing) are not
+    done = sorted(a for a, r in report[0]["actions"].items() if isinstance(r, dict) and not r.get("dry_run"))
+    assert "compact" in done and "orphans" not in done
+    assert sorted(e["job"]["name"] for e in maintenance_runs(base_settings, name)) == [
+        "maint.compact.sort" if op == "compact" else f"maint.{op}" for op in done]
     assert table_stats(spark, table).records == compacted["records"]

@@ -70,3 +70,12 @@ def test_edit_with_recomputed_hash_still_breaks_the_next_link(tmp_path: Path) ->
     lines[1] = json.dumps(record, sort_keys=True)
     log.path.write_text("\n".join(lines) + "\n")
     assert verify(log.path).line == 3
+
+
+def test_a_fresh_deployment_has_no_log_yet_and_that_is_not_tampering(tmp_path: Path) -> None:
+    fresh = verify(tmp_path / "audit" / "policy-audit.jsonl")
+    assert fresh.ok and fresh.records == 0 and "no events recorded" in fresh.reason
+    log = write(tmp_path / "a.jsonl", 2)
+    log.path.unlink()  # the head says records were written: a removed log is tampering
+    gone = verify(log.path)
+    assert not gone.ok and "the log was removed" in gone.reason
