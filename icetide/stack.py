@@ -239,8 +239,10 @@ class Stack:
                 embedded=False, bootstrap=external, kafka_port=None, controller_port=None, pid=None,
                 log_file=None, **common,
             )
-        ports = self._read_ports() or []
-        nodes = [self._node_status(node, ports[i] if i < len(ports) else {}) for i, node in enumerate(self.nodes)]
+        # the nodes the last start recorded: a cluster started with another `kafka.brokers` is still shown whole
+        ports = kafka_nodes.read_ports(self.ports_file) or []
+        known = kafka_nodes.cluster_nodes(self.home, len(ports)) if ports else self.nodes
+        nodes = [self._node_status(node, ports[i] if i < len(ports) else {}) for i, node in enumerate(known)]
         first = nodes[0]
         return StackStatus(
             running=any(n["running"] for n in nodes), embedded=True,
