@@ -58,6 +58,7 @@ class Stream:
         self.failed: list[str] = []
         self.stop = threading.Event()
         self.drain_deadline = float("inf")
+        self.flushed = threading.Event()
         self.threads = [threading.Thread(target=self._produce, daemon=True),
                         threading.Thread(target=self._consume, daemon=True)]
 
@@ -83,9 +84,10 @@ class Stream:
             while time.monotonic() < next_at:
                 self.producer.poll(max(0.0, next_at - time.monotonic()))
         self.producer.flush(120)
+        self.flushed.set()  # only now is the acknowledged set final: the consumer drains up to it
 
     def _consume(self) -> None:
-        while not self.stop.is_set() or len(self.read) < len(self.acked):
+        while not self.flushed.is_set() or len(self.read) < len(self.acked):
             msg = self.consumer.poll(0.1)
             if msg is None or msg.error():
                 continue
