@@ -236,9 +236,14 @@ def _build(kind: str, settings: Settings, role: str, bootstrap: str, extra: dict
     return client
 
 
+# every icetide producer: a write counts once all in-sync replicas have it (with min.insync.replicas 2 on a
+# replicated cluster it survives the loss of a node), and a retry after a leader change is no duplicate
+DURABLE_PRODUCER = {"acks": "all", "enable.idempotence": True}
+
+
 def producer(settings: Settings, role: str, bootstrap: str, extra: dict[str, Any] | None = None) -> Any:
-    """A confluent_kafka Producer for `role`, configured by `client_config` plus `extra`."""
-    return _build("producer", settings, role, bootstrap, extra)
+    """A confluent_kafka Producer for `role`, configured by `client_config`, `DURABLE_PRODUCER`, then `extra`."""
+    return _build("producer", settings, role, bootstrap, DURABLE_PRODUCER | (extra or {}))
 
 
 def consumer(settings: Settings, role: str, bootstrap: str, extra: dict[str, Any] | None = None) -> Any:

@@ -36,12 +36,15 @@ class StackSettings(_Section):
 
 
 class KafkaSettings(_Section):
-    """The Kafka cluster; by default the embedded single-node KRaft broker."""
+    """The Kafka cluster; by default the embedded KRaft cluster of `brokers` combined broker + controller
+    nodes (one unless set)."""
 
     bootstrap_servers: str | None = None  # set → use that cluster, embedded broker not started
+    # embedded nodes; ≥ 3 → every topic has replication 3 and min.insync.replicas 2 (icetide/broker_config.py)
+    brokers: int = Field(default=1, ge=1)
     host: str = "127.0.0.1"
-    port: int = 0  # 0 → a free port chosen at `stack up`
-    controller_port: int = 0
+    port: int = 0  # the first node's client port (node k: port + k - 1); 0 → free ports chosen at `stack up`
+    controller_port: int = 0  # likewise, the first node's controller port
     heap: str = "512m"
     num_partitions: int = 1  # default partitions of auto-created topics
     start_timeout_s: float = 90.0  # how long `stack up` waits for the broker to answer

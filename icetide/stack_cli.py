@@ -24,6 +24,10 @@ from icetide.storage import roles
 def _describe(status: StackStatus) -> str:
     kafka = "running" if status.running else "stopped"
     where = "external" if not status.embedded else f"pid {status.pid}" if status.pid else "embedded"
+    if len(status.nodes) > 1:
+        up = sum(1 for node in status.nodes if node["running"])
+        where = f"{up} of {len(status.nodes)} nodes: " + ", ".join(
+            f"{node['node_id']} pid {node['pid'] or '-'}" for node in status.nodes)
     catalog, storage = status.lake.get("catalog", {}), status.lake.get("storage", {})
     lines = [
         f"kafka      {kafka} ({where}) {status.bootstrap or '-'}",

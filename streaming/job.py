@@ -188,6 +188,9 @@ def sink_ddl(settings: Settings, bootstrap: str, name: str, topic: str, run_name
         "sink.delivery-guarantee": settings.cdc.delivery,
         "properties.linger.ms": "20",
         "properties.compression.type": "lz4",
+        # the Java client's defaults since Kafka 3.0, stated: a replicated cluster keeps every acked write
+        "properties.acks": "all",
+        "properties.enable.idempotence": "true",
         **kafka_client.flink_options(settings, "cdc", bootstrap),
     }
     if settings.cdc.delivery == "exactly-once":

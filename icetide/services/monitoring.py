@@ -134,7 +134,8 @@ class Monitoring(StateHome):
             return False
         stopped = [p.stop(STOP_TIMEOUT_S) for p in (self.lag_exporter, self.prometheus, self.alertmanager)]
         (targets_dir(self.home.parent, "icetide-kafka-lag") / "lag-exporter.json").unlink(missing_ok=True)
-        (targets_dir(self.home.parent, "kafka") / "broker.json").unlink(missing_ok=True)  # `stack down` stops both
+        for target in targets_dir(self.home.parent, "kafka").glob("broker*.json"):  # `stack down` stops both
+            target.unlink(missing_ok=True)
         return any(stopped)
 
     def status(self) -> dict[str, Any]:
@@ -161,9 +162,12 @@ class Monitoring(StateHome):
                 "alertmanager": f"http://{HOST}:{ports['alertmanager']}/"}
 
     # -- the JVMs' exporters ------------------------------------------------------------------------
-    def broker_agent(self, state_dir: Path) -> list[str]:
-        """The `-javaagent:` option that makes the broker serve its JMX metrics, and its target file."""
-        return self.jmx_agent(state_dir, "kafka", "broker", cfg.JMX_KAFKA, remove_at_exit=False)
+    def broker_agent(self, state_dir: Path, node_id: int = 1) -> list[str]:
+        """The `-javaagent:` option that makes Kafka node `node_id` serve its JMX metrics, and its target file
+        (`broker.json` for the first node, as with one node; `broker-<id>.json` for the others)."""
+        name = "broker" if node_id == 1 else f"broker-{node_id}"
+        return self.jmx_agent(state_dir, "kafka", name, cfg.JMX_KAFKA, remove_at_exit=False,
+                              labels={"node_id": str(node_id)})
 
     def jmx_agent(self, state_dir: Path, job: str, name: str, rules: dict[str, Any], *,
                   remove_at_exit: bool = True, labels: dict[str, str] | None = None) -> list[str]:
