@@ -142,11 +142,51 @@ def render(mask: MaskSpec, value: exp.Expression, col_type: str, dialect: str,
         else:
             year_start = _fn("MAKE_DATE", exp.Year(this=value.copy()), _num(1), _num(1))
         return exp.Cast(this=year_start, to=sql_type(col_type))
-    # bucket: computed in double precision in every engine, then cast back to the column type
+    # bucket: computed in double precision in every engine, kept within the type, then cast back to it
     width = exp.Cast(this=_num(int(mask.width or 1)), to=sql_type("double"))
     as_double = exp.Cast(this=value.copy(), to=sql_type("double"))
     floor = exp.Cast(this=exp.Floor(this=exp.Div(this=as_double, expression=width)), to=sql_type("double"))
-    return exp.Cast(this=exp.Mul(this=floor, expression=width.copy()), to=sql_type(col_type))
+    bucket: exp.Expression = exp.Mul(this=floor, expression=width.copy())
+    ends = bucket_ends(col_type, int(mask.width or 1))
+    if ends is not None:
+        low, high = (exp.Cast(this=exp.Literal.number(repr(end)), to=sql_type("double")) for end in ends)
+        bucket = exp.Case(ifs=[exp.If(this=exp.LT(this=bucket.copy(), expression=low), true=low.copy()),
+                               exp.If(this=exp.GT(this=bucket.copy(), expression=high), true=high.copy())],
+                          default=bucket)
+    return exp.Cast(this=bucket, to=sql_type(col_type))
+
+
+def _type_range(col_type: str) -> tuple[Decimal, Decimal] | None:
+    """The least and greatest value of a bounded numeric type (None for float and double)."""
+    if col_type.startswith("decimal"):
+        precision, scale = (int(p) for p in col_type[len("decimal("):-1].split(","))
+        top = Decimal(10) ** (precision - scale) - Decimal(1).scaleb(-scale)
+        return -top, top
+    bits = {"int": 31, "long": 63}.get(col_type)
+    return (Decimal(-(2**bits)), Decimal(2**bits - 1)) if bits else None
+
+
+@lru_cache(maxsize=256)
+def bucket_ends(col_type: str, width: int) -> tuple[float, float] | None:
+    """The lowest and highest bucket a column of `col_type` can hold, as doubles inside the type.
+
+    Buckets floor toward minus infinity, so the one of a value near the type's least value (-99999999.99 in
+    decimal(10,2), width 100) starts below it and the cast back to the type fails — the whole query, in
+    every engine; a long near its greatest value rounds above it in double. Such values take the outermost
+    multiple of the width inside the type: still one value for the whole end bucket.
+    """
+    bounds = _type_range(col_type)
+    if bounds is None:
+        return None
+    least, greatest = bounds
+    step = Decimal(width)
+    low = float((least / step).to_integral_value(rounding="ROUND_CEILING") * step)
+    high = float((greatest / step).to_integral_value(rounding="ROUND_FLOOR") * step)
+    while Decimal(low) < least:  # a double rounded outside the type: the next one inward
+        low = math.nextafter(low, 0.0)
+    while Decimal(high) > greatest:
+        high = math.nextafter(high, 0.0)
+    return low, high
 
 
 def reference(mask: MaskSpec, value: Any, col_type: str, pads: HmacPads | None = None) -> Any:
@@ -174,6 +214,9 @@ def reference(mask: MaskSpec, value: Any, col_type: str, pads: HmacPads | None =
         return datetime(value.year, 1, 1, tzinfo=getattr(value, "tzinfo", None)) if col_type != "date" else start
     width = int(mask.width or 1)
     bucket = float(math.floor(float(value) / float(width))) * float(width)
+    ends = bucket_ends(col_type, width)
+    if ends is not None:
+        bucket = min(max(bucket, ends[0]), ends[1])
     if col_type.startswith("decimal"):
         scale = int(col_type.split(",")[1].rstrip(")"))
         return Decimal(int(bucket)).quantize(Decimal(1).scaleb(-scale))
