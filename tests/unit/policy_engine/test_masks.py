@@ -149,3 +149,21 @@ def test_every_dialect_renders_every_mask() -> None:
         for dialect in ("spark", "trino", "duckdb"):
             sql = render(mask, exp.column("c"), col_type, dialect, PADS).sql(dialect=dialect)
             assert sqlglot.parse_one(sql, read=dialect) is not None
+
+
+@pytest.mark.parametrize(("col_type", "values", "width"), [
+    ("decimal(10,2)", [Decimal("-99999999.99"), Decimal("99999999.99"), Decimal("-99999950.00")], 100),
+    ("decimal(4,2)", [Decimal("-99.99"), Decimal("99.99")], 7),
+    ("int", [-(2**31), 2**31 - 1], 7),
+    ("long", [-(2**63), 2**63 - 1, 2**63 - 1000], 1000),
+])
+def test_bucket_at_the_ends_of_the_type_stays_in_the_type(con: Any, col_type: str, values: list[Any],
+                                                          width: int) -> None:
+    # before the fix: the bucket below the type's minimum (and above its maximum, for longs rounded through
+    # double) did not fit the column type, and the query failed on a legal value in every engine — DuckDB
+    # "Could not cast value -100000000.000000 to DECIMAL(10,2)"; now the end buckets are the type's outermost
+    # multiples of the width
+    mask = MaskSpec("bucket", POS, width=Decimal(width))
+    got = run_duckdb(con, mask, col_type, [*values, None])
+    assert got == [reference(mask, v, col_type) for v in [*values, None]]
+    assert got[-1] is None and all(g % width == 0 for g in got[:-1] if col_type != "long")

@@ -14,6 +14,8 @@ from policies.compiler import TrinoTargetError, trino_rules
 from policies.trino_apply import apply_trino
 from tests.unit.policy_engine.support import EXAMPLE, KEY_ENV, SCHEMA_FILE, compile_text, trino_example_text
 
+pytestmark = pytest.mark.unit
+
 
 def bi_policy():  # type: ignore[no-untyped-def]
     return compile_text(trino_example_text(), "vendas-bi.yaml")
