@@ -13,7 +13,7 @@ import hmac
 import math
 from dataclasses import replace
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -183,6 +183,8 @@ def _bucket(value: exp.Expression, width: int, col_type: str) -> exp.Expression:
         ends = bucket_ends(col_type, width)
         if ends is not None:
             multiple = _clamp(multiple, ends)
+        if col_type.startswith("decimal"):  # a whole double to decimal(38,0) is exact; DuckDB's straight cast
+            multiple = exp.Cast(this=multiple, to=sql_type("decimal(38,0)"))  # scales in double first (lossy)
     return exp.Cast(this=multiple, to=sql_type(col_type))
 
 
@@ -265,13 +267,22 @@ def reference(mask: MaskSpec, value: Any, col_type: str, pads: HmacPads | None =
         ends = bucket_ends(col_type, width)
         if ends is not None:
             bucket = min(max(bucket, ends[0]), ends[1])
-        return Decimal(int(bucket)).quantize(Decimal(1).scaleb(-_scale(col_type))) if col_type.startswith(
+        return _as_decimal(int(bucket), col_type) if col_type.startswith(
             "decimal") else bucket
     low, high = quotient_ends(col_type, width)
     quotient = int(min(max(float(quotient), low), high))
     if col_type.startswith("decimal"):
-        return Decimal(quotient * width).quantize(Decimal(1).scaleb(-_scale(col_type)))
+        return _as_decimal(quotient * width, col_type)
     return quotient * width
+
+
+def _as_decimal(whole: int, col_type: str) -> Decimal:
+    """A whole number at the scale of a decimal type (up to decimal(38,s): wider than Python's default
+    28-digit context)."""
+    return Decimal(whole).quantize(Decimal(1).scaleb(-_scale(col_type)), context=_DECIMAL38)
+
+
+_DECIMAL38 = Context(prec=40)
 
 
 def _scale(col_type: str) -> int:
