@@ -19,7 +19,7 @@ from sqlglot import exp
 from icetide.services.trino import TrinoServer
 from tests.fixtures.trino import COLUMNS, apply, connect, prepare, query, trino_environment, write_table
 from tests.unit.policy_engine.attack_cases import ALLOWED, DENIED, data, secrets
-from tests.unit.policy_engine.support import trino_example_text
+from tests.unit.policy_engine.support import generated_policies, trino_example_text
 
 pytestmark = pytest.mark.integration
 
@@ -181,28 +181,6 @@ def test_the_attacks_changed_nothing(trino_env: dict[str, Any]) -> None:
     cur.execute("SELECT count(*), count(DISTINCT product) FROM vendas")
     assert cur.fetchall() == [[len(trino_env["data"]), 5]]
     assert query(trino_env, "carla", "SHOW TABLES") == [["vendas"]]
-
-
-FILTERS = ["region = 'South'", "year >= 2024", "quantity > 2", "month BETWEEN 3 AND 9", "product IN ('P1', 'P2')",
-           "region = user_attr('region') AND quantity <= 3"]
-PRICE_MASKS = ["{bucket: 10}", "{bucket: 100}", "{bucket: 1000}", '"null"']
-EMAIL_MASKS = ["redact", '"null"']
-
-
-def generated_policies(count: int, seed: int = 12) -> list[str]:
-    """The example policy with the analysts' row filter, price mask and e-mail mask drawn at random (seeded)."""
-    import random
-
-    pick = random.Random(seed)
-    base = trino_example_text()
-    assert "filter: \"region = user_attr('region')\"" in base and "mask: {bucket: 100}" in base
-    out = []
-    for _ in range(count):
-        text = base.replace("filter: \"region = user_attr('region')\"", f'filter: "{pick.choice(FILTERS)}"')
-        text = text.replace("mask: {bucket: 100}", f"mask: {pick.choice(PRICE_MASKS)}")
-        email = pick.choice(EMAIL_MASKS)
-        out.append(text.replace("pii:       {default_mask: redact,", f"pii:       {{default_mask: {email},"))
-    return out
 
 
 def test_generated_policies_trino_equals_duckdb(trino_env: dict[str, Any],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,23 @@ def trino_example_text() -> str:
     text = EXAMPLE.read_text()
     assert "mask: {hash: k1}" in text
     return text.replace("mask: {hash: k1}", "mask: redact")
+
+
+FILTERS = ["region = 'South'", "year >= 2024", "quantity > 2", "month BETWEEN 3 AND 9", "product IN ('P1', 'P2')",
+           "region = user_attr('region') AND quantity <= 3"]
+PRICE_MASKS = ["{bucket: 10}", "{bucket: 100}", "{bucket: 1000}", '"null"']
+EMAIL_MASKS = ["redact", '"null"']
+
+
+def generated_policies(count: int, seed: int = 12) -> list[str]:
+    """The example policy with the analysts' row filter, price mask and e-mail mask drawn at random (seeded)."""
+    pick = random.Random(seed)
+    base = trino_example_text()
+    assert "filter: \"region = user_attr('region')\"" in base and "mask: {bucket: 100}" in base
+    out = []
+    for _ in range(count):
+        text = base.replace("filter: \"region = user_attr('region')\"", f'filter: "{pick.choice(FILTERS)}"')
+        text = text.replace("mask: {bucket: 100}", f"mask: {pick.choice(PRICE_MASKS)}")
+        email = pick.choice(EMAIL_MASKS)
+        out.append(text.replace("pii:       {default_mask: redact,", f"pii:       {{default_mask: {email},"))
+    return out
