@@ -111,10 +111,17 @@ class StorageSettings(_Section):
 
 
 class SparkSettings(_Section):
+    # local[N], or a standalone cluster's spark://host:port (`icetide spark up` starts one on loopback)
     master: str = "local[2]"
     driver_memory: str = "2g"
     shuffle_partitions: int = 4
     extra_conf: dict[str, str] = Field(default_factory=dict)
+    executor_memory: str = "1g"  # per executor, on a cluster master
+    # `icetide spark up`: the Master's port (0 → a free one; the status says which) and its Workers
+    cluster_port: int = 7077
+    workers: int = Field(default=2, ge=1)
+    worker_cores: int = Field(default=1, ge=1)
+    worker_memory: str = "1536m"
 
 
 class FlinkSettings(_Section):

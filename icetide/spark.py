@@ -1,6 +1,7 @@
 """The Spark session factory: built on demand, never at import time.
 
-One local session (`local[2]` by default) with the Iceberg runtime on its classpath and the
+One session (`local[2]` by default; a standalone cluster's `spark://` master runs its executors in the
+cluster's Workers, icetide/services/spark_cluster.py) with the Iceberg runtime on its classpath and the
 catalog of `icetide.catalog.spark_conf` registered as the default catalog; `task_progress` shows a
 long action's tasks on a progress bar (icetide.console).
 """
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from icetide import jvm
 from icetide.catalog import spark_conf
 from icetide.console import polling
+from icetide.services.spark_cluster import executor_conf
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -40,6 +42,7 @@ def session_conf(settings: Settings, role: Role = "writer") -> dict[str, str]:
         "spark.driver.host": "127.0.0.1",
     }
     conf.update(spark_conf(settings, role))
+    conf.update(executor_conf(settings))
     conf.update(settings.spark.extra_conf)
     return conf
 

@@ -109,12 +109,13 @@ class JvmProcess:
         return live_pid(self.pid_file, self.is_ours)
 
     def launch(self, cmd: Sequence[str], ready: Callable[[], bool], *, timeout_s: float,
-               logs: Sequence[Path] = ()) -> int:
-        """Start `cmd` and wait until `ready()`; StackError (with the log tails) if it exits or times out,
-        and then nothing is left running."""
+               logs: Sequence[Path] = (), env: Mapping[str, str] | None = None) -> int:
+        """Start `cmd` (with `env` added to the environment) and wait until `ready()`; StackError (with the
+        log tails) if it exits or times out, and then nothing is left running."""
         self.home.mkdir(parents=True, exist_ok=True)
         with self.out_file.open("ab") as out:
-            proc = subprocess.Popen(list(cmd), env=jvm.java_env(), stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(list(cmd), env={**jvm.java_env(), **(env or {})},
+                                    stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home)
         self.pid_file.write_text(f"{proc.pid}\n")
         try:
