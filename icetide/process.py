@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from icetide.errors import StackError
+
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +28,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def choose_port(host: str, wanted: int, setting: str, previous: int | None = None) -> int:
+    """A service's port: `wanted` (the value of `setting`, e.g. "trino.port") if free, else a StackError that
+    names the setting and its environment override; with `wanted` 0, the port it had before if still free,
+    else one the OS picks."""
+    if wanted:
+        if not port_is_free(host, wanted):
+            override = "ICETIDE__" + setting.upper().replace(".", "__")
+            raise StackError(f"port {host}:{wanted} (setting {setting}) is in use: stop what listens there or set "
+                             f"{override}=0 to pick a free port")
+        return wanted
+    if previous and port_is_free(host, previous):
+        return previous
+    return free_port(host)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -115,7 +132,6 @@ def start_module(module: str, args: list[str], *, home: Path, out_file: Path, pi
     `pid_file`) and wait until `ready()`; on exit, timeout or interrupt nothing is left running and
     StackError carries `failed()` (the message and the output's tail). The icetide-side collectors
     (access log, Trino audit) start this way."""
-    from icetide.errors import StackError
 
     with out_file.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=subprocess.STDOUT,

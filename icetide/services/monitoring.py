@@ -31,7 +31,7 @@ import yaml
 from icetide import jvm
 from icetide.errors import StackError
 from icetide.metrics import JOBS, register_target, targets_dir
-from icetide.process import free_port, port_is_free
+from icetide.process import choose_port, free_port
 from icetide.services import monitoring_config as cfg
 from icetide.services.shape import JvmProcess, Need, StateHome, require
 
@@ -92,8 +92,9 @@ class Monitoring(StateHome):
         if self.prometheus.live_pid() is None or self.alertmanager.live_pid() is None:
             self.prometheus.stop(STOP_TIMEOUT_S)
             self.alertmanager.stop(STOP_TIMEOUT_S)
-            ports = {"prometheus": self._choose_port(m.prometheus_port, "prometheus_port", ports.get("prometheus")),
-                     "alertmanager": self._choose_port(m.alertmanager_port, "alertmanager_port",
+            ports = {"prometheus": choose_port(HOST, m.prometheus_port, "monitoring.prometheus_port",
+                                               ports.get("prometheus")),
+                     "alertmanager": choose_port(HOST, m.alertmanager_port, "monitoring.alertmanager_port",
                                                        ports.get("alertmanager"))}
             while ports["alertmanager"] == ports["prometheus"]:
                 ports["alertmanager"] = free_port(HOST)
@@ -263,13 +264,3 @@ class Monitoring(StateHome):
             return {"prometheus": int(data["prometheus"]), "alertmanager": int(data["alertmanager"])}
         except (OSError, ValueError, KeyError):
             return {}
-
-    def _choose_port(self, wanted: int, setting: str, previous: int | None) -> int:
-        if wanted:
-            if not port_is_free(HOST, wanted):
-                raise StackError(f"port {HOST}:{wanted} (setting monitoring.{setting}) is in use: stop what listens "
-                                 f"there or set ICETIDE__MONITORING__{setting.upper()}=0 to pick a free port")
-            return wanted
-        if previous and port_is_free(HOST, previous):
-            return previous
-        return free_port(HOST)

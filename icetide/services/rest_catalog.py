@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from icetide import jvm
 from icetide.catalog import JDBC_CATALOG_IMPL
 from icetide.errors import StackError
-from icetide.process import free_port, port_is_free
+from icetide.process import choose_port
 from icetide.services.connect import render_properties
 from icetide.services.shape import JvmProcess, Need, StateHome, require
 from icetide.storage import iceberg_io_properties
@@ -87,7 +87,7 @@ class RestCatalogServer(StateHome):
                              "run `icetide stack down` and `icetide stack up` again\n" + self.process.output())
         require(self.needs())
         self.home.mkdir(parents=True, exist_ok=True)
-        port = self._choose_port(settings.catalog.rest_port)
+        port = choose_port(HOST, settings.catalog.rest_port, "catalog.rest_port", self._previous_port())
         fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(render_properties(self.server_properties(settings, port)))
@@ -137,15 +137,6 @@ class RestCatalogServer(StateHome):
             return ""
         return self.url()
 
-    def _choose_port(self, wanted: int) -> int:
-        if wanted:
-            if not port_is_free(HOST, wanted):
-                raise StackError(f"port {HOST}:{wanted} (setting catalog.rest_port) is in use: stop what listens "
-                                 "there or set ICETIDE__CATALOG__REST_PORT=0 to pick a free port")
-            return wanted
+    def _previous_port(self) -> int | None:
         previous = self.url()
-        if previous:
-            port = int(previous.rsplit(":", 1)[1].strip("/"))
-            if port_is_free(HOST, port):
-                return port
-        return free_port(HOST)
+        return int(previous.rsplit(":", 1)[1].strip("/")) if previous else None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from icetide import jvm
 from icetide.errors import StackError
-from icetide.process import free_port, port_is_free
+from icetide.process import choose_port, free_port
 from icetide.services.shape import JvmProcess, Need, StateHome, require
 
 if TYPE_CHECKING:
@@ -99,7 +99,8 @@ class SparkCluster(StateHome):
         require(self.needs())
         env = daemon_env()
         if self.master.live_pid() is None:
-            ports = {"master": self._choose_port(settings.spark.cluster_port), "web": free_port(HOST)}
+            ports = {"master": choose_port(HOST, settings.spark.cluster_port, "spark.cluster_port",
+                                                self.ports().get("master")), "web": free_port(HOST)}
             self.home.mkdir(parents=True, exist_ok=True)
             self.ports_file.write_text(json.dumps(ports) + "\n")
             self.conf_file.write_text(f"# icetide's standalone Spark cluster of {self.home}\n"
@@ -199,12 +200,3 @@ class SparkCluster(StateHome):
 
     def _classpath(self) -> list[Path]:
         return sorted((spark_home() / "jars").glob("*.jar"))
-
-    def _choose_port(self, wanted: int) -> int:
-        if wanted:
-            if not port_is_free(HOST, wanted):
-                raise StackError(f"port {HOST}:{wanted} (setting spark.cluster_port) is in use: stop what listens "
-                                 "there or set ICETIDE__SPARK__CLUSTER_PORT=0 to pick a free port")
-            return wanted
-        previous = self.ports().get("master")
-        return previous if previous and port_is_free(HOST, previous) else free_port(HOST)

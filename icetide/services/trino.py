@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icetide.errors import SetupError, StackError
-from icetide.process import free_port, port_is_free
+from icetide.process import choose_port, free_port
 from icetide.services.connect import render_properties
 from icetide.services.shape import JvmProcess, Need, StateHome, require
 from icetide.services.trino_audit import LINEAGE_PATH, AuditReceiver
@@ -338,7 +338,7 @@ class TrinoServer(StateHome):
                              "run `icetide trino down` and `icetide trino up` again\n" + self.process.output())
         require(self.needs())
         java = java_binary()
-        https_port = self._choose_port(settings.trino.port)
+        https_port = choose_port(HOST, settings.trino.port, "trino.port", self.port())
         http_port = free_port(HOST)
         self.audit.start()
         self.render(settings, https_port, http_port)
@@ -460,14 +460,3 @@ class TrinoServer(StateHome):
         if not port:
             return ""
         return f"jdbc:trino://{HOST}:{port}?SSL=true&SSLVerification=FULL&SSLTrustStorePath={self.ca_file}"
-
-    def _choose_port(self, wanted: int) -> int:
-        if wanted:
-            if not port_is_free(HOST, wanted):
-                raise StackError(f"port {HOST}:{wanted} (setting trino.port) is in use: stop what listens there "
-                                 "or set ICETIDE__TRINO__PORT=0 to pick a free port")
-            return wanted
-        previous = self.port()
-        if previous and port_is_free(HOST, previous):
-            return previous
-        return free_port(HOST)
