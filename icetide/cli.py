@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dr": ("batch.dr_cli:dr", "Disaster recovery: backup, restore, verify, drill (RTO and RPO)."),
     "policy": ("policies.cli:policy", "Access policies: check, compile, apply, test, explain."),
     "query": ("policies.gateway_cli:query", "Run a query as a user, through that user's secure views."),
+    "flink": ("icetide.flink_cli:flink", "A standalone Flink session cluster for cdc run: up, down, status."),
     "spark": ("icetide.spark_cli:spark", "A standalone Spark cluster on loopback: up, down, status, submit."),
     "trino": ("icetide.trino_cli:trino", "The embedded Trino for BI tools: up, down, status, passwd."),
     "catalog": ("policies.catalog_cli:catalog", "Table and column descriptions in the catalog: describe, annotate."),

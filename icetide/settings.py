@@ -131,6 +131,13 @@ class FlinkSettings(_Section):
     # s3://<storage.bucket>/checkpoints/cdc with storage.kind: s3 (streaming/checkpoints.py)
     checkpoint_dir: str | None = None
     taskmanager_memory: str = "1024m"
+    # `host:port` of a Flink session cluster's REST endpoint: `cdc run` submits there (`execution.target:
+    # remote`); unset, the job runs in PyFlink's local mini-cluster. `icetide flink up` prints one.
+    address: str | None = None
+    taskmanagers: int = Field(default=1, ge=1)  # `icetide flink up` without --taskmanagers
+    taskmanager_slots: int = Field(default=1, ge=1)
+    jobmanager_memory: str = "768m"
+    start_timeout_s: float = 120.0  # how long `flink up` waits for each process and the registrations
 
 
 class CdcSettings(_Section):

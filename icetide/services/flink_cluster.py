@@ -1,0 +1,290 @@
+"""A standalone Flink session cluster on loopback: one JobManager and N TaskManagers (`icetide flink up`).
+
+PyFlink's wheel carries the whole Flink distribution (`pyflink/bin`, `pyflink/lib`, `pyflink/opt`); each
+process is started with its `jobmanager.sh` / `taskmanager.sh start-foreground`, which `exec` the JVM, so
+the pid we record is the JVM's (BashJavaUtils sizes its memory from the rendered config). Everything lives
+under `<state_dir>/flink/`:
+
+- `conf/config.yaml` — the rendered configuration (`render_config`), with PyFlink's log4j files beside it;
+- `ports.json` — the JobManager's RPC and REST ports (each chosen free; TaskManagers take free ports too);
+- `jobmanager.pid`, `taskmanager-<i>.pid`, `<name>.out` and `log/<name>/` — each process's pid, console
+  output and Flink log.
+
+The TaskManagers get the job's jars (`jvm.jars("flink")`, with `flink-python` from `pyflink/opt`) on their
+classpath, the JDK of `icetide.jvm`, and `PYTHONPATH` = the source tree so PyFlink's Python workers (the
+venv's python, `python.executable`) import icetide and streaming. `icetide cdc run` submits to the cluster
+when `flink.address` is set (`streaming/job.py`, `remote_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from icetide import jvm
+from icetide.errors import StackError
+from icetide.process import free_port
+from icetide.services.shape import JvmProcess, Need, StateHome, require
+
+if TYPE_CHECKING:
+    from icetide.settings import Settings
+
+HOST = "127.0.0.1"
+STOP_TIMEOUT_S = 30.0
+JOBMANAGER_CLASS = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
+TASKMANAGER_CLASS = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
+LOG_FILES = ("log4j-console.properties", "logback-console.xml")
+
+
+def flink_home() -> Path:
+    """The Flink distribution inside PyFlink's wheel (found without importing pyflink)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or spec.origin is None:
+        raise StackError("pyflink is not installed: run `make setup`")
+    return Path(spec.origin).parent
+
+
+def java_opts(home: Path) -> str:
+    """`env.java.opts.all` of PyFlink's own config.yaml (the --add-opens Flink needs on JDK 17)."""
+    import yaml
+
+    shipped = yaml.safe_load((home / "conf" / "config.yaml").read_text()) or {}
+    return str(shipped.get("env", {}).get("java", {}).get("opts", {}).get("all", ""))
+
+
+def render_config(settings: Settings, *, rpc_port: int, rest_port: int, slots: int, checkpoints: str,
+                  java_options: str = "") -> dict[str, str]:
+    """The cluster's config.yaml (flattened keys): every listener on loopback, the JobManager's ports fixed,
+    the TaskManagers' and the blob server's left to the OS, checkpoints on `checkpoints` (shared storage)."""
+    flink = settings.flink
+    conf = {
+        "jobmanager.rpc.address": HOST,
+        "jobmanager.rpc.port": str(rpc_port),
+        "jobmanager.bind-host": HOST,
+        "jobmanager.memory.process.size": flink.jobmanager_memory,
+        "jobmanager.execution.failover-strategy": "region",
+        "rest.address": HOST,
+        "rest.bind-address": HOST,
+        "rest.port": str(rest_port),
+        "blob.server.port": "0",
+        "taskmanager.host": HOST,
+        "taskmanager.bind-host": HOST,
+        "taskmanager.rpc.port": "0",
+        "taskmanager.data.port": "0",
+        "taskmanager.numberOfTaskSlots": str(slots),
+        "taskmanager.memory.process.size": flink.taskmanager_memory,
+        "taskmanager.memory.managed.size": "128m",
+        "parallelism.default": str(flink.parallelism),
+        "python.executable": sys.executable,
+        "execution.checkpointing.dir": checkpoints,
+        "state.backend.type": "hashmap",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": "20",
+        "restart-strategy.fixed-delay.delay": "2s",
+        "heartbeat.timeout": "15000",  # a killed TaskManager is noticed in seconds, not the default 50
+        "resourcemanager.taskmanager-timeout": "10000",
+    }
+    if java_options:
+        conf["env.java.opts.all"] = java_options
+    return conf
+
+
+def config_yaml(conf: dict[str, str]) -> str:
+    """Flattened `key: value` lines (Flink's YAML parser reads flattened keys); values quoted as JSON."""
+    return "".join(f"{key}: {json.dumps(value)}\n" for key, value in sorted(conf.items()))
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`host:port` of `flink.address` → (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        from icetide.errors import ConfigError
+
+        raise ConfigError(f"flink.address {address!r}: expected host:port (the JobManager's REST address)")
+    return host, int(port)
+
+
+class FlinkCluster(StateHome):
+    """One session cluster per state dir."""
+
+    name = "flink"
+    label = "Flink cluster"
+
+    def _files(self, home: Path) -> None:
+        self.conf_dir = home / "conf"
+        self.config_file = self.conf_dir / "config.yaml"
+        self.ports_file = home / "ports.json"
+        self.log_dir = home / "log"
+        self.checkpoint_dir = home / "checkpoints"
+
+    def _process(self, name: str) -> JvmProcess:
+        main = JOBMANAGER_CLASS if name == "jobmanager" else TASKMANAGER_CLASS
+        # the marker: the config dir on the command line (`--configDir <conf>`), unique per state dir
+        return JvmProcess(name, self.home, main, self.conf_dir)
+
+    def _taskmanager_names(self) -> list[str]:
+        return sorted((p.stem for p in self.home.glob("taskmanager-*.pid")), key=lambda n: int(n.split("-")[1]))
+
+    def needs(self) -> list[Need]:
+        home = flink_home()
+        return [Need("Flink's distribution jars (PyFlink's lib)", home / "lib", hint="run `make setup`"),
+                Need("flink-python (PyFlink's opt)", home / "opt", hint="run `make setup`")]
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, settings: Settings, state_dir: Path, taskmanagers: int | None = None) -> dict[str, str]:
+        """Start the JobManager and `taskmanagers` TaskManagers (or reuse the running cluster); wait until
+        every TaskManager is registered. Its REST address."""
+        self._bind(state_dir)
+        count = settings.flink.taskmanagers if taskmanagers is None else taskmanagers
+        require(self.needs())
+        if self._process("jobmanager").live_pid() is None:
+            self.stop()  # stray TaskManagers of a dead JobManager
+            self._render(settings)
+            self._launch("jobmanager", settings, lambda: self._rest_ok())
+        running = [n for n in self._taskmanager_names() if self._process(n).live_pid() is not None]
+        index = max((int(n.split("-")[1]) for n in running), default=0)
+        for _ in range(max(0, count - len(running))):
+            index += 1
+            self._launch(f"taskmanager-{index}", settings, lambda: True)  # registration: below
+        want = max(count, len(running))
+        deadline = time.monotonic() + settings.flink.start_timeout_s
+        while len(self.taskmanagers()) < want:
+            if time.monotonic() > deadline:
+                raise StackError(f"only {len(self.taskmanagers())} of {want} TaskManagers registered within "
+                                 f"{settings.flink.start_timeout_s:.0f}s\n" + self._tails())
+            time.sleep(0.5)
+        return {"flink.address": self.address()}
+
+    def _render(self, settings: Settings) -> None:
+        home = flink_home()
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        for name in LOG_FILES:
+            shutil.copyfile(home / "conf" / name, self.conf_dir / name)
+        ports = {"rpc": free_port(HOST), "rest": free_port(HOST)}
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        conf = render_config(settings, rpc_port=ports["rpc"], rest_port=ports["rest"],
+                             slots=settings.flink.taskmanager_slots, checkpoints=self.checkpoint_dir.as_uri(),
+                             java_options=java_opts(home))
+        self.config_file.write_text(config_yaml(conf))
+        self.ports_file.write_text(json.dumps(ports))
+
+    def _env(self, name: str) -> dict[str, str]:
+        home = flink_home()
+        extra = [*sorted((home / "opt").glob("flink-python-*.jar")), *jvm.jars("flink")]
+        log_dir = self.log_dir / name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = jvm.java_env()
+        env.update({
+            "FLINK_HOME": str(home), "FLINK_CONF_DIR": str(self.conf_dir), "FLINK_LOG_DIR": str(log_dir),
+            "FLINK_PID_DIR": str(log_dir), "FLINK_IDENT_STRING": name,
+            "HADOOP_CLASSPATH": os.pathsep.join(str(p) for p in extra),  # added by flink-console.sh
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(jvm.PROJECT_ROOT), env.get("PYTHONPATH")])),
+        })
+        plugins = jvm.jar_cache() / "flink-plugins"  # Flink's S3 file system (checkpoints on the object store)
+        if plugins.is_dir():
+            env["FLINK_PLUGINS_DIR"] = str(plugins)
+        return env
+
+    def _launch(self, name: str, settings: Settings, ready: Any) -> int:
+        script = "jobmanager.sh" if name == "jobmanager" else "taskmanager.sh"
+        process = self._process(name)
+        cmd = ["bash", str(flink_home() / "bin" / script), "start-foreground"]
+        import subprocess
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        with process.out_file.open("ab") as out:
+            proc = subprocess.Popen(cmd, env=self._env(name), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home)
+        process.pid_file.write_text(f"{proc.pid}\n")
+        from icetide.process import abandon_start
+
+        deadline = time.monotonic() + settings.flink.start_timeout_s
+        try:
+            while not ready():  # (the pid is bash's until it execs the JVM: not checked as ours yet)
+                if proc.poll() is not None:
+                    raise StackError(f"{name} exited during start-up (code {proc.returncode})\n" + self._tails())
+                if time.monotonic() > deadline:
+                    raise StackError(f"{name} was not ready within {settings.flink.start_timeout_s:.0f}s\n"
+                                     + self._tails())
+                time.sleep(0.3)
+        except BaseException:
+            abandon_start(proc, process.pid_file)
+            raise
+        return proc.pid
+
+    def stop(self) -> bool:
+        """Stop every TaskManager, then the JobManager; True if anything was running."""
+        if self._home is None or not self.home.is_dir():
+            return False
+        stopped = False
+        for name in self._taskmanager_names():
+            stopped = self._process(name).stop(STOP_TIMEOUT_S) or stopped
+        stopped = self._process("jobmanager").stop(STOP_TIMEOUT_S) or stopped
+        return stopped
+
+    def kill_taskmanager(self, name: str) -> int:
+        """SIGKILL one TaskManager (a crash, for fault tests); its pid."""
+        import signal
+
+        pid = self._process(name).live_pid()
+        if pid is None:
+            raise StackError(f"{name} is not running")
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    # -- inspection ------------------------------------------------------------------------
+    def pids(self) -> dict[str, int]:
+        found = {}
+        for name in ["jobmanager", *self._taskmanager_names()]:
+            pid = self._process(name).live_pid()
+            if pid is not None:
+                found[name] = pid
+        return found
+
+    def address(self) -> str:
+        ports = json.loads(self.ports_file.read_text())
+        return f"{HOST}:{ports['rest']}"
+
+    def rest(self, path: str, timeout_s: float = 5.0) -> Any:
+        with urllib.request.urlopen(f"http://{self.address()}{path}", timeout=timeout_s) as response:
+            return json.loads(response.read())
+
+    def _rest_ok(self) -> bool:
+        try:
+            self.rest("/overview", timeout_s=2.0)
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+        return True
+
+    def ready(self) -> bool:
+        return self._process("jobmanager").live_pid() is not None and self._rest_ok()
+
+    def taskmanagers(self) -> list[dict[str, Any]]:
+        """The TaskManagers registered with the JobManager (its REST API's /taskmanagers)."""
+        try:
+            body = self.rest("/taskmanagers")
+        except (OSError, urllib.error.URLError, ValueError):
+            return []
+        return [{"id": tm["id"], "path": tm.get("path"), "slots": tm.get("slotsNumber"),
+                 "free_slots": tm.get("freeSlots")} for tm in body.get("taskmanagers", [])]
+
+    def status(self) -> dict[str, Any]:
+        pids = self.pids()
+        running = "jobmanager" in pids and self._rest_ok()
+        return {"running": running, "address": self.address() if running else None, "pids": pids,
+                "taskmanagers": self.taskmanagers() if running else [], "home": str(self.home)}
+
+    def _tails(self) -> str:
+        from icetide.process import log_tail
+
+        logs = [p for p in self.log_dir.glob("*/*.log")] if self.log_dir.is_dir() else []
+        return log_tail(*sorted(self.home.glob("*.out")), *sorted(logs), lines=20)
