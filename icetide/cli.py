@@ -95,6 +95,7 @@ def root(ctx: click.Context, config_path: str | None, debug: bool) -> None:
 # `cdc` spans two rooms: the Flink job (streaming) and the downstream consumer (connectors).
 CDC_COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("streaming.cli:run", "Run the Flink job: Iceberg changelogs → Kafka change events."),
+    "stop": ("streaming.cli:stop", "Stop the CDC jobs on the Flink cluster (cancel, or with a savepoint)."),
     "apply": ("connectors.cli:apply", "Consume change events and apply them downstream."),
     "status": ("connectors.cli:status", "Show the applied position per table and partition."),
     "verify": ("connectors.cli:verify", "Compare the downstream copy with the Iceberg table (rows, checksum)."),

@@ -41,6 +41,13 @@ def checkpoint_root(settings: Settings) -> str:
     return (settings.state_dir / "cdc" / "checkpoints").as_uri()
 
 
+def savepoint_root(settings: Settings) -> str:
+    """Where `cdc stop --savepoint` puts savepoints: `savepoints` beside the checkpoint root (so `cdc run
+    --reset`, which drops the checkpoints, keeps them)."""
+    parent = checkpoint_root(settings).rsplit("/", 1)[0]
+    return f"{parent}/savepoints"
+
+
 def tables_dir(settings: Settings, tables: list[str]) -> str:
     """The checkpoint folder of one set of tables."""
     tables_id = hashlib.sha1(",".join(sorted(tables)).encode()).hexdigest()[:12]

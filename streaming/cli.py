@@ -70,11 +70,13 @@ def _with_overrides(settings: Settings, fmt: str | None, tombstones: bool | None
               help="Serve Prometheus /metrics from the job's worker on this port (0: a free port).")
 @click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Also publish <prefix>.sec_<user>.<ns>.<table> per audience, filtered and masked by this policy.")
+@click.option("--from-savepoint", "savepoint", default=None, metavar="URI",
+              help="Restore this savepoint (what `cdc stop --savepoint` printed) instead of the newest checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_obj
 def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool, keys: tuple[str, ...],
         delivery: str | None, fmt: str | None, tombstones: bool | None, registry: str | None,
-        metrics_port: int | None, policy_file: str | None, as_json: bool) -> None:
+        metrics_port: int | None, policy_file: str | None, savepoint: str | None, as_json: bool) -> None:
     """Run the Flink job: Iceberg changelogs → Kafka change events (keyed by row key)."""
     from icetide.stack import kafka_bootstrap
 
@@ -94,6 +96,8 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
         from icetide.schema_registry import SchemaRegistryClient
 
         SchemaRegistryClient(settings.cdc.schema_registry_url).subjects()
+    if savepoint is not None and (reset or once):
+        raise ConfigError("--from-savepoint restores a continuous job: not with --reset or --once")
     run_dir = cdc_dir(settings) / "runs" / time.strftime("%Y%m%dT%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     if reset:
@@ -104,7 +108,7 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
         settings=settings, tables=chosen, start=begin, once=once, run_dir=str(run_dir),
         seed_positions={} if reset else {t: p for t, p in read_positions(settings).items() if t in chosen},
         metrics_port=metrics_port, key_fields=_parse_keys(keys),
-        policy_file=str(Path(policy_file).resolve()) if policy_file else None,
+        policy_file=str(Path(policy_file).resolve()) if policy_file else None, from_savepoint=savepoint,
     )
     from icetide.console import progress
     from icetide.process import results_only_on_stdout
@@ -133,3 +137,27 @@ def _record_lineage(settings: Any, bootstrap: str, summary: dict[str, Any]) -> N
     for name in summary["tables"]:
         lineage.emit(settings, "cdc.run", [lineage.table(settings, name)],
                      [lineage.change_topic(settings, bootstrap, name)])
+
+
+@click.command()
+@click.option("--savepoint", is_flag=True,
+              help="Stop with a savepoint (for an upgrade: `cdc run --from-savepoint URI` resumes from it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the stopped jobs (and savepoints) as JSON.")
+@click.pass_obj
+def stop(app: App, savepoint: bool, as_json: bool) -> None:
+    """Stop the CDC jobs running on the Flink cluster at flink.address (cancel, or stop with a savepoint)."""
+    from icetide.services.flink_cluster import running_jobs, stop_job
+
+    from streaming.checkpoints import savepoint_root
+    from streaming.job import PIPELINE_NAME
+
+    settings = app.settings
+    if not settings.flink.address:
+        origin = f"{settings.source}: " if settings.source != "<defaults>" else ""
+        raise ConfigError(f"{origin}setting 'flink.address' is not set: `cdc stop` stops jobs on a Flink cluster "
+                          "(a job in PyFlink's local mini-cluster stops with its `cdc run` process: Ctrl-C or SIGTERM)")
+    target = savepoint_root(settings) if savepoint else None
+    stopped = {jid: stop_job(settings.flink.address, jid, target)
+               for jid in running_jobs(settings.flink.address, PIPELINE_NAME)}
+    lines = [f"{jid}: " + (f"savepoint {where}" if where else "cancelled") for jid, where in stopped.items()]
+    emit({"jobs": stopped}, as_json, "\n".join(lines) or "no CDC job was running")

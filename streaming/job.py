@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from icetide.settings import Settings
 
 SINK_TABLE = "cdc_sink"
+PIPELINE_NAME = "icetide-cdc"  # the job's name on a Flink cluster (`cdc stop` finds it by it)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class JobOptions:
     metrics_port: int | None = None
     key_fields: dict[str, list[str]] = field(default_factory=dict)
     policy_file: str | None = None  # also publish per-audience topics (streaming/audiences.py)
+    from_savepoint: str | None = None  # restore this savepoint (`cdc stop --savepoint`) instead of a checkpoint
 
 
 def cdc_dir(settings: Settings) -> Path:
@@ -215,13 +217,54 @@ def flink_config(settings: Settings, checkpoints: str | Path, restore: str | Pat
         "state.backend.type": "hashmap",
         "taskmanager.memory.managed.size": "128m",
         "python.fn-execution.bundle.time": "100",
-        "pipeline.name": "icetide-cdc",
+        "pipeline.name": PIPELINE_NAME,
         **flink_s3_config(settings),
     }
+    conf.update(remote_config(settings))
     if restore is not None:
         conf["execution.state-recovery.path"] = restore.as_uri() if isinstance(restore, Path) else restore
         conf["execution.state-recovery.ignore-unclaimed-state"] = "true"
     return conf
+
+
+def remote_config(settings: Settings) -> dict[str, str]:
+    """With `flink.address` (host:port of a session cluster's REST endpoint, e.g. `icetide flink up`), the
+    job is submitted there (`execution.target: remote`) instead of PyFlink's local mini-cluster; its jars
+    go with it (`pipeline.jars`), its Python workers run the cluster's TaskManagers' `python.executable`.
+    Checkpoints must then be on storage every TaskManager reaches: a folder of this machine (the cluster of
+    `icetide flink up` is local). Checkpoints on S3 need the cluster's own S3 configuration, which `flink up`
+    does not render yet: refused with the keys to change."""
+    if not settings.flink.address:
+        return {}
+    from icetide.errors import ConfigError
+    from icetide.services.flink_cluster import parse_address
+
+    from streaming.checkpoints import checkpoint_root, on_s3
+
+    if on_s3(checkpoint_root(settings)):
+        origin = f"{settings.source}: " if settings.source != "<defaults>" else ""
+        raise ConfigError(f"{origin}setting 'flink.address': a job on a Flink cluster keeps its checkpoints in a "
+                          "directory (S3 checkpoints on the cluster are not supported yet); set "
+                          "'flink.checkpoint_dir' to a file:// URI every TaskManager reaches, or unset flink.address")
+
+    host, port = parse_address(settings.flink.address)
+    return {"execution.target": "remote", "rest.address": host, "rest.port": str(port)}
+
+
+def execution_environment(settings: Settings, config: Any) -> Any:
+    """PyFlink's local mini-cluster, or with `flink.address` an environment that submits to that cluster.
+
+    `get_execution_environment` outside `flink run` always builds a `LocalStreamEnvironment`, which resets
+    `execution.target` to `local`; the Java environment built from the configuration itself picks its
+    executor from `execution.target` (`remote`: flink-clients' `RemoteExecutor`, a REST client)."""
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    if not settings.flink.address:
+        return StreamExecutionEnvironment.get_execution_environment(config)
+    from pyflink.java_gateway import get_gateway
+
+    j_env_class = get_gateway().jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
+    return StreamExecutionEnvironment(j_env_class(config._j_configuration))
 
 
 def load_file_system_plugins(config: Any) -> None:
@@ -240,14 +283,13 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     settings = options.settings
     from pyflink.common import Configuration
     from pyflink.common.typeinfo import Types
-    from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
     from streaming.checkpoints import latest_checkpoint, on_s3, plugins_dir, tables_dir
 
     # one checkpoint folder per set of tables: a job restores only a checkpoint of the same job
     checkpoints = tables_dir(settings, options.tables)
-    restore = None if options.once else latest_checkpoint(settings, checkpoints)
+    restore = options.from_savepoint or (None if options.once else latest_checkpoint(settings, checkpoints))
     extra: dict[str, str] = {}
     if on_s3(checkpoints):  # read by the gateway JVM when it starts (below)
         import pyflink
@@ -266,7 +308,7 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     for key, value in {**flink_config(settings, checkpoints, restore), **reporter}.items():
         config.set_string(key, value)
     started = time.monotonic()
-    env = StreamExecutionEnvironment.get_execution_environment(config)
+    env = execution_environment(settings, config)
     if on_s3(checkpoints):
         load_file_system_plugins(config)
     t_env = StreamTableEnvironment.create(env)

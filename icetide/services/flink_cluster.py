@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from icetide import jvm
 from icetide.errors import StackError
-from icetide.process import free_port
+from icetide.process import choose_port
 from icetide.services.shape import JvmProcess, Need, StateHome, require
 
 if TYPE_CHECKING:
@@ -113,6 +113,45 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def rest_call(address: str, path: str, method: str = "GET", body: dict[str, Any] | None = None,
+              timeout_s: float = 10.0) -> Any:
+    """One call to a JobManager's REST API at `address` (host:port); its JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{address}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else {}
+
+
+def running_jobs(address: str, name: str) -> list[str]:
+    """The ids of the RUNNING (or restarting) jobs called `name` on the cluster at `address`."""
+    jobs = rest_call(address, "/jobs/overview")["jobs"]
+    return [j["jid"] for j in jobs if j["name"] == name and j["state"] in ("RUNNING", "RESTARTING", "CREATED")]
+
+
+def stop_job(address: str, jid: str, savepoint_dir: str | None, timeout_s: float = 300.0) -> str | None:
+    """Cancel job `jid`, or with `savepoint_dir` stop it with a savepoint there (Flink's stop-with-savepoint:
+    the sources stop, a last savepoint is taken and the Kafka transactions of it committed). The savepoint's
+    location, or None after a cancel."""
+    if savepoint_dir is None:
+        rest_call(address, f"/jobs/{jid}?mode=cancel", method="PATCH")
+        return None
+    trigger = rest_call(address, f"/jobs/{jid}/stop", method="POST",
+                        body={"targetDirectory": savepoint_dir, "drain": False})["request-id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = rest_call(address, f"/jobs/{jid}/savepoints/{trigger}")
+        if answer["status"]["id"] == "COMPLETED":
+            operation = answer.get("operation") or {}
+            if "failure-cause" in operation:
+                cause = operation["failure-cause"].get("stack-trace", "").splitlines()[:3]
+                raise StackError(f"the savepoint of job {jid} failed: " + " / ".join(cause))
+            return str(operation["location"])
+        time.sleep(0.5)
+    raise StackError(f"the savepoint of job {jid} did not complete within {timeout_s:.0f}s")
+
+
 class FlinkCluster(StateHome):
     """One session cluster per state dir."""
 
@@ -169,7 +208,9 @@ class FlinkCluster(StateHome):
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         for name in LOG_FILES:
             shutil.copyfile(home / "conf" / name, self.conf_dir / name)
-        ports = {"rpc": free_port(HOST), "rest": free_port(HOST)}
+        before = json.loads(self.ports_file.read_text()) if self.ports_file.is_file() else {}
+        # the ports of the previous run when still free: a `flink.address` written down stays right
+        ports = {name: choose_port(HOST, 0, f"flink.{name}_port", before.get(name)) for name in ("rpc", "rest")}
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         conf = render_config(settings, rpc_port=ports["rpc"], rest_port=ports["rest"],
                              slots=settings.flink.taskmanager_slots, checkpoints=self.checkpoint_dir.as_uri(),
@@ -198,6 +239,8 @@ class FlinkCluster(StateHome):
         script = "jobmanager.sh" if name == "jobmanager" else "taskmanager.sh"
         process = self._process(name)
         cmd = ["bash", str(flink_home() / "bin" / script), "start-foreground"]
+        if name != "jobmanager":  # the JobManager's REST API then names each TaskManager as we do
+            cmd += ["-D", f"taskmanager.resource-id={name}"]
         import subprocess
 
         self.home.mkdir(parents=True, exist_ok=True)
@@ -255,8 +298,7 @@ class FlinkCluster(StateHome):
         return f"{HOST}:{ports['rest']}"
 
     def rest(self, path: str, timeout_s: float = 5.0) -> Any:
-        with urllib.request.urlopen(f"http://{self.address()}{path}", timeout=timeout_s) as response:
-            return json.loads(response.read())
+        return rest_call(self.address(), path, timeout_s=timeout_s)
 
     def _rest_ok(self) -> bool:
         try:

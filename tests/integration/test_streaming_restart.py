@@ -33,12 +33,12 @@ from tests.fixtures.spark import fresh_table_name
 pytestmark = pytest.mark.integration
 
 
-def start_job(state_dir: Path, table: str, log: Path,
-              extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_job(state_dir: Path, table: str, log: Path, extra_env: dict[str, str] | None = None,
+              args: list[str] | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ICETIDE__STACK__STATE_DIR": str(state_dir),
            "ICETIDE__FLINK__CHECKPOINT_INTERVAL_MS": "1000", **(extra_env or {})}
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "icetide.cli", "cdc", "run", "--tables", table],
+        return subprocess.Popen([sys.executable, "-m", "icetide.cli", "cdc", "run", "--tables", table, *(args or [])],
                                 env=env, stdout=out, stderr=out, start_new_session=True)
 
 

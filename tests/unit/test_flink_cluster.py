@@ -63,3 +63,29 @@ def test_help_of_each_command(command: str, capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert "--json" in out
     assert ("--taskmanagers" in out) == (command == "up")
+
+
+def test_a_cluster_job_refuses_checkpoints_on_s3_naming_the_keys(tmp_path: Path) -> None:
+    settings = Settings(stack={"state_dir": str(tmp_path)}, storage={"kind": "s3"},  # type: ignore[arg-type]
+                        flink={"address": "127.0.0.1:8089"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"flink\.address.*flink\.checkpoint_dir"):
+        remote_config(settings)
+    local = settings.model_copy(update={"flink": settings.flink.model_copy(
+        update={"checkpoint_dir": (tmp_path / "cp").as_uri()})})
+    assert remote_config(local)["execution.target"] == "remote"
+
+
+def test_savepoints_sit_beside_the_checkpoints_not_under_them(tmp_path: Path) -> None:
+    from streaming.checkpoints import checkpoint_root, savepoint_root
+
+    settings = Settings(stack={"state_dir": str(tmp_path)})  # type: ignore[arg-type]
+    assert savepoint_root(settings) == (tmp_path / "cdc" / "savepoints").as_uri()
+    assert not savepoint_root(settings).startswith(checkpoint_root(settings))
+
+
+def test_cdc_stop_without_a_cluster_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ICETIDE__STACK__STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("ICETIDE__FLINK__ADDRESS", raising=False)
+    assert main(["cdc", "stop", "--savepoint"]) != 0
+    assert "flink.address" in capsys.readouterr().err
