@@ -147,6 +147,13 @@ def test_the_key_document_expires_soon_and_errors_hide_the_key(tmp_path: Path) -
         trino_key.credentials(str(path.with_name("missing.ini")), "default")
 
 
+def test_the_bi_grace_is_stretched_only_while_a_trino_runs(tmp_path: Path) -> None:
+    from icetide.services.identities import _grace
+
+    s = _rest_s3(tmp_path)
+    assert _grace(s, "bi", 5.0) == 5.0 and _grace(s, "writer", 5.0) == 5.0  # no Trino runs from tmp_path
+
+
 def test_secrets_stay_in_the_catalog_file_only(tmp_path: Path) -> None:
     s = _rest_s3(tmp_path, ICETIDE__CATALOG__TOKEN="tok-secret-9")
     rendered = render_properties(trino_catalog.catalog_properties(s))
