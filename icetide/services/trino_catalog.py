@@ -16,10 +16,10 @@ Rotation without a restart: when the `bi` key is in a file (the embedded store's
 then takes the AWS SDK v2 default credentials chain, and Trino's process environment points that chain at a
 shared-credentials file of Trino's own (`<state_dir>/trino/aws/credentials`, no secret in it) whose one profile
 is a `credential_process`: `icetide/services/trino_key.py`, which prints the role file's current key with an
-expiration 16 s ahead. The SDK runs it again from a second after each run (15 s before the expiration) on the
-next request, so a rewritten key file is taken within about a second while Trino reads, and
-`icetide stack rotate s3 --role bi` waits at least the key's lifetime before it deletes the old key while a
-Trino runs from the state dir (`identities._grace`): by then Trino's copy has expired. Every other inherited
+expiration 16 s ahead. The SDK holds that key until the expiration at most and runs the process again for the
+next request after it, so a rewritten key file is used within 16 s, and `icetide stack rotate s3 --role bi`
+waits longer than that before it deletes the old key while a Trino runs from the state dir
+(`identities._grace`): by then Trino's copy has expired. Every other inherited
 `AWS_*` variable is dropped, the SDK's config file and instance metadata are off: no other key is picked up.
 
 Why not the plain profile file: SDK 2.31's `ProfileCredentialsProvider` (Trino 476's) loads the profile file

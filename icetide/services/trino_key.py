@@ -3,9 +3,11 @@
 Run by the SDK (`sh -c`) as `python -I -S trino_key.py FILE PROFILE`, standalone (the standard library only, no
 icetide import: it starts in tens of milliseconds). It prints the key in section PROFILE of the AWS
 shared-credentials file FILE as the process-credentials JSON (version 1), with an `Expiration` LIFETIME_S
-ahead: the SDK uses it until then and asks again from LIFETIME_S - 15 s on (its refresh threshold), so a key
-file rewritten by a rotation is taken within a second of the next S3 request, and within LIFETIME_S at most.
-Errors name the file and the section, never the key.
+ahead: the SDK holds the key until then at most (its cache goes stale at the expiration) and runs the
+process again for the next S3 request after it, so a key file rewritten by a rotation is used within
+LIFETIME_S. Measured with the Trino of tests/integration/test_trino_lake.py's shape: 2 runs over 20 queries in
+17.5 s (most of them served from Trino's metadata cache, no S3 request). Errors name the file and the
+section, never the key.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import datetime as dt
 import json
 import sys
 
-LIFETIME_S = 16  # the SDK refreshes 15 s before the expiration: about once a second while Trino reads
+LIFETIME_S = 16  # above the SDK's 15 s refresh threshold (its prefetch time is the expiration minus 15 s)
 
 
 def credentials(path: str, profile: str, now: dt.datetime | None = None) -> dict[str, object]:
