@@ -241,10 +241,11 @@ def rotate(app: App, kind: str, role: str | None, principal: str | None, grace: 
 
     s3: a role's key on the embedded object store. PyIceberg readers take the new file before their next
     table load; Spark, the Flink job (its tables and checkpoints) and the REST catalog server within about
-    a second, through icetide's credentials providers. kafka: a principal's SCRAM password; Python clients
-    take it within a second, Java clients (Flink, Kafka Connect) at the next re-authentication the broker
-    demands (kafka.reauth_ms). catalog: the REST catalog server's own S3 key (the embedded server has no
-    client authentication, so no token to rotate; docs/security.md)."""
+    a second, through icetide's credentials providers; the embedded Trino (bi) through its credential
+    process, so with Trino running a bi rotation waits at least 17 s before deleting the old key. kafka: a
+    principal's SCRAM password; Python clients take it within a second, Java clients (Flink, Kafka Connect)
+    at the next re-authentication the broker demands (kafka.reauth_ms). catalog: the REST catalog server's
+    own S3 key (the embedded server has no client authentication, so no token to rotate; docs/security.md)."""
     if role is not None and kind != "s3":
         raise ConfigError("--role applies to `rotate s3`; use --principal for kafka")
     if principal is not None and kind != "kafka":

@@ -6,8 +6,9 @@ written to `<state_dir>/object-store/identities/<role>` (an AWS shared-credentia
 printed). On a later `stack up` the policy is put again (the settings may have moved the warehouse) and a
 role's key is kept while the store still lists it. `rotate` gives a role a new key, rewrites its file,
 waits `grace_s` for the processes that use it to re-read the file (PyIceberg before its next table load; the
-JVMs' S3 credentials providers, icetide's `FileCredentialsProvider`s, within about a second), then deletes the
-old key. No process is restarted.
+JVMs' S3 credentials providers, icetide's `FileCredentialsProvider`s, within about a second; the embedded
+Trino's `credential_process`, for `bi` at least its key's lifetime while Trino runs), then deletes the old key.
+No process is restarted.
 
 The policies, on the warehouse bucket B, the warehouse prefix W and the checkpoint prefix C
 (`storage.checkpoint_prefix`) — nothing else, deny by default:
@@ -221,4 +222,18 @@ def rotate_s3(settings: Settings, role: Role | None, grace_s: float) -> list[dic
             Bucket=bucket, Prefix=f"{warehouse}/", MaxKeys=1)
 
     manager = ObjectStore(settings.state_dir).identities(settings)
-    return [manager.rotate(r, grace_s=grace_s, check=check) for r in ([role] if role else roles())]
+    return [manager.rotate(r, grace_s=_grace(settings, r, grace_s), check=check) for r in ([role] if role else roles())]
+
+
+def _grace(settings: Settings, role: Role, grace_s: float) -> float:
+    """`grace_s`, but for `bi` while the embedded Trino runs from this state dir at least the lifetime of the key
+    its S3 client holds (`trino_key.LIFETIME_S`): by the time the old key is deleted, Trino's copy has expired
+    and its next request asks for the file's new key (icetide/services/trino_catalog.py)."""
+    if role != "bi":
+        return grace_s
+    from icetide.services import trino_key
+    from icetide.services.trino import TrinoServer
+
+    if TrinoServer(settings.state_dir).process.live_pid() is None:
+        return grace_s
+    return max(grace_s, float(trino_key.LIFETIME_S + 1))

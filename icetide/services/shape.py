@@ -109,12 +109,15 @@ class JvmProcess:
         return live_pid(self.pid_file, self.is_ours)
 
     def launch(self, cmd: Sequence[str], ready: Callable[[], bool], *, timeout_s: float,
-               logs: Sequence[Path] = (), env: Mapping[str, str] | None = None) -> int:
-        """Start `cmd` (with `env` added to the environment) and wait until `ready()`; StackError (with the
-        log tails) if it exits or times out, and then nothing is left running."""
+               logs: Sequence[Path] = (), env: Mapping[str, str] | None = None,
+               drop: Sequence[str] = ()) -> int:
+        """Start `cmd` (with `env` added to the environment, after dropping the inherited variables whose
+        names start with one of `drop`) and wait until `ready()`; StackError (with the log tails) if it
+        exits or times out, and then nothing is left running."""
         self.home.mkdir(parents=True, exist_ok=True)
         with self.out_file.open("ab") as out:
-            proc = subprocess.Popen(list(cmd), env={**jvm.java_env(), **(env or {})},
+            inherited = {k: v for k, v in jvm.java_env().items() if not (drop and k.startswith(tuple(drop)))}
+            proc = subprocess.Popen(list(cmd), env={**inherited, **(env or {})},
                                     stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.home)
         self.pid_file.write_text(f"{proc.pid}\n")

