@@ -110,6 +110,16 @@ def job_on_the_cluster(cluster: FlinkCluster, name: str, job: subprocess.Popen[b
     raise AssertionError(f"no running {name} on the cluster\n{log.read_text()[-3000:]}")
 
 
+def keyed_table(spark: Any, prefix: str, rows: int) -> tuple[str, str]:
+    """A new merge-on-read table keyed by `id` with `rows` rows; (its name, its change topic)."""
+    table = fresh_table_name(prefix)
+    spark.sql(f"CREATE TABLE {table} (id BIGINT NOT NULL, v STRING) USING iceberg "
+              "TBLPROPERTIES ('format-version'='2', 'write.update.mode'='merge-on-read')")
+    spark.sql(f"ALTER TABLE {table} SET IDENTIFIER FIELDS id")
+    spark.sql(f"INSERT INTO {table} SELECT id, 'a' FROM range({rows})")
+    return table, topic_for("icetide", *table.split("."))
+
+
 def final_state(cluster: FlinkCluster, jid: str, timeout_s: float = 60) -> str:
     """The state job `jid` ends in (FINISHED, CANCELED or FAILED)."""
     deadline = time.monotonic() + timeout_s
@@ -129,12 +139,7 @@ def test_sigkill_a_taskmanager_mid_stream_flink_restores_and_each_event_is_publi
     from tests.integration.test_streaming_restart import start_job, wait_for
 
     flink = FlinkCluster(Path(cluster["home"]).parent)
-    table = fresh_table_name("fc_kill")
-    spark.sql(f"CREATE TABLE {table} (id BIGINT NOT NULL, v STRING) USING iceberg "
-              "TBLPROPERTIES ('format-version'='2', 'write.update.mode'='merge-on-read')")
-    spark.sql(f"ALTER TABLE {table} SET IDENTIFIER FIELDS id")
-    spark.sql(f"INSERT INTO {table} SELECT id, 'a' FROM range(200)")
-    topic = topic_for("icetide", *table.split("."))
+    table, topic = keyed_table(spark, "fc_kill", 200)
     log = tmp_path / "job.log"
     remote = {"ICETIDE__FLINK__ADDRESS": cluster["address"], "ICETIDE__FLINK__PARALLELISM": "2",
               "ICETIDE__CDC__DELIVERY": "exactly-once"}
@@ -177,12 +182,7 @@ def test_stop_with_a_savepoint_and_resume_from_it(cluster: dict[str, Any], clust
     # `flink up` again brings the cluster back to two TaskManagers (one may have been killed above)
     assert len(icetide(cluster_dir, "flink", "up", "--taskmanagers", "2")["taskmanagers"]) == 2
     flink = FlinkCluster(Path(cluster["home"]).parent)
-    table = fresh_table_name("fc_sp")
-    spark.sql(f"CREATE TABLE {table} (id BIGINT NOT NULL, v STRING) USING iceberg "
-              "TBLPROPERTIES ('format-version'='2', 'write.update.mode'='merge-on-read')")
-    spark.sql(f"ALTER TABLE {table} SET IDENTIFIER FIELDS id")
-    spark.sql(f"INSERT INTO {table} SELECT id, 'a' FROM range(100)")
-    topic = topic_for("icetide", *table.split("."))
+    table, topic = keyed_table(spark, "fc_sp", 100)
     remote = {"ICETIDE__FLINK__ADDRESS": cluster["address"], "ICETIDE__FLINK__PARALLELISM": "2",
               "ICETIDE__CDC__DELIVERY": "exactly-once"}
     log = tmp_path / "job.log"

@@ -24,6 +24,7 @@ from policies.model import MaskSpec
 from policies.schemas import CatalogSchemaProvider
 from policies.validate import check_policy
 from policies.yamlpos import Pos
+from tests.fixtures.spark import vendas_schema
 from tests.unit.policy_engine.support import EXAMPLE, KEY_ENV, rows
 
 if TYPE_CHECKING:
@@ -43,24 +44,12 @@ def policy_text(bucket: int = 100) -> str:
     return EXAMPLE.read_text().replace("sales.vendas", TABLE).replace("bucket: 100", f"bucket: {bucket}")
 
 
-def spark_schema() -> Any:
-    from pyspark.sql import types as T
-
-    return T.StructType([
-        T.StructField("sale_id", T.LongType()), T.StructField("sale_ts", T.TimestampNTZType()),
-        T.StructField("year", T.IntegerType()), T.StructField("month", T.IntegerType()),
-        T.StructField("region", T.StringType()), T.StructField("product", T.StringType()),
-        T.StructField("customer_email", T.StringType()), T.StructField("price", T.DecimalType(10, 2)),
-        T.StructField("quantity", T.IntegerType()),
-    ])
-
-
 @pytest.fixture(scope="module")
 def vendas(spark: SparkSession) -> list[dict[str, Any]]:
     data = rows(24)
     data[1] = dict(data[1], region="South", product=SECRET)
     spark.sql(exp.Create(this=exp.table_(NS, db="lake"), kind="SCHEMA", exists=True).sql(dialect="spark"))
-    df = spark.createDataFrame([tuple(r[f.name] for f in spark_schema().fields) for r in data], spark_schema())
+    df = spark.createDataFrame([tuple(r[f.name] for f in vendas_schema().fields) for r in data], vendas_schema())
     df.writeTo(f"lake.{TABLE}").using("iceberg").createOrReplace()
     return data
 

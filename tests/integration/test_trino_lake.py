@@ -24,6 +24,7 @@ from icetide.services.trino import TrinoServer, write_private
 from icetide.settings import Settings
 from icetide.storage import s3_key
 from tests.fixtures.lake import LAKE_CATALOG, lake_environ
+from tests.fixtures.spark import vendas_schema
 from tests.fixtures.trino import (
     COLUMNS,
     PASSWORDS,
@@ -45,21 +46,9 @@ pytestmark = pytest.mark.integration
 SPARK_TABLE = f"{LAKE_CATALOG}.{TABLE}"
 
 
-def spark_schema() -> Any:
-    from pyspark.sql import types as T
-
-    return T.StructType([
-        T.StructField("sale_id", T.LongType()), T.StructField("sale_ts", T.TimestampNTZType()),
-        T.StructField("year", T.IntegerType()), T.StructField("month", T.IntegerType()),
-        T.StructField("region", T.StringType()), T.StructField("product", T.StringType()),
-        T.StructField("customer_email", T.StringType()), T.StructField("price", T.DecimalType(10, 2)),
-        T.StructField("quantity", T.IntegerType()),
-    ])
-
-
 def spark_write(spark: SparkSession, data: list[dict[str, Any]], create: bool = False) -> None:
     """Write `data` to the table through the REST catalog and S3 (Spark's role: writer)."""
-    schema = spark_schema()
+    schema = vendas_schema()
     df = spark.createDataFrame([tuple(r[f.name] for f in schema.fields) for r in data], schema)
     if create:
         df.writeTo(SPARK_TABLE).using("iceberg").createOrReplace()
