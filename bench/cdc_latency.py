@@ -16,6 +16,8 @@ The achieved write rate and the load average are reported beside them: when the 
 keep up, latency grows with the backlog and the figures say so.
 
     .venv/bin/python bench/cdc_latency.py --rates 2000,10000 --seconds 60 --out docs/results/cdc-latency.json
+    .venv/bin/python bench/cdc_latency.py --modes local,cluster --rates 10000 --seconds 60   # the same job on
+        PyFlink's mini-cluster, then submitted to a session cluster (`icetide flink up`, 2 TaskManagers)
 """
 
 from __future__ import annotations
@@ -167,11 +169,20 @@ def main() -> None:
     parser.add_argument("--poll-interval", type=float, default=0.5, help="cdc.poll_interval_s of the job.")
     parser.add_argument("--partitions", type=int, default=2)
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".state" / "bench-latency")
+    parser.add_argument("--modes", default="local",
+                        help="Comma-separated: local (PyFlink's mini-cluster), cluster (a session cluster of "
+                             "`icetide flink up`, the job submitted to it); each runs every rate, in this order.")
+    parser.add_argument("--taskmanagers", type=int, default=2, help="TaskManagers of the cluster mode.")
+    parser.add_argument("--parallelism", type=int, default=1, help="flink.parallelism of the job.")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"local", "cluster"}:
+        parser.error(f"--modes {args.modes!r}: local and/or cluster")
 
     from icetide import pgserver
     from icetide.events import topic_for
+    from icetide.services.flink_cluster import FlinkCluster
     from icetide.settings import load_settings
     from icetide.spark import spark_session
     from icetide.stack import Stack
@@ -182,55 +193,72 @@ def main() -> None:
     dsn = pgserver.create_database(server.dsn, "latency")
     env = {**os.environ, "ICETIDE__STACK__STATE_DIR": str(args.state_dir), "ICETIDE__SINK__POSTGRES_DSN": dsn,
            "ICETIDE__CDC__POLL_INTERVAL_S": str(args.poll_interval),
-           "ICETIDE__KAFKA__NUM_PARTITIONS": str(args.partitions), "ICETIDE__SINK__BATCH_SIZE": "5000"}
+           "ICETIDE__KAFKA__NUM_PARTITIONS": str(args.partitions), "ICETIDE__SINK__BATCH_SIZE": "5000",
+           "ICETIDE__FLINK__PARALLELISM": str(args.parallelism)}
     settings = load_settings(None, environ=env)
     stack = Stack(settings)
     status = stack.up()
-    job = consumer = None
+    cluster = FlinkCluster(args.state_dir)
     logs = args.state_dir / "logs"
     logs.mkdir()
     apply_argv = [ICETIDE, "cdc", "apply", "--sink", "postgres", "--json"]
+    topic = topic_for(settings.cdc.topic_prefix, *TABLE.split("."))
+    runs: list[dict[str, Any]] = []
+    startup: dict[str, float] = {}
+    job = consumer = None
     try:
         spark = spark_session(settings)
         create_table(spark)
         writer = Writer(spark)
-        writer.insert(100)  # warm-up: the pipeline is up once these rows are downstream
-        job = start([ICETIDE, "cdc", "run", "--tables", TABLE], env, logs / "job.log")
-        consumer = start(apply_argv, env, logs / "apply-warmup.log")
-        startup_s = wait_rows(dsn, (writer.next_id, writer.qty_sum), [job, consumer], 600)
-        stop(consumer)
-        runs = []
-        for rate in [int(r) for r in args.rates.split(",")]:
-            out = args.state_dir / f"apply-{rate}.json"
-            with out.open("wb") as sink_out, (logs / "apply.log").open("ab") as errors:
-                consumer = subprocess.Popen(apply_argv, env=env, stdout=sink_out, stderr=errors, start_new_session=True)
-            time.sleep(5)  # joined and assigned before the first measured commit
-            since_ms = int(time.time() * 1000)
-            load_before = os.getloadavg()[0]
-            written = writer.run(rate, args.seconds, args.commit_interval)
-            load_during = os.getloadavg()[0]
-            drain_s = wait_rows(dsn, (writer.next_id, writer.qty_sum), [job, consumer], 1800)
+        for mode in modes:
+            job_env = dict(env)
+            if mode == "cluster":
+                started = time.monotonic()
+                cluster.start(settings, args.state_dir, args.taskmanagers)
+                startup["cluster_up_s"] = round(time.monotonic() - started, 1)
+                job_env["ICETIDE__FLINK__ADDRESS"] = cluster.address()
+            writer.insert(100)  # warm-up: the pipeline is up once these rows are downstream
+            job = start([ICETIDE, "cdc", "run", "--tables", TABLE], job_env, logs / f"job-{mode}.log")
+            consumer = start(apply_argv, env, logs / "apply-warmup.log")
+            startup[f"pipeline_{mode}_s"] = round(
+                wait_rows(dsn, (writer.next_id, writer.qty_sum), [job, consumer], 600), 1)
             stop(consumer)
-            summary = json.loads(out.read_text())
-            topic = topic_for(settings.cdc.topic_prefix, *TABLE.split("."))
-            run = {**written, "applied": summary["applied"], "drain_after_last_commit_s": round(drain_s, 1),
-                   "commit_to_apply": {"p50_s": summary["commit_to_apply_p50_s"],
-                                       "p99_s": summary["commit_to_apply_p99_s"],
-                                       "max_s": summary["commit_to_apply_max_s"]},
-                   "commit_to_publish": quantiles(publish_latencies(settings, status.bootstrap, topic, since_ms)),
-                   "load_avg_1m": {"before": round(load_before, 2), "end_of_writes": round(load_during, 2)},
-                   "goal_p99_s": 2.0}
-            run["goal_met"] = (run["commit_to_apply"]["p99_s"] or 1e9) <= 2.0 and \
-                run["achieved_changes_per_s"] >= 0.95 * rate
-            runs.append(run)
-            print(json.dumps(run), file=sys.stderr)
+            for rate in [int(r) for r in args.rates.split(",")]:
+                out = args.state_dir / f"apply-{mode}-{rate}.json"
+                with out.open("wb") as sink_out, (logs / "apply.log").open("ab") as errors:
+                    consumer = subprocess.Popen(apply_argv, env=env, stdout=sink_out, stderr=errors,
+                                                start_new_session=True)
+                time.sleep(5)  # joined and assigned before the first measured commit
+                since_ms = int(time.time() * 1000)
+                load_before = os.getloadavg()[0]
+                written = writer.run(rate, args.seconds, args.commit_interval)
+                load_during = os.getloadavg()[0]
+                drain_s = wait_rows(dsn, (writer.next_id, writer.qty_sum), [job, consumer], 1800)
+                stop(consumer)
+                summary = json.loads(out.read_text())
+                run = {"mode": mode, **written, "applied": summary["applied"],
+                       "drain_after_last_commit_s": round(drain_s, 1),
+                       "commit_to_apply": {"p50_s": summary["commit_to_apply_p50_s"],
+                                           "p99_s": summary["commit_to_apply_p99_s"],
+                                           "max_s": summary["commit_to_apply_max_s"]},
+                       "commit_to_publish": quantiles(publish_latencies(settings, status.bootstrap, topic, since_ms)),
+                       "load_avg_1m": {"before": round(load_before, 2), "end_of_writes": round(load_during, 2)},
+                       "goal_p99_s": 2.0}
+                run["goal_met"] = (run["commit_to_apply"]["p99_s"] or 1e9) <= 2.0 and \
+                    run["achieved_changes_per_s"] >= 0.95 * rate
+                runs.append(run)
+                print(json.dumps(run), file=sys.stderr)
+            stop(job)  # the next mode's job restores this one's newest checkpoint
+            job = None
         results = {"table": TABLE, "poll_interval_s": args.poll_interval, "commit_interval_s": args.commit_interval,
-                   "partitions": args.partitions, "delivery": settings.cdc.delivery, "cpus": os.cpu_count(),
-                   "pipeline_startup_s": round(startup_s, 1), "runs": runs}
+                   "partitions": args.partitions, "parallelism": args.parallelism, "delivery": settings.cdc.delivery,
+                   "cpus": os.cpu_count(), "taskmanagers": args.taskmanagers if "cluster" in modes else None,
+                   "startup_s": startup, "runs": runs}
     finally:
         for proc in (consumer, job):
             if proc is not None:
                 stop(proc)
+        cluster.stop()
         stack.down()
         server.stop()
     emit(results, args.out)

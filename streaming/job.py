@@ -350,14 +350,17 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     if options.once:
         result.wait()
     else:
-        _wait_interruptibly(result)
+        _wait_interruptibly(result, settings.flink.address)
     return collect_summary(options, submitted, time.monotonic() - started, restore)
 
 
-def _wait_interruptibly(result: Any) -> None:
+def _wait_interruptibly(result: Any, address: str | None = None) -> None:
     """Wait for an unbounded job; SIGINT/SIGTERM cancel it (its last checkpoint is retained).
 
-    `TableResult.wait()` blocks inside a Java call where Python never sees the signal."""
+    `TableResult.wait()` blocks inside a Java call where Python never sees the signal. On a cluster
+    (`address`) the job is watched and cancelled through the JobManager's REST API, not the gateway JVM: a
+    SIGTERM to the whole process group (a service manager's stop) ends that JVM at once, and the job on the
+    cluster would outlive its `cdc run`."""
     import signal
 
     def stop(signum: int, _frame: Any) -> None:
@@ -365,16 +368,30 @@ def _wait_interruptibly(result: Any) -> None:
 
     previous = signal.signal(signal.SIGTERM, stop)
     client = result.get_job_client()
+    job_id = str(client.get_job_id()) if address else ""  # hex, as the REST API names it
     try:
         while True:
-            status = client.get_job_status().result().name
+            if address:
+                from icetide.services.flink_cluster import rest_call
+
+                status = str(rest_call(address, f"/jobs/{job_id}")["state"])
+            else:
+                status = client.get_job_status().result().name
             if status in ("FINISHED", "FAILED", "CANCELED"):
                 if status == "FAILED":
+                    if address:
+                        raise RuntimeError(f"the CDC job {job_id} failed on the Flink cluster at {address}: "
+                                           f"see its exceptions at http://{address}/jobs/{job_id}/exceptions")
                     result.wait()  # raises the job's failure
                 return
             time.sleep(0.5)
     except KeyboardInterrupt:
-        client.cancel().result()
+        if address:
+            from icetide.services.flink_cluster import stop_job
+
+            stop_job(address, job_id, None)
+        else:
+            client.cancel().result()
     finally:
         signal.signal(signal.SIGTERM, previous)
 

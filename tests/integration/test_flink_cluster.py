@@ -161,7 +161,7 @@ def test_sigkill_a_taskmanager_mid_stream_flink_restores_and_each_event_is_publi
         assert detail["state"] == "RUNNING"
         exceptions = flink.rest(f"/jobs/{jid}/exceptions")
         assert exceptions.get("exceptionHistory", {}).get("entries"), "the job never failed over"
-        os.kill(job.pid, signal.SIGTERM)  # a service manager stopping `cdc run`: it cancels the cluster job
+        os.killpg(job.pid, signal.SIGTERM)  # a service manager stopping the group: `cdc run` cancels the job
         job.wait(60)
     finally:
         if job.poll() is None:
