@@ -366,14 +366,14 @@ def _wait_interruptibly(result: Any, address: str | None = None) -> None:
     def stop(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
+    from icetide.services.flink_cluster import rest_call, stop_job
+
     previous = signal.signal(signal.SIGTERM, stop)
     client = result.get_job_client()
     job_id = str(client.get_job_id()) if address else ""  # hex, as the REST API names it
     try:
         while True:
             if address:
-                from icetide.services.flink_cluster import rest_call
-
                 status = str(rest_call(address, f"/jobs/{job_id}")["state"])
             else:
                 status = client.get_job_status().result().name
@@ -387,8 +387,6 @@ def _wait_interruptibly(result: Any, address: str | None = None) -> None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         if address:
-            from icetide.services.flink_cluster import stop_job
-
             stop_job(address, job_id, None)
         else:
             client.cancel().result()

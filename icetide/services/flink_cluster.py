@@ -6,7 +6,8 @@ the pid we record is the JVM's (BashJavaUtils sizes its memory from the rendered
 under `<state_dir>/flink/`:
 
 - `conf/config.yaml` — the rendered configuration (`render_config`), with PyFlink's log4j files beside it;
-- `ports.json` — the JobManager's RPC and REST ports (each chosen free; TaskManagers take free ports too);
+- `ports.json` — the JobManager's RPC and REST ports (the previous run's when still free, else free ones;
+  TaskManagers take ports the OS picks);
 - `jobmanager.pid`, `taskmanager-<i>.pid`, `<name>.out` and `log/<name>/` — each process's pid, console
   output and Flink log.
 
