@@ -24,13 +24,13 @@ equality values), manifests per path.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from icetide.errors import IcetideError
-from icetide.events import Change, ChangeEvent, Source, encode_row, key_of, net_changes
+from icetide.events import Change, ChangeEvent, Row, Source, encode_row, key_of, net_changes
 
 from streaming.changes import snapshot_changes
 from streaming.files import FileRef, FileState, StateReader, applicable, diff, unpartitioned_specs
@@ -44,6 +44,21 @@ if TYPE_CHECKING:
 
 class ChangelogError(IcetideError):
     """The requested range cannot be read (unknown snapshot, not an ancestor, expired)."""
+
+
+APPEND = "append"  # WorkItem.kind of a pure append's files
+INITIAL = "initial"  # WorkItem.kind of a file read whole as an initial snapshot (op "r")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One data file of a snapshot's changes: `kind` added | removed | kept (its deletes changed) |
+    append (a pure append's file) | initial (its live rows, `plan_initial`); `group` names the rows it
+    may pair with (`Changelog.plan`)."""
+
+    group: str
+    path: str
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class Changelog:
                 raise ChangelogError(f"key column(s) {missing} not in table {'.'.join(table.name())}")
         self._prefix = topic_prefix
         self._states = StateReader(table.io)
+        self._open_reader: tuple[tuple[int, int], FileReader] | None = None
         namespace, name = table.name()[-2], table.name()[-1]
         self.namespace, self.name = str(namespace), str(name)
 
@@ -178,23 +194,18 @@ class Changelog:
         schema = self._schema(snapshot)
         for ordinal, change in enumerate(self._changes(snapshot, schema)):
             if ordinal >= skip:
-                yield self._event(change, snapshot, schema, ordinal)
+                yield self.event(change, snapshot, schema, ordinal)
 
     def initial_events(self, snapshot_id: int, skip: int = 0) -> Iterator[ChangeEvent]:
         """Every live row of `snapshot_id` as op `r` (Debezium's initial snapshot read)."""
         snapshot = self.snapshot(snapshot_id)
         schema = self._schema(snapshot)
-        reader = FileReader(self._table.metadata, self._table.io, schema)
-        state = self._states.state(snapshot)
-        unpart = unpartitioned_specs(self._table.metadata)
         ordinal = 0
-        for ref in sorted(state.data.values(), key=lambda r: r.path):
-            kills = reader.kills(ref, applicable(state.deletes.values(), ref, unpart))
-            for position, row in reader.rows(ref):
-                if kills.empty or not kills.killed(position, row):
-                    if ordinal >= skip:
-                        yield self._event(Change("r", None, encode_row(row)), snapshot, schema, ordinal)
-                    ordinal += 1
+        for item in self.plan_initial(snapshot):
+            for _, row in self.derive(snapshot, item, schema):
+                if ordinal >= skip:
+                    yield self.event(Change("r", None, row), snapshot, schema, ordinal)
+                ordinal += 1
 
     def _schema(self, snapshot: Snapshot) -> Schema:
         return self.schema_by_id(snapshot.schema_id)
@@ -207,7 +218,7 @@ class Changelog:
                 return schema
         return metadata.schema()
 
-    def _event(self, change: Change, snapshot: Snapshot, schema: Schema, ordinal: int) -> ChangeEvent:
+    def event(self, change: Change, snapshot: Snapshot, schema: Schema, ordinal: int) -> ChangeEvent:
         source = Source(
             catalog=self._catalog_name,
             db=self.namespace,
@@ -231,20 +242,36 @@ class Changelog:
         return self._states.state(parent) if parent is not None else None
 
     def _changes(self, snapshot: Snapshot, schema: Schema) -> Iterator[Change]:
+        keys = self.key_fields
+        items = self.plan(snapshot)
+        if items and items[0].kind == APPEND:  # a pure append: streamed, nothing to pair
+            for item in items:
+                for _, row in self.derive(snapshot, item, schema):
+                    yield Change("c", None, row)
+            return
+        for _, group in groupby(items, key=lambda item: item.group):
+            deletes: list[dict[str, Any]] = []
+            inserts: list[dict[str, Any]] = []
+            for item in group:
+                for side, row in self.derive(snapshot, item, schema):
+                    (deletes if side == "d" else inserts).append(row)
+            yield from snapshot_changes(deletes, inserts, keys)
+
+    # -- one snapshot as work items (the serial engine above; parallel subtasks, derivation.py) --
+    def plan(self, snapshot: Snapshot) -> list[WorkItem]:
+        """The files a snapshot's changes come from, in the engine's order (group, path, kind).
+
+        Rows of different groups never cancel or pair (module docstring), and every row of one key
+        lies in one group, so deriving the items anywhere and pairing per key gives the same events
+        per key as deriving them here in this order."""
         operation = snapshot.summary.operation.value if snapshot.summary else "append"
         if operation == "replace":
-            return
-        parent = self._parent_state(snapshot)
-        if parent is None:  # parent expired: the oldest retained snapshot reads as all inserts
-            parent = FileState.empty()
-        child = self._states.state(snapshot)
+            return []
+        parent, child = self._states_of(snapshot)
         changed = diff(parent, child)
-        reader = FileReader(self._table.metadata, self._table.io, schema)
         if changed.is_pure_append:
-            for ref in changed.added_data:
-                for _, row in reader.rows(ref):
-                    yield Change("c", None, encode_row(row))
-            return
+            return [WorkItem("", ref.path, APPEND) for ref in changed.added_data]
+        reader = self._reader(snapshot, self._schema(snapshot))
         unpart = unpartitioned_specs(self._table.metadata)
         work: list[tuple[str, FileRef]] = [("removed", ref) for ref in changed.removed_data]
         work += [("added", ref) for ref in changed.added_data]
@@ -253,25 +280,54 @@ class Changelog:
             for ref in changed.kept_data:
                 if any(self._effective(reader, d, ref, unpart) for d in touched):
                     work.append(("kept", ref))
-        keys = self.key_fields
-        groups: dict[Any, list[tuple[str, FileRef]]] = defaultdict(list)
-        whole = not self._groupable([ref for _, ref in work], keys)
-        for kind, ref in work:
-            groups[None if whole else ref.group].append((kind, ref))
-        for group in sorted(groups, key=repr):
-            deletes: list[dict[str, Any]] = []
-            inserts: list[dict[str, Any]] = []
-            for kind, ref in sorted(groups[group], key=lambda item: (item[1].path, item[0])):
-                before = self._live_deletes(reader, parent, ref, unpart) if kind != "added" else None
-                after = self._live_deletes(reader, child, ref, unpart) if kind != "removed" else None
-                for position, row in reader.rows(ref):
-                    live_before = before is not None and (before.empty or not before.killed(position, row))
-                    live_after = after is not None and (after.empty or not after.killed(position, row))
-                    if live_before and not live_after:
-                        deletes.append(encode_row(row))
-                    elif live_after and not live_before:
-                        inserts.append(encode_row(row))
-            yield from snapshot_changes(deletes, inserts, keys)
+        whole = not self._groupable([ref for _, ref in work], self.key_fields)
+        items = [WorkItem(repr(None if whole else ref.group), ref.path, kind) for kind, ref in work]
+        return sorted(items, key=lambda item: (item.group, item.path, item.kind))
+
+    def plan_initial(self, snapshot: Snapshot) -> list[WorkItem]:
+        """The files of an initial read of `snapshot` (every live row as op `r`), by path."""
+        state = self._states.state(snapshot)
+        return [WorkItem("", path, INITIAL) for path in sorted(state.data)]
+
+    def derive(self, snapshot: Snapshot, item: WorkItem, schema: Schema | None = None) -> Iterator[tuple[str, Row]]:
+        """The rows one work item takes out of the table ("d") or puts in ("i"), JSON-ready, in file order."""
+        schema = schema or self._schema(snapshot)
+        reader = self._reader(snapshot, schema)
+        parent, child = self._states_of(snapshot)
+        if item.kind == APPEND:
+            for _, row in reader.rows(child.data[item.path]):
+                yield "i", encode_row(row)
+            return
+        unpart = unpartitioned_specs(self._table.metadata)
+        if item.kind == INITIAL:
+            ref = child.data[item.path]
+            kills = reader.kills(ref, applicable(child.deletes.values(), ref, unpart))
+            for position, row in reader.rows(ref):
+                if kills.empty or not kills.killed(position, row):
+                    yield "r", encode_row(row)
+            return
+        ref = (parent if item.kind == "removed" else child).data[item.path]
+        before = self._live_deletes(reader, parent, ref, unpart) if item.kind != "added" else None
+        after = self._live_deletes(reader, child, ref, unpart) if item.kind != "removed" else None
+        for position, row in reader.rows(ref):
+            live_before = before is not None and (before.empty or not before.killed(position, row))
+            live_after = after is not None and (after.empty or not after.killed(position, row))
+            if live_before and not live_after:
+                yield "d", encode_row(row)
+            elif live_after and not live_before:
+                yield "i", encode_row(row)
+
+    def _states_of(self, snapshot: Snapshot) -> tuple[FileState, FileState]:
+        """The live files before and after `snapshot` (an expired parent reads as empty: all inserts)."""
+        parent = self._parent_state(snapshot)
+        return parent if parent is not None else FileState.empty(), self._states.state(snapshot)
+
+    def _reader(self, snapshot: Snapshot, schema: Schema) -> FileReader:
+        """One reader per (snapshot, schema) at a time: its delete-file caches serve every item of it."""
+        if self._open_reader is None or self._open_reader[0] != (snapshot.snapshot_id, schema.schema_id):
+            self._open_reader = ((snapshot.snapshot_id, schema.schema_id),
+                                 FileReader(self._table.metadata, self._table.io, schema))
+        return self._open_reader[1]
 
     def _effective(self, reader: FileReader, delete: FileRef, data: FileRef, unpart: frozenset[int]) -> bool:
         if not applicable([delete], data, unpart):

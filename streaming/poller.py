@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from icetide.errors import ConfigError
-from icetide.events import ChangeEvent, key_to_json, to_json, topic_for, transaction_topic
+from icetide.events import ChangeEvent, Row, key_to_json, to_json, topic_for, transaction_topic
 from icetide.schema_registry import SchemaRegistryClient
 
 from streaming.transactions import TRANSACTION_OP, boundary
@@ -138,6 +138,15 @@ class Encoder(Protocol):
 
     def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record: ...
 
+    def key(self, changelog: Changelog, schema_id: int, topic: str, key_fields: list[str], row: Row) -> bytes:
+        """The record key of a change whose row image is `row` (parallel derivation routes by it)."""
+        ...
+
+
+def key_image(row: Row, key_fields: list[str]) -> Row:
+    """What a record key encodes: the key fields, or the whole row for a keyless table."""
+    return {name: row.get(name) for name in key_fields} if key_fields else row
+
 
 class JsonEncoder:
     """The Debezium JSON envelope; key = the JSON of the key fields (`to_record`); with
@@ -151,6 +160,9 @@ class JsonEncoder:
     def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
         return to_record(event, topic, key_fields, ready=True,  # changelog images are JSON-ready
                          transaction=self.transaction_block)
+
+    def key(self, changelog: Changelog, schema_id: int, topic: str, key_fields: list[str], row: Row) -> bytes:
+        return key_to_json(key_image(row, key_fields), True)
 
 
 class ConnectJsonEncoder:
@@ -172,9 +184,12 @@ class ConnectJsonEncoder:
             self._codecs[cache_key] = codec
         return codec
 
+    def key(self, changelog: Changelog, schema_id: int, topic: str, key_fields: list[str], row: Row) -> bytes:
+        return self.codec(changelog, schema_id, topic, key_fields).encode_key(key_image(row, key_fields))
+
     def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
         codec = self.codec(changelog, event.source.schema_id, topic, key_fields)
-        key = codec.encode_key(event.key(key_fields) if key_fields else event.row)
+        key = codec.encode_key(key_image(event.row, key_fields))
         return Record(topic, key, codec.encode_value(event), event.op, event.source.commit_ts_ms,
                       event.source.snapshot_id, event)
 
@@ -208,9 +223,12 @@ class AvroEncoder:
             self._codecs[cache_key] = codec
         return codec
 
+    def key(self, changelog: Changelog, schema_id: int, topic: str, key_fields: list[str], row: Row) -> bytes:
+        return self.codec(changelog, schema_id, topic, key_fields).encode_key(key_image(row, key_fields))
+
     def record(self, changelog: Changelog, event: ChangeEvent, topic: str, key_fields: list[str]) -> Record:
         codec = self.codec(changelog, event.source.schema_id, topic, key_fields)
-        key = codec.encode_key(event.key(key_fields) if key_fields else event.row)
+        key = codec.encode_key(key_image(event.row, key_fields))
         return Record(topic, key, codec.encode_value(event), event.op, event.source.commit_ts_ms,
                       event.source.snapshot_id, event)
 
