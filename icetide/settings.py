@@ -152,6 +152,9 @@ class CdcSettings(_Section):
     schema_registry_url: str | None = None  # Confluent-compatible registry (Avro); also `cdc apply`'s default
     delivery: Literal["exactly-once", "at-least-once"] = "at-least-once"
     transaction_metadata: bool = True  # BEGIN/END per snapshot on <prefix>.transaction (+ JSON transaction block)
+    # with flink.parallelism > 1, one table's snapshots are derived by all subtasks (streaming/derivation.py);
+    # false: one subtask per table, as before
+    parallel_derivation: bool = True
 
 
 class SinkSettings(_Section):

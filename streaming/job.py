@@ -31,6 +31,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ class JobOptions:
     key_fields: dict[str, list[str]] = field(default_factory=dict)
     policy_file: str | None = None  # also publish per-audience topics (streaming/audiences.py)
     from_savepoint: str | None = None  # restore this savepoint (`cdc stop --savepoint`) instead of a checkpoint
+    # partitions of each table's topic when parallel derivation is on (a lane each); empty: one subtask per table
+    lanes: dict[str, int] = field(default_factory=dict)
 
 
 def cdc_dir(settings: Settings) -> Path:
@@ -170,6 +173,25 @@ def _publish_function(options: JobOptions) -> Any:
         return Row(record.topic, record.key, record.value)  # value None: a Kafka null (tombstone)
 
     return PublishChanges(options)
+
+
+def flink_row_type() -> Any:
+    """Row(topic, k, v): what every sink table of the job reads."""
+    from pyflink.common.typeinfo import Types
+
+    return Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
+                                                 Types.PRIMITIVE_ARRAY(Types.BYTE())])
+
+
+def lanes_of(settings: Settings, tables: list[str], bootstrap: str) -> dict[str, int]:
+    """Parallel derivation's lanes: the partitions of each table's topic, created with one per subtask
+    (at least `kafka.num_partitions`) when missing. Empty when a table is one subtask's work: parallelism 1,
+    `cdc.parallel_derivation: false`."""
+    if settings.flink.parallelism < 2 or not settings.cdc.parallel_derivation:
+        return {}
+    wanted = max(settings.flink.parallelism, settings.kafka.num_partitions)
+    return {table: ensure_topic(bootstrap, topic_for(settings.cdc.topic_prefix, *table.split(".", 1)),
+                                settings=settings, partitions=wanted) for table in tables}
 
 
 def sink_ddl(settings: Settings, bootstrap: str, name: str, topic: str, run_name: str) -> str:
@@ -313,6 +335,7 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
         load_file_system_plugins(config)
     t_env = StreamTableEnvironment.create(env)
     tables = list(options.tables)
+    options.lanes = options.lanes or lanes_of(settings, tables, bootstrap)
     if options.once:
         names = env.from_collection(tables, type_info=Types.STRING())
     else:
@@ -323,11 +346,14 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
         )
         ticks = t_env.to_data_stream(t_env.from_path("cdc_ticks"))
         names = ticks.flat_map(lambda _tick: iter(tables), output_type=Types.STRING()).uid("cdc-tables")
-    row_type = Types.ROW_NAMED(["topic", "k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()),
-                                                     Types.PRIMITIVE_ARRAY(Types.BYTE())])
-    records = (names.key_by(lambda name: name, key_type=Types.STRING())
-               .process(_publish_function(options), output_type=row_type)
-               .uid("cdc-publish").name("publish changes"))
+    if options.lanes:
+        from streaming.parallel_job import build
+
+        records = build(options, names)
+    else:
+        records = (names.key_by(lambda name: name, key_type=Types.STRING())
+                   .process(_publish_function(options), output_type=flink_row_type())
+                   .uid("cdc-publish").name("publish changes"))
     from pyflink.table.expressions import col, lit
 
     rows = t_env.from_data_stream(records)
@@ -402,6 +428,12 @@ def collect_summary(options: JobOptions, submit_s: float, duration_s: float,
     for table in options.tables:
         path = folder / f"{table}.json"
         body = json.loads(path.read_text()) if path.is_file() else {"events": {}, "last_snapshot": None}
+        for lane in sorted(folder.glob(f"{table}.lane*.json")):  # parallel derivation: each lane counts its own
+            counts = json.loads(lane.read_text())
+            body["events"] = dict(Counter(body["events"]) + Counter(counts["events"]))
+            for name in ("schema_changes", "tombstones"):
+                body[name] = body.get(name, 0) + counts.get(name, 0)
+            body["busy_s"] = round(body.get("busy_s", 0) + counts.get("busy_s", 0), 3)
         if "position" in body:
             positions[table] = body["position"]
         tables[table] = {"events": sum(body["events"].values()), "by_op": body["events"],

@@ -65,9 +65,11 @@ def boundary(namespace: str, table: str, snapshot_id: int, sequence_number: int,
     return key_to_json({"id": txid}, ready=True), json.dumps(value, separators=(",", ":")).encode()
 
 
-def ensure_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, settings: Settings | None = None) -> None:
-    """Create `topic` with one partition unless it exists (see the module docstring on order), as the
-    CDC job's principal (`kafka_client`)."""
+def ensure_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, settings: Settings | None = None,
+                 partitions: int = 1) -> int:
+    """Create `topic` with `partitions` partitions unless it exists, as the CDC job's principal
+    (`kafka_client`); its partition count. The transaction topic gets one (the module docstring on
+    order); a table's topic under parallel derivation one per lane (`streaming/derivation.py`)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.cimpl import NewTopic  # where the class lives (the admin package does not re-export it)
 
@@ -78,14 +80,16 @@ def ensure_topic(bootstrap: str, topic: str, timeout_s: float = 30.0, settings: 
     except KafkaException as exc:
         raise StackError(f"Kafka at {bootstrap} did not answer (creating {topic}): {exc}") from None
     if topic in meta.topics:
-        partitions = len(meta.topics[topic].partitions)
-        if partitions > 1:
+        found = len(meta.topics[topic].partitions)
+        if found > 1 and partitions == 1:
             log.warning("%s has %d partitions; the job writes one partition per Flink subtask, so "
-                        "keep flink.parallelism unchanged between runs", topic, partitions)
-        return
-    futures = admin.create_topics([NewTopic(topic, num_partitions=1)], operation_timeout=timeout_s)
+                        "keep flink.parallelism unchanged between runs", topic, found)
+        return found
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions)], operation_timeout=timeout_s)
     try:
         futures[topic].result(timeout=timeout_s)
     except KafkaException as exc:
         if "TOPIC_ALREADY_EXISTS" not in str(exc):  # created meanwhile by another job: fine
             raise StackError(f"cannot create {topic} at {bootstrap}: {exc}") from None
+        return ensure_topic(bootstrap, topic, timeout_s, settings, partitions)
+    return partitions

@@ -84,13 +84,13 @@ class AudienceFanout:
     def hold(self, record: Record) -> None:
         self._pending.append(record)
 
-    def release(self, table: str, poller: TablePoller) -> Iterator[Record]:
+    def release(self, table: str, key_fields: list[str]) -> Iterator[Record]:
         if not self._pending:
             return
         from streaming.audiences import records
 
         cdc = self._settings.cdc
-        yield from records(self._policy, table, cdc.topic_prefix, poller.changelog.key_fields, self._pending,
+        yield from records(self._policy, table, cdc.topic_prefix, key_fields, self._pending,
                            tombstones=cdc.tombstones)
         self._pending.clear()
 
@@ -155,7 +155,7 @@ def publish_tick(poller: TablePoller, table: str, position: Position, budget: in
             yield out(item)
             continue
         if fanout is not None:
-            yield from map(out, fanout.release(table, poller))  # before the position moves
+            yield from map(out, fanout.release(table, poller.changelog.key_fields))  # before the position moves
         if item.snapshot_id is None and item.after is not None and item.after != position.after:
             snap = poller.changelog.snapshot(item.after)  # a snapshot was published completely
             metrics.snapshot_done(table, item.after, snap.timestamp_ms)
@@ -163,6 +163,6 @@ def publish_tick(poller: TablePoller, table: str, position: Position, budget: in
         position, moved = item, True
         store(position)
     if fanout is not None:
-        yield from map(out, fanout.release(table, poller))
+        yield from map(out, fanout.release(table, poller.changelog.key_fields))
     tally.busy_s += time.perf_counter() - began
     return position, moved
