@@ -161,7 +161,9 @@ class LanePublisher:
             from streaming.audiences import load_compiled
             from streaming.worker import AudienceFanout
 
-            self.fanout = AudienceFanout(load_compiled(options.policy_file, options.settings), options.settings)
+            policy = load_compiled(options.policy_file, options.settings)
+            self.fanout = AudienceFanout(policy, options.settings)
+            metrics.policy_version.labels(policy.policy_id).set(policy.version)
 
     def release(self, shares: list[Share], last_schema: int | None) -> tuple[LaneOutput, int | None]:
         """The records of one planned snapshot in this lane (all its shares); lane 0 also announces a new
@@ -194,6 +196,8 @@ class LanePublisher:
         if cdc.transaction_metadata:
             out.done = LaneDone(first.table, first.plan_no, first.snapshot_id, lanes, len(events))
         tally.last_snapshot = first.snapshot_id
+        # per lane subtask: the table has published a snapshot once every subtask's gauge passed it (take the min)
+        self.metrics.snapshot_done(first.table, snapshot.snapshot_id, snapshot.timestamp_ms)
         tally.busy_s += time.perf_counter() - began
         tally.write(self.options.run_dir, f"{first.table}.lane{first.lane}",
                     Position(first.snapshot_id, schema_id=last_schema))

@@ -85,6 +85,19 @@ def test_one_table_in_parallel_equals_the_serial_changelog_per_key(spark: Any, b
         per_snapshot[e.source.snapshot_id] += 1
     assert counted == dict(per_snapshot)
 
+    # an initial read (op "r" of every live row) derived in parallel: the engine's rows, each once
+    initial_prefix = f"{prefix}i"
+    proc = subprocess.run([sys.executable, "-m", "icetide.cli", "cdc", "run", "--once", "--json", "--tables", table,
+                           "--start", "initial", "--reset"],
+                          env={**env, "ICETIDE__CDC__TOPIC_PREFIX": initial_prefix}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    head = changelog.current_snapshot_id
+    assert head is not None
+    rows = [from_json(m.value()) for m in consume_all(kafka_bootstrap, topic_for(initial_prefix, *table.split(".")),
+                                                      timeout_s=60)]
+    assert per_key(rows) == per_key(list(changelog.initial_events(head)))
+
 
 def test_lane_keys_are_spread_over_subtasks_as_flink_assigns_them() -> None:
     """`lane_key` computes Flink's key group of a String key itself; Flink's own assignment (in the JVM
