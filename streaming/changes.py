@@ -29,6 +29,8 @@ from icetide.events import Change, Row, RowKey, identity, key_of
 
 def remove_carry_overs(deletes: Sequence[Row], inserts: Sequence[Row]) -> tuple[list[Row], list[Row]]:
     """Cancel identical DELETE/INSERT pairs (multiset); keeps the order of what remains."""
+    if not deletes or not inserts:  # nothing can cancel (an append): skip hashing every row
+        return list(deletes), list(inserts)
     insert_counts = Counter(identity(row) for row in inserts)
     delete_counts = Counter(identity(row) for row in deletes)
     cancel = {ident: min(n, insert_counts[ident]) for ident, n in delete_counts.items() if ident in insert_counts}
@@ -50,7 +52,7 @@ def _drop(rows: Sequence[Row], budget: dict[str, int]) -> list[Row]:
 
 def pair_updates(deletes: Sequence[Row], inserts: Sequence[Row], key_fields: Sequence[str]) -> list[Change]:
     """DELETE + INSERT of one key → `u`; order: deletes, updates, inserts (see module docstring)."""
-    if not key_fields:
+    if not key_fields or not deletes or not inserts:  # nothing to pair
         return [Change("d", row, None) for row in deletes] + [Change("c", None, row) for row in inserts]
     pending: dict[RowKey, deque[int]] = defaultdict(deque)
     for index, row in enumerate(inserts):
