@@ -8,10 +8,10 @@ root, one folder per set of tables (a job restores only a checkpoint of the same
 Flink reaches S3 through its `flink-s3-fs-hadoop` plugin (a plugin has its own class loader: it is found in
 `FLINK_PLUGINS_DIR`, not on pipeline.jars), configured with `s3.*` keys from the same settings and key as
 Iceberg's S3FileIO (`icetide/flink_s3.py`, shared with the cluster of `icetide flink up`). When the `cdc`
-key is in a file, the plugin's s3a is given icetide's
-`io.icetide.s3a.FileCredentialsProvider` and the file's path (the provider's jar sits in the plugin's
-folder; `make setup` builds it), so checkpoints keep landing after `stack rotate s3 --role cdc`. Listing and
-dropping checkpoints on S3 use boto3 with that key, read each time.
+key is in a file, the plugin's s3a is given icetide's `io.icetide.s3a.FileCredentialsProvider` and the file's
+path (the provider's jar sits in the plugin's folder; `make setup` builds it), so checkpoints keep landing
+after `stack rotate s3 --role cdc`. Listing and dropping checkpoints on S3 use boto3 with that key, read each
+time.
 """
 
 from __future__ import annotations
