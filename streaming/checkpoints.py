@@ -7,10 +7,11 @@ root, one folder per set of tables (a job restores only a checkpoint of the same
 
 Flink reaches S3 through its `flink-s3-fs-hadoop` plugin (a plugin has its own class loader: it is found in
 `FLINK_PLUGINS_DIR`, not on pipeline.jars), configured with `s3.*` keys from the same settings and key as
-Iceberg's S3FileIO. When the `cdc` key is in a file, the plugin's s3a is given icetide's
-`io.icetide.s3a.FileCredentialsProvider` and the file's path (the provider's jar sits in the plugin's
-folder; `make setup` builds it), so checkpoints keep landing after `stack rotate s3 --role cdc`. Listing and
-dropping checkpoints on S3 use boto3 with that key, read each time.
+Iceberg's S3FileIO (`icetide/flink_s3.py`, shared with the cluster of `icetide flink up`). When the `cdc`
+key is in a file, the plugin's s3a is given icetide's `io.icetide.s3a.FileCredentialsProvider` and the file's
+path (the provider's jar sits in the plugin's folder; `make setup` builds it), so checkpoints keep landing
+after `stack rotate s3 --role cdc`. Listing and dropping checkpoints on S3 use boto3 with that key, read each
+time.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from icetide import jvm
-from icetide.errors import SetupError
+# the S3 file system's settings are the kernel's (`icetide flink up` renders them for its cluster too)
+from icetide.flink_s3 import PLUGIN_GROUP as PLUGIN_GROUP
+from icetide.flink_s3 import S3A_FILE_PROVIDER as S3A_FILE_PROVIDER
+from icetide.flink_s3 import flink_s3_config as flink_s3_config
+from icetide.flink_s3 import plugins_dir as plugins_dir
 
 if TYPE_CHECKING:
     from icetide.settings import Settings
-
-PLUGIN_GROUP = "flink-plugins/s3-fs-hadoop"
-S3A_FILE_PROVIDER = "io.icetide.s3a.FileCredentialsProvider"  # jvm/s3a/: AWS SDK v1, as the plugin bundles it
 
 
 def checkpoint_root(settings: Settings) -> str:
@@ -56,42 +57,6 @@ def tables_dir(settings: Settings, tables: list[str]) -> str:
 
 def on_s3(uri: str) -> bool:
     return urlparse(uri).scheme in ("s3", "s3a")
-
-
-def plugins_dir() -> Path:
-    """FLINK_PLUGINS_DIR with the S3 file system plugin and icetide's provider beside it (`make setup`)."""
-    folder = jvm.jar_cache() / PLUGIN_GROUP
-    for pattern, what in (("flink-s3-fs-hadoop-*.jar", "Flink's S3 file system plugin"),
-                          ("icetide-s3a.jar", "icetide's s3a credentials provider")):
-        if not any(folder.glob(pattern)):
-            raise SetupError(f"{what} is not in {folder}: run `make setup`")
-    return folder.parent
-
-
-def flink_s3_config(settings: Settings) -> dict[str, str]:
-    """Flink's `s3.*` keys (mirrored to Hadoop's fs.s3a.*) for the object store, as the `cdc` role: the key's
-    file for icetide's provider, or (a key from environment variables) the key itself, a secret."""
-    if settings.storage.kind != "s3":
-        return {}
-    from icetide.storage import key_reference, s3_endpoint, s3_key
-
-    endpoint, key = s3_endpoint(settings), s3_key(settings, "cdc")
-    conf = {
-        "s3.endpoint": endpoint,
-        "s3.endpoint.region": settings.storage.region,
-        "s3.path.style.access": "true" if settings.storage.path_style else "false",
-        "s3.connection.ssl.enabled": "false" if endpoint.startswith("http://") else "true",
-    }
-    ref = key_reference(settings, "cdc")
-    if ref is None:
-        conf |= {"s3.access-key": key.access_key_id, "s3.secret-key": key.secret_access_key.get_secret_value(),
-                 "s3.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"}
-    else:
-        conf |= {"s3.aws.credentials.provider": S3A_FILE_PROVIDER,
-                 "s3.icetide.credentials.file": str(ref[0]), "s3.icetide.credentials.profile": ref[1]}
-    if settings.storage.sse == "s3":
-        conf["s3.encryption.algorithm"] = "AES256"  # SSE-S3 (Hadoop s3a names it by its cipher)
-    return conf
 
 
 def _client(settings: Settings) -> Any:

@@ -254,23 +254,50 @@ def remote_config(settings: Settings) -> dict[str, str]:
     job is submitted there (`execution.target: remote`) instead of PyFlink's local mini-cluster; its jars
     go with it (`pipeline.jars`), its Python workers run the cluster's TaskManagers' `python.executable`.
     Checkpoints must then be on storage every TaskManager reaches: a folder of this machine (the cluster of
-    `icetide flink up` is local). Checkpoints on S3 need the cluster's own S3 configuration, which `flink up`
-    does not render yet: refused with the keys to change."""
+    `icetide flink up` is local) or the object store. For S3 the cluster's own processes need the S3 file
+    system (a Flink file system is configured when a process starts, not by a job): `flink up` with
+    `storage.kind: s3` renders it into the cluster's config.yaml (`services/flink_cluster.py`). A cluster
+    whose configuration (its REST API's /jobmanager/config) has no or another S3 endpoint is refused."""
     if not settings.flink.address:
         return {}
-    from icetide.errors import ConfigError
     from icetide.services.flink_cluster import parse_address
 
     from streaming.checkpoints import checkpoint_root, on_s3
 
-    if on_s3(checkpoint_root(settings)):
-        origin = f"{settings.source}: " if settings.source != "<defaults>" else ""
-        raise ConfigError(f"{origin}setting 'flink.address': a job on a Flink cluster keeps its checkpoints in a "
-                          "directory (S3 checkpoints on the cluster are not supported yet); set "
-                          "'flink.checkpoint_dir' to a file:// URI every TaskManager reaches, or unset flink.address")
-
     host, port = parse_address(settings.flink.address)
+    if on_s3(checkpoint_root(settings)):
+        _check_cluster_s3(settings)
     return {"execution.target": "remote", "rest.address": host, "rest.port": str(port)}
+
+
+def _check_cluster_s3(settings: Settings) -> None:
+    """ConfigError when the cluster at flink.address cannot reach the checkpoints' object store. An unreachable
+    cluster is not judged here: the submission names it."""
+    import urllib.error
+
+    from icetide.errors import ConfigError
+    from icetide.services.flink_cluster import FlinkCluster, rest_call
+    from icetide.storage import s3_endpoint
+
+    from streaming.checkpoints import checkpoint_root
+
+    address = str(settings.flink.address)
+    try:
+        answer = rest_call(address, "/jobmanager/config", timeout_s=5.0)
+    except (OSError, urllib.error.URLError, ValueError):
+        return
+    endpoint = {item.get("key"): item.get("value") for item in answer}.get("s3.endpoint")
+    want = s3_endpoint(settings)
+    if endpoint == want:
+        return
+    origin = f"{settings.source}: " if settings.source != "<defaults>" else ""
+    found = "no S3 file system configured" if endpoint is None else f"s3.endpoint {endpoint}, not {want}"
+    config_file = FlinkCluster(settings.state_dir).config_file
+    raise ConfigError(f"{origin}setting 'flink.address': the Flink cluster at {address} has {found} in its "
+                      f"config.yaml (`icetide flink up` writes {config_file}), so it cannot keep the checkpoints "
+                      f"under {checkpoint_root(settings)}: restart it with the same storage settings (`icetide "
+                      "flink down`, `icetide flink up`), or set 'flink.checkpoint_dir' to a file:// URI every "
+                      "TaskManager reaches")
 
 
 def execution_environment(settings: Settings, config: Any) -> Any:

@@ -15,6 +15,13 @@ The TaskManagers get the job's jars (`jvm.jars("flink")`, with `flink-python` fr
 classpath, the JDK of `icetide.jvm`, and `PYTHONPATH` = the source tree so PyFlink's Python workers (the
 venv's python, `python.executable`) import icetide and streaming. `icetide cdc run` submits to the cluster
 when `flink.address` is set (`streaming/job.py`, `remote_config`).
+
+With `storage.kind: s3` the config carries Flink's S3 file system keys as the job's own
+(`icetide.flink_s3.flink_s3_config`: the `cdc` identity's key file, for icetide's credentials provider, so
+a `stack rotate s3` is followed) and every process loads the S3 plugin (`FLINK_PLUGINS_DIR` =
+`icetide.flink_s3.plugins_dir()`): the JobManager writes the checkpoints' metadata and the TaskManagers
+their state to the bucket. A key from environment variables is written into config.yaml itself, which is then
+mode 0600 (Flink masks `*secret*` keys in its logs and REST API).
 """
 
 from __future__ import annotations
@@ -65,7 +72,10 @@ def java_opts(home: Path) -> str:
 def render_config(settings: Settings, *, rpc_port: int, rest_port: int, slots: int, checkpoints: str,
                   java_options: str = "") -> dict[str, str]:
     """The cluster's config.yaml (flattened keys): every listener on loopback, the JobManager's ports fixed,
-    the TaskManagers' and the blob server's left to the OS, checkpoints on `checkpoints` (shared storage)."""
+    the TaskManagers' and the blob server's left to the OS, checkpoints on `checkpoints` (shared storage);
+    with `storage.kind: s3` the S3 file system's keys (`flink_s3_config`: may hold a secret, see `write_config`)."""
+    from icetide.flink_s3 import flink_s3_config
+
     flink = settings.flink
     conf = {
         "jobmanager.rpc.address": HOST,
@@ -96,7 +106,30 @@ def render_config(settings: Settings, *, rpc_port: int, rest_port: int, slots: i
     }
     if java_options:
         conf["env.java.opts.all"] = java_options
+    conf.update(flink_s3_config(settings))
     return conf
+
+
+SECRET_KEYS = ("s3.secret-key",)
+
+
+def write_config(path: Path, conf: dict[str, str]) -> None:
+    """Write config.yaml atomically: mode 0600 when it holds a secret (an S3 key from environment variables),
+    else 0644."""
+    mode = 0o600 if any(key in conf for key in SECRET_KEYS) else 0o644
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), mode)  # whatever the umask
+        out.write(config_yaml(conf))
+    tmp.replace(path)
+
+
+def configures_s3(config_file: Path) -> bool:
+    """Whether a rendered config.yaml configures the S3 file system."""
+    return config_file.is_file() and any(line.startswith("s3.endpoint:")
+                                         for line in config_file.read_text().splitlines())
 
 
 def config_yaml(conf: dict[str, str]) -> str:
@@ -216,7 +249,7 @@ class FlinkCluster(StateHome):
         conf = render_config(settings, rpc_port=ports["rpc"], rest_port=ports["rest"],
                              slots=settings.flink.taskmanager_slots, checkpoints=self.checkpoint_dir.as_uri(),
                              java_options=java_opts(home))
-        self.config_file.write_text(config_yaml(conf))
+        write_config(self.config_file, conf)
         self.ports_file.write_text(json.dumps(ports))
 
     def _env(self, name: str) -> dict[str, str]:
@@ -231,9 +264,14 @@ class FlinkCluster(StateHome):
             "HADOOP_CLASSPATH": os.pathsep.join(str(p) for p in extra),  # added by flink-console.sh
             "PYTHONPATH": os.pathsep.join(filter(None, [str(jvm.PROJECT_ROOT), env.get("PYTHONPATH")])),
         })
-        plugins = jvm.jar_cache() / "flink-plugins"  # Flink's S3 file system (checkpoints on the object store)
-        if plugins.is_dir():
-            env["FLINK_PLUGINS_DIR"] = str(plugins)
+        if configures_s3(self.config_file):  # checkpoints on the object store: Flink's S3 file system plugin
+            from icetide.flink_s3 import plugins_dir
+
+            env["FLINK_PLUGINS_DIR"] = str(plugins_dir())  # (a SetupError naming `make setup` when missing)
+        else:
+            plugins = jvm.jar_cache() / "flink-plugins"
+            if plugins.is_dir():
+                env["FLINK_PLUGINS_DIR"] = str(plugins)
         return env
 
     def _launch(self, name: str, settings: Settings, ready: Any) -> int:

@@ -1,9 +1,11 @@
 """`icetide flink up` and `cdc run` submitted to it: a real standalone session cluster on loopback.
 
-One cluster for the module (a JobManager and two TaskManagers, ~20 s to start on two busy cores); the CDC
-job runs on it at parallelism 2 — each table derived by both subtasks (streaming/derivation.py) — and must
-publish exactly the changelog engine's events (ordinals aside: they are numbered per lane), as in the
-mini-cluster (`test_streaming_job.py`, `test_streaming_parallel.py`). `down` leaves no process of the cluster running.
+One cluster for the module (a JobManager and two TaskManagers, ~20 s to start on two busy cores), started with
+the session lake's object store (tests/fixtures/lake.py: `storage.kind: s3`, the `cdc` key's file) so its S3 file
+system is configured; the jobs on local storage keep their checkpoints in a folder. The CDC job runs on it at
+parallelism 2 — each table derived by both subtasks (streaming/derivation.py) — and must publish exactly the
+changelog engine's events (ordinals aside: they are numbered per lane), as in the mini-cluster
+(`test_streaming_job.py`, `test_streaming_parallel.py`). `down` leaves no process of the cluster running.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ from icetide.events import key_to_json, topic_for
 from icetide.process import runs_with
 from icetide.services.flink_cluster import FlinkCluster
 from icetide.settings import Settings
+from icetide.storage import embedded_credentials_file, s3_endpoint
 from streaming.changelog import Changelog
+from streaming.checkpoints import completed_checkpoints, tables_dir
 from tests.fixtures.kafka import consume_all
+from tests.fixtures.lake import LAKE_CATALOG
 from tests.fixtures.spark import fresh_table_name
 from tests.integration.test_streaming_job import comparable, to_value
 
@@ -49,10 +54,13 @@ def icetide(state_dir: Path, *args: str, env: dict[str, str] | None = None, time
 
 
 @pytest.fixture(scope="module")
-def cluster(cluster_dir: Path, base_settings: Settings) -> Iterator[dict[str, Any]]:
-    # two slots each: the job (parallelism 2) fits on the TaskManager that survives a kill
+def cluster(cluster_dir: Path, base_settings: Settings, lake_settings: Settings) -> Iterator[dict[str, Any]]:
+    # two slots each: the job (parallelism 2) fits on the TaskManager that survives a kill; the lake's object
+    # store as the cluster's S3 file system, with its `cdc` key by its file (as the lake's own settings say)
+    lake = {"ICETIDE__STORAGE__KIND": "s3", "ICETIDE__STORAGE__ENDPOINT": s3_endpoint(lake_settings),
+            "ICETIDE__STORAGE__CREDENTIALS__FILE": str(embedded_credentials_file(lake_settings, "cdc"))}
     status = icetide(cluster_dir, "flink", "up", "--taskmanagers", "2",
-                     env={"ICETIDE__FLINK__TASKMANAGER_SLOTS": "2"})
+                     env={"ICETIDE__FLINK__TASKMANAGER_SLOTS": "2", **lake})
     try:
         yield status
     finally:
@@ -66,8 +74,11 @@ def test_up_registers_two_taskmanagers(cluster: dict[str, Any], cluster_dir: Pat
     assert len(status["taskmanagers"]) == 2
     assert set(status["pids"]) == {"jobmanager", "taskmanager-1", "taskmanager-2"}
     assert sorted(tm["id"] for tm in status["taskmanagers"]) == ["taskmanager-1", "taskmanager-2"]
-    config = (cluster_dir / "flink" / "conf" / "config.yaml").read_text()
+    config_file = cluster_dir / "flink" / "conf" / "config.yaml"
+    config = config_file.read_text()
     assert 'rest.bind-address: "127.0.0.1"' in config
+    assert 's3.aws.credentials.provider: "io.icetide.s3a.FileCredentialsProvider"' in config  # the key by its file
+    assert "s3.secret-key" not in config and config_file.stat().st_mode & 0o777 == 0o644
 
 
 def test_cdc_run_on_the_cluster_publishes_the_changelog(cluster: dict[str, Any], spark: Any, base_settings: Any,
@@ -226,6 +237,39 @@ def test_stop_with_a_savepoint_and_resume_from_it(cluster: dict[str, Any], clust
     expected = Changelog(pyiceberg_catalog(base_settings).load_table(table), "lake").events(None)
     assert per_snapshot(seen) == per_snapshot([e.source.position for e in expected])
     assert total == len(seen) == 110  # the resumed job did not publish the first 100 again
+
+
+def test_checkpoints_on_the_object_store_and_resume_from_there(cluster: dict[str, Any], lake_spark: Any,
+                                                              lake_settings: Settings, s3_lake_env: dict[str, str],
+                                                              tmp_path: Path) -> None:
+    """REST + S3 on the cluster: the job's checkpoints land in the bucket (the cluster's JobManager and
+    TaskManagers write them with the `cdc` key), `cdc stop` cancels it, the next `cdc run` resumes from the
+    newest checkpoint there, and a read_committed consumer sees each event once (none lost, none twice)."""
+    from tests.integration.test_streaming_restart import kill_and_restart
+
+    flink = FlinkCluster(Path(cluster["home"]).parent)
+    table = fresh_table_name("fc_s3")
+    remote = {**s3_lake_env, "ICETIDE__FLINK__ADDRESS": cluster["address"], "ICETIDE__CDC__DELIVERY": "exactly-once"}
+    prefix = f"s3://{lake_settings.storage.bucket}/checkpoints/cdc/"
+    stopped: list[str] = []
+
+    def stop_the_job() -> None:  # after a checkpoint following the update: list it, then `cdc stop`
+        done = completed_checkpoints(lake_settings, tables_dir(lake_settings, [table]))
+        assert done and all(uri.startswith(prefix) for uri, _ in done), done
+        stopped.extend(icetide(lake_settings.state_dir, "cdc", "stop", env=remote)["jobs"])
+
+    seen, total = kill_and_restart(lake_spark, lake_settings, f"{LAKE_CATALOG}.{table}",
+                                   s3_lake_env["ICETIDE__KAFKA__BOOTSTRAP_SERVERS"], tmp_path / "job.log", remote,
+                                   stop_the_job)
+    assert total == len(seen) == 120  # each event once: the resumed job did not publish the first 110 again
+    assert len(stopped) == 1 and final_state(flink, stopped[0]) == "CANCELED"
+    jobs = sorted((j for j in flink.rest("/jobs/overview")["jobs"] if j["name"] == "icetide-cdc"),
+                  key=lambda j: j["start-time"])
+    resumed = jobs[-1]["jid"]
+    assert resumed != stopped[0]
+    restored = flink.rest(f"/jobs/{resumed}/checkpoints")["latest"]["restored"]["external_path"]
+    assert restored.startswith(prefix + tables_dir(lake_settings, [table]).rsplit("/", 1)[1] + "/"), restored
+    assert not (lake_settings.state_dir / "cdc" / "checkpoints").exists()
 
 
 def test_down_stops_every_process(cluster: dict[str, Any], cluster_dir: Path) -> None:

@@ -65,14 +65,90 @@ def test_help_of_each_command(command: str, capsys: pytest.CaptureFixture[str]) 
     assert ("--taskmanagers" in out) == (command == "up")
 
 
-def test_a_cluster_job_refuses_checkpoints_on_s3_naming_the_keys(tmp_path: Path) -> None:
-    settings = Settings(stack={"state_dir": str(tmp_path)}, storage={"kind": "s3"},  # type: ignore[arg-type]
-                        flink={"address": "127.0.0.1:8089"})  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"flink\.address.*flink\.checkpoint_dir"):
-        remote_config(settings)
+def s3_settings(tmp_path: Path, **environ: str) -> Settings:
+    """S3 storage at a fixed endpoint; the `cdc` key in a credentials file unless `environ` names env vars."""
+    from icetide.settings import load_settings
+
+    creds = tmp_path / "cdc-key"
+    creds.write_text("[default]\naws_access_key_id = AKID\naws_secret_access_key = s3cr3t-value\n")
+    base = {"ICETIDE__STACK__STATE_DIR": str(tmp_path), "ICETIDE__STORAGE__KIND": "s3",
+            "ICETIDE__STORAGE__ENDPOINT": "http://127.0.0.1:9", "ICETIDE__FLINK__ADDRESS": "127.0.0.1:8089"}
+    return load_settings(None, environ={**base, **(environ or {"ICETIDE__STORAGE__CREDENTIALS__FILE": str(creds)})})
+
+
+def env_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("T_AK", "AKID")
+    monkeypatch.setenv("T_SK", "s3cr3t-value")
+    return s3_settings(tmp_path, ICETIDE__STORAGE__CREDENTIALS__ACCESS_KEY_ENV="T_AK",
+                       ICETIDE__STORAGE__CREDENTIALS__SECRET_KEY_ENV="T_SK")
+
+
+def test_the_cluster_config_carries_the_s3_file_system_by_the_key_file(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from icetide.services import flink_cluster
+
+    settings = s3_settings(tmp_path)
+    conf = render_config(settings, rpc_port=6123, rest_port=8089, slots=1, checkpoints="file:///x/cp")
+    assert conf["s3.endpoint"] == "http://127.0.0.1:9" and conf["s3.path.style.access"] == "true"
+    assert conf["s3.aws.credentials.provider"] == "io.icetide.s3a.FileCredentialsProvider"
+    assert conf["s3.icetide.credentials.file"] == str((tmp_path / "cdc-key").resolve())
+    assert "s3.secret-key" not in conf and "s3cr3t-value" not in conf.values()
+    assert "s3.endpoint" not in render_config(Settings(), rpc_port=1, rest_port=2, slots=1, checkpoints="file:///x")
+    # `flink up`'s rendering: config.yaml (no secret: the usual mode), and each process loads the S3 plugin
+    monkeypatch.setattr(flink_cluster, "java_opts", lambda home: "")
+    monkeypatch.setattr(flink_cluster.jvm, "jars", lambda group: [])
+    monkeypatch.setattr("icetide.flink_s3.plugins_dir", lambda: tmp_path / "plugins")
+    cluster = FlinkCluster(tmp_path)
+    cluster._render(settings)
+    text = cluster.config_file.read_text()
+    assert 's3.endpoint: "http://127.0.0.1:9"\n' in text and "s3cr3t-value" not in text
+    assert cluster.config_file.stat().st_mode & 0o777 == 0o644
+    assert cluster._env("taskmanager-1")["FLINK_PLUGINS_DIR"] == str(tmp_path / "plugins")
+
+
+def test_a_key_from_the_environment_makes_the_cluster_config_private(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from icetide.services import flink_cluster
+
+    settings = env_key(tmp_path, monkeypatch)
+    monkeypatch.setattr(flink_cluster, "java_opts", lambda home: "")
+    cluster = FlinkCluster(tmp_path)
+    cluster.conf_dir.mkdir(parents=True)
+    cluster.config_file.write_text("old\n")
+    cluster.config_file.chmod(0o644)
+    cluster._render(settings)
+    assert cluster.config_file.stat().st_mode & 0o777 == 0o600
+    assert 's3.secret-key: "s3cr3t-value"\n' in cluster.config_file.read_text()
+    assert not list(cluster.conf_dir.glob(".*tmp"))
+
+
+def test_a_cluster_job_on_s3_checks_the_clusters_s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from icetide.services import flink_cluster
+
+    settings = s3_settings(tmp_path)
+    answers: list[object] = [[{"key": "s3.endpoint", "value": "http://127.0.0.1:9"}]]
+    def fake_rest(address: str, path: str, **_: object) -> object:
+        assert (address, path) == ("127.0.0.1:8089", "/jobmanager/config")
+        answer = answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(flink_cluster, "rest_call", fake_rest)
+    assert remote_config(settings)["execution.target"] == "remote"  # the cluster has the same object store
+    answers[0] = OSError("connection refused")  # not judged here: the submission names the unreachable cluster
+    assert remote_config(settings)["execution.target"] == "remote"
+    for config, found in (([], "no S3 file system"), ([{"key": "s3.endpoint", "value": "http://other:1"}],
+                                                       "s3.endpoint http://other:1")):
+        answers[0] = config
+        with pytest.raises(ConfigError, match=r"flink\.address") as error:
+            remote_config(settings)
+        message = str(error.value)
+        assert found in message and str(tmp_path / "flink" / "conf" / "config.yaml") in message
+        assert "flink.checkpoint_dir" in message
     local = settings.model_copy(update={"flink": settings.flink.model_copy(
         update={"checkpoint_dir": (tmp_path / "cp").as_uri()})})
-    assert remote_config(local)["execution.target"] == "remote"
+    assert remote_config(local)["execution.target"] == "remote"  # a folder: nothing asked of the cluster
 
 
 def test_savepoints_sit_beside_the_checkpoints_not_under_them(tmp_path: Path) -> None:
