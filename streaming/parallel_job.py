@@ -276,7 +276,9 @@ def lane_key(table: str, lane: int, lanes: int) -> str:
 
 
 def _key_group(key: str) -> int:
-    """Flink's `KeyGroupRangeAssignment.assignToKeyGroup` of a Java String key (`MathUtils.murmurHash`)."""
+    """Flink's `KeyGroupRangeAssignment.assignToKeyGroup` of the key PyFlink's `key_by` really partitions
+    on: not the String but a one-field `Row` holding it (`KeyByKeySelector`), whose hashCode is the
+    String's + 62 (`RowUtils.deepHashCodeInternal`, kind INSERT); then `MathUtils.murmurHash`."""
     def i32(value: int) -> int:
         value &= 0xFFFFFFFF
         return value - (1 << 32) if value & 0x80000000 else value
@@ -288,6 +290,7 @@ def _key_group(key: str) -> int:
     code = 0
     for unit in key.encode("utf-16-be").hex(" ", 2).split():  # Java's String.hashCode over UTF-16 code units
         code = i32(31 * code + int(unit, 16))
+    code = i32(code + 62)  # Row.of(key).hashCode()
     code = i32(code * 0xCC9E2D51)
     code = rotl(code, 15)
     code = i32(code * 0x1B873593)

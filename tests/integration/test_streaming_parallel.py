@@ -100,18 +100,27 @@ def test_one_table_in_parallel_equals_the_serial_changelog_per_key(spark: Any, b
 
 
 def test_lane_keys_are_spread_over_subtasks_as_flink_assigns_them() -> None:
-    """`lane_key` computes Flink's key group of a String key itself; Flink's own assignment (in the JVM
-    PyFlink starts) must agree, and with as many subtasks as lanes each lane gets its own subtask."""
+    """`lane_key` computes Flink's key group itself. PyFlink's `key_by` partitions on a one-field Row
+    holding the key (`KeyByKeySelector`, key type `Types.ROW([key_type])`), not on the String: Flink's
+    own assignment of that Row (in the JVM PyFlink starts) must agree, and with as many subtasks as lanes
+    each lane gets its own subtask (a lane pair on one subtask halves the job's parallelism silently)."""
     from pyflink.java_gateway import get_gateway
 
     from icetide import jvm
     from streaming.parallel_job import MAX_PARALLELISM, _key_group, lane_key
 
     with jvm.gateway_launch({}):
-        assignment = get_gateway().jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment
-    for key in ["", "a", "sales.vendas#0#0", "ß-ü-€-𝄞", "x" * 100]:
-        assert _key_group(key) == assignment.assignToKeyGroup(key, MAX_PARALLELISM), key
+        java = get_gateway().jvm
+    assignment = java.org.apache.flink.runtime.state.KeyGroupRangeAssignment
+
+    def row(key: str) -> object:
+        wrapped = java.org.apache.flink.types.Row(1)
+        wrapped.setField(0, key)
+        return wrapped
+
+    for key in ["", "a", "sales.vendas#0#0", "ß-ü-€-𝄞", "x" * 100, *(f"db.t#{i}#{i * 7}" for i in range(50))]:
+        assert _key_group(key) == assignment.assignToKeyGroup(row(key), MAX_PARALLELISM), key
     for lanes in (2, 3, 4, 8):
-        subtasks = [assignment.assignKeyToParallelOperator(lane_key("db.t", lane, lanes), MAX_PARALLELISM, lanes)
-                    for lane in range(lanes)]
+        subtasks = [assignment.assignKeyToParallelOperator(row(lane_key("db.t", lane, lanes)), MAX_PARALLELISM,
+                                                           lanes) for lane in range(lanes)]
         assert subtasks == list(range(lanes))
