@@ -12,11 +12,15 @@ partition of the table's topic, created with one per subtask). Per run:
   cpu_us/event  CPU of the whole `cdc run` process tree (gateway JVM, Python workers) ÷ events;
   ratio         events/s over parallelism 1 in the same broker setting (the baseline of this run).
 
+`--flink cluster` runs the same on a fresh `icetide flink up` per parallelism P: P one-slot TaskManagers,
+each with its own Python worker (the mini-cluster runs every subtask in one Python process: one GIL); its
+CPU adds the JobManager's and TaskManagers' process trees.
+
 Medians of `--repeat` runs. On this 2-core machine parallelism 4 oversubscribes the cores: the curve's slope
 from 1 to 2 is what more machines would add per subtask, minus what the planner and the lanes share.
 
     .venv/bin/python bench/cdc_scaling.py --rows 200000 --files 8 --parallelism 1,2,4 --brokers 1,3 \\
-        --repeat 2 --out docs/results/cdc-scaling.json
+        --flink local,cluster --repeat 2 --out docs/results/cdc-scaling.json
 """
 
 from __future__ import annotations
@@ -63,12 +67,46 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_once(env: dict[str, str], parallelism: int, prefix: str) -> dict[str, Any]:
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of processes and their descendants (live ones, and the reaped ones through cutime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0, list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            fields = stats[pid]  # after ")": state ppid ... utime(12) stime(13) cutime(14) cstime(15)
+            total += sum(int(v) for v in fields[11:15])
+            todo += children.get(pid, [])
+    return total / tick
+
+
+def cluster_up(env: dict[str, str], taskmanagers: int) -> list[int]:
+    """A fresh session cluster of `taskmanagers` one-slot TaskManagers (each its own Python worker)."""
+    subprocess.run([ICETIDE, "flink", "down"], env=env, check=True, capture_output=True)
+    proc = subprocess.run([ICETIDE, "flink", "up", "--json", "--taskmanagers", str(taskmanagers)],
+                          env={**env, "ICETIDE__FLINK__TASKMANAGER_SLOTS": "1"}, check=True,
+                          capture_output=True, text=True)
+    status = json.loads(proc.stdout)
+    env["ICETIDE__FLINK__ADDRESS"] = status["address"]
+    return [int(pid) for pid in status["pids"].values()]
+
+
+def run_once(env: dict[str, str], parallelism: int, prefix: str, cluster: list[int]) -> dict[str, Any]:
     job_env = {**env, "ICETIDE__FLINK__PARALLELISM": str(parallelism), "ICETIDE__CDC__TOPIC_PREFIX": prefix}
-    before = children_cpu()
+    before = children_cpu() + tree_cpu(cluster)
     proc = subprocess.run([ICETIDE, "cdc", "run", "--once", "--reset", "--json", "--tables", TABLE],
                           env=job_env, capture_output=True, text=True, timeout=3600)
-    cpu = children_cpu() - before
+    cpu = children_cpu() + tree_cpu(cluster) - before
     if proc.returncode != 0:
         raise SystemExit(f"cdc run failed at parallelism {parallelism}:\n{proc.stderr[-3000:]}")
     summary = json.loads(proc.stdout)
@@ -79,18 +117,43 @@ def run_once(env: dict[str, str], parallelism: int, prefix: str) -> dict[str, An
             "cpu_us_per_event": round(cpu / events * 1e6, 1), "by_op": summary["tables"][TABLE]["by_op"]}
 
 
+def measure(env: dict[str, str], flink: str, levels: list[int], repeat: int, brokers: int,
+            write_s: float) -> list[dict[str, Any]]:
+    runs: dict[int, list[dict[str, Any]]] = {p: [] for p in levels}
+    for round_no in range(repeat):
+        for p in levels:  # interleaved, so drift of the machine hits every level alike
+            cluster = cluster_up(env, p) if flink == "cluster" else []
+            runs[p].append(run_once(env, p, f"scale{brokers}b{flink}{p}p{round_no}", cluster))
+    env.pop("ICETIDE__FLINK__ADDRESS", None)
+    base = statistics.median(r["events_per_s"] for r in runs[levels[0]])
+    results = []
+    for p in levels:
+        rate = statistics.median(r["events_per_s"] for r in runs[p])
+        results.append({"brokers": brokers, "flink": flink, "parallelism": p, "events": runs[p][0]["events"],
+                        "by_op": runs[p][0]["by_op"], "events_per_s": round(rate),
+                        "ratio_to_parallelism_1": round(rate / base, 2),
+                        "cpu_us_per_event": statistics.median(r["cpu_us_per_event"] for r in runs[p]),
+                        "runs": runs[p], "table_write_s": round(write_s, 1)})
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--files", type=int, default=8, help="Data files of the insert snapshot.")
     parser.add_argument("--parallelism", default="1,2,4")
     parser.add_argument("--brokers", default="1", help="Comma-separated broker counts (kafka.brokers).")
+    parser.add_argument("--flink", default="local,cluster",
+                        help="Comma-separated: local (PyFlink's mini-cluster in the cdc process: one Python "
+                             "worker for all subtasks) and/or cluster (`flink up`, one one-slot TaskManager "
+                             "per subtask, each its own Python worker).")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".state" / "bench-scaling")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     levels = [int(p) for p in args.parallelism.split(",")]
     brokers = [int(b) for b in args.brokers.split(",")]
+    shapes = args.flink.split(",")
 
     from icetide.settings import load_settings
     from icetide.spark import spark_session
@@ -112,19 +175,10 @@ def main() -> None:
             write_table(spark, args.rows, args.files)
             spark.stop()
             write_s = time.monotonic() - began
-            runs: dict[int, list[dict[str, Any]]] = {p: [] for p in levels}
-            for repeat in range(args.repeat):
-                for p in levels:  # interleaved, so drift of the machine hits every level alike
-                    runs[p].append(run_once(env, p, f"scale{count}b{p}p{repeat}"))
-            base = statistics.median(r["events_per_s"] for r in runs[levels[0]])
-            for p in levels:
-                rate = statistics.median(r["events_per_s"] for r in runs[p])
-                results.append({"brokers": count, "parallelism": p, "events": runs[p][0]["events"],
-                                "by_op": runs[p][0]["by_op"], "events_per_s": round(rate),
-                                "ratio_to_parallelism_1": round(rate / base, 2),
-                                "cpu_us_per_event": statistics.median(r["cpu_us_per_event"] for r in runs[p]),
-                                "runs": runs[p], "table_write_s": round(write_s, 1)})
+            for flink in shapes:
+                results += measure(env, flink, levels, args.repeat, count, write_s)
         finally:
+            subprocess.run([ICETIDE, "flink", "down"], env=env, capture_output=True)
             stack.down()
     emit({"benchmark": "cdc_scaling", "rows": args.rows, "files": args.files, "cores": os.cpu_count(),
           "load_avg_1m": round(os.getloadavg()[0], 2), "results": results}, args.out)

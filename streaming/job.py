@@ -28,6 +28,7 @@ Counters are written by the worker to `<run dir>/summary/<table>.json` for `--js
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 
 SINK_TABLE = "cdc_sink"
 PIPELINE_NAME = "icetide-cdc"  # the job's name on a Flink cluster (`cdc stop` finds it by it)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
