@@ -192,6 +192,11 @@ def lanes_of(settings: Settings, tables: list[str], bootstrap: str) -> dict[str,
     `cdc.parallel_derivation: false`."""
     if settings.flink.parallelism < 2 or not settings.cdc.parallel_derivation:
         return {}
+    if not settings.flink.address:
+        log.warning("flink.parallelism %d in PyFlink's local mini-cluster: its subtasks share one Python worker "
+                    "(one GIL), so parallel derivation adds work without adding CPU; set flink.address to a "
+                    "cluster of one-slot TaskManagers (`icetide flink up --taskmanagers N`) to spread it",
+                    settings.flink.parallelism)
     wanted = max(settings.flink.parallelism, settings.kafka.num_partitions)
     return {table: ensure_topic(bootstrap, topic_for(settings.cdc.topic_prefix, *table.split(".", 1)),
                                 settings=settings, partitions=wanted) for table in tables}
