@@ -90,15 +90,15 @@ def tree_cpu(pids: list[int]) -> float:
     return total / tick
 
 
-def cluster_up(env: dict[str, str], taskmanagers: int) -> list[int]:
-    """A fresh session cluster of `taskmanagers` one-slot TaskManagers (each its own Python worker)."""
+def cluster_up(env: dict[str, str], taskmanagers: int) -> tuple[str, list[int]]:
+    """A fresh session cluster of `taskmanagers` one-slot TaskManagers (each its own Python worker): its
+    REST address and the pids of its processes."""
     subprocess.run([ICETIDE, "flink", "down"], env=env, check=True, capture_output=True)
     proc = subprocess.run([ICETIDE, "flink", "up", "--json", "--taskmanagers", str(taskmanagers)],
                           env={**env, "ICETIDE__FLINK__TASKMANAGER_SLOTS": "1"}, check=True,
                           capture_output=True, text=True)
     status = json.loads(proc.stdout)
-    env["ICETIDE__FLINK__ADDRESS"] = status["address"]
-    return [int(pid) for pid in status["pids"].values()]
+    return status["address"], [int(pid) for pid in status["pids"].values()]
 
 
 def run_once(env: dict[str, str], parallelism: int, prefix: str, cluster: list[int]) -> dict[str, Any]:
@@ -122,9 +122,11 @@ def measure(env: dict[str, str], flink: str, levels: list[int], repeat: int, bro
     runs: dict[int, list[dict[str, Any]]] = {p: [] for p in levels}
     for round_no in range(repeat):
         for p in levels:  # interleaved, so drift of the machine hits every level alike
-            cluster = cluster_up(env, p) if flink == "cluster" else []
-            runs[p].append(run_once(env, p, f"scale{brokers}b{flink}{p}p{round_no}", cluster))
-    env.pop("ICETIDE__FLINK__ADDRESS", None)
+            run_env, cluster = env, []
+            if flink == "cluster":
+                address, cluster = cluster_up(env, p)
+                run_env = {**env, "ICETIDE__FLINK__ADDRESS": address}
+            runs[p].append(run_once(run_env, p, f"scale{brokers}b{flink}{p}p{round_no}", cluster))
     base = statistics.median(r["events_per_s"] for r in runs[levels[0]])
     results = []
     for p in levels:
