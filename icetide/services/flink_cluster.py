@@ -103,6 +103,9 @@ def render_config(settings: Settings, *, rpc_port: int, rest_port: int, slots: i
         "restart-strategy.fixed-delay.delay": "2s",
         "heartbeat.timeout": "15000",  # a killed TaskManager is noticed in seconds, not the default 50
         "resourcemanager.taskmanager-timeout": "10000",
+        # an error no task catches (an OutOfMemoryError in Beam's data-plane thread) ends the process, so the
+        # job restarts on the others; the default only logs it, and the job hung until its checkpoint expired
+        "cluster.uncaught-exception-handling": "FAIL",
     }
     if java_options:
         conf["env.java.opts.all"] = java_options

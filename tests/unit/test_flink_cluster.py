@@ -27,6 +27,7 @@ def test_render_config_binds_loopback_and_fixes_only_the_jobmanager_ports(tmp_pa
     assert conf["taskmanager.memory.process.size"] == "900m"
     assert conf["parallelism.default"] == "2"
     assert conf["execution.checkpointing.dir"] == "file:///x/cp"
+    assert conf["cluster.uncaught-exception-handling"] == "FAIL"  # an OOM in a daemon thread ends the TaskManager
     assert "env.java.opts.all" not in conf
     text = config_yaml({**conf, "env.java.opts.all": "--add-opens=java.base/java.lang=ALL-UNNAMED"})
     assert 'rest.port: "8089"\n' in text
