@@ -155,6 +155,9 @@ class CdcSettings(_Section):
     # with flink.parallelism > 1, one table's snapshots are derived by all subtasks (streaming/derivation.py);
     # false: one subtask per table, as before
     parallel_derivation: bool = True
+    # change events one element of the job emits at most (serial), or that one planning tick takes (parallel):
+    # what the TaskManager holds at once from a large snapshot, and what checkpoints fall between
+    chunk_events: int = Field(default=20_000, ge=1)
 
 
 class SinkSettings(_Section):

@@ -80,7 +80,7 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
     """Run the Flink job: Iceberg changelogs → Kafka change events (keyed by row key)."""
     from icetide.stack import kafka_bootstrap
 
-    from streaming.job import JobOptions, build_and_run, cdc_dir, read_positions
+    from streaming.job import JobOptions, cdc_dir, read_positions, run_job
 
     settings = _with_overrides(app.settings, fmt, tombstones, delivery, registry)
     chosen = [t.strip() for t in tables.split(",")] if tables else list(settings.cdc.tables)
@@ -123,7 +123,7 @@ def run(app: App, tables: str | None, start: str | None, once: bool, reset: bool
     with (results_only_on_stdout(), progress("publishing changes", total, "events", quiet=quiet) as bar,
           run_progress.watch(options.run_dir, bar)):
         bootstrap = kafka_bootstrap(settings)
-        summary: dict[str, Any] = build_and_run(options, bootstrap)
+        summary: dict[str, Any] = run_job(options, bootstrap)
     _record_lineage(settings, bootstrap, summary)
     lines = [f"{t}: {v['events']} events, last snapshot {v['last_snapshot']}" for t, v in summary["tables"].items()]
     lines.append(f"{summary['events']} events in {summary['duration_s']} s")

@@ -7,7 +7,8 @@ Shape (DataStream + a Table API sink)::
       → Row(topic, k, v) → Kafka table sink (key/value formats `raw`, writable `topic` metadata)
 
 Each tick of a table polls its snapshots and emits the events after the stored position, at most
-`budget` per tick so checkpoints fall between chunks of a large snapshot. Values are encoded as
+`cdc.chunk_events` per tick so checkpoints fall between chunks of a large snapshot and the TaskManager
+holds a chunk of its output at a time, not the snapshot (`--once` ticks too: `once.py`). Values are encoded as
 `cdc.format` says (JSON, or Avro registered by the worker in `cdc.schema_registry_url`; see
 `poller.py`); with `cdc.tombstones` a null-value record follows each delete of a keyed table (the
 `raw` value format writes a null BYTES field as a Kafka null value). Schema-change records,
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icetide import jvm, kafka_client
+from icetide.errors import IcetideError
 from icetide.events import topic_for, transaction_topic
 from icetide.flink_sql import with_options
 
@@ -65,7 +67,6 @@ class JobOptions:
     once: bool
     run_dir: str
     seed_positions: dict[str, str] = field(default_factory=dict)
-    budget: int | None = 20_000
     metrics_port: int | None = None
     key_fields: dict[str, list[str]] = field(default_factory=dict)
     policy_file: str | None = None  # also publish per-audience topics (streaming/audiences.py)
@@ -164,8 +165,8 @@ def _publish_function(options: JobOptions) -> Any:
             if fresh:
                 self._store(position)
             tally = self.tallies.setdefault(table, Tally())
-            budget = None if self.opts.once else self.opts.budget
-            position, moved = yield from publish_tick(poller, table, position, budget, tally, self.metrics,
+            chunk = self.opts.settings.cdc.chunk_events
+            position, moved = yield from publish_tick(poller, table, position, chunk, tally, self.metrics,
                                                       self.fanout, self.progress, self._store, _flink_row)
             if moved or self.opts.once:
                 tally.write(self.opts.run_dir, table, position)
@@ -335,8 +336,69 @@ def load_file_system_plugins(config: Any) -> None:
     jvm_view.org.apache.flink.core.fs.FileSystem.initialize(j_config, plugins)
 
 
-def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
-    """Build the job, run it (to the end with --once; until interrupted otherwise), summarize."""
+MAX_ROUNDS = 5  # --once: jobs run at most, should the snapshot summaries underestimate a table's work
+
+
+def run_job(options: JobOptions, bootstrap: str) -> dict[str, Any]:
+    """The job, until interrupted; with --once, until every table reached the snapshot current when the run
+    began: a bounded job fed by `once.ticks`, and another from the stored positions while a table is behind."""
+    from streaming import once
+
+    if not options.once:
+        return build_and_run(options, bootstrap)
+    settings = options.settings
+    options.lanes = options.lanes or lanes_of(settings, list(options.tables), bootstrap)
+    summary: dict[str, Any] | None = None
+    for round_no in range(1, MAX_ROUNDS + 1):
+        work = once.plan(settings, list(options.tables), options.seed_positions, options.start,
+                         options.key_fields, parallel=bool(options.lanes))
+        result = build_and_run(options, bootstrap, once.ticks(work))
+        summary = result if summary is None else merged(summary, result)
+        summary["rounds"] = round_no
+        positions = {t: p for t, p in read_positions(settings).items() if t in options.tables}
+        late = once.behind(settings, work, positions, options.key_fields)
+        if not late:
+            return summary
+        log.warning("cdc run --once: %s not yet at the snapshot current when the run began (its snapshot summaries "
+                    "underestimate the work): round %d", ", ".join(late), round_no + 1)
+        options.seed_positions = positions
+        _next_round(Path(options.run_dir), round_no)
+    raise IcetideError(f"cdc run --once: {', '.join(late)} still behind after {MAX_ROUNDS} rounds; run it again "
+                       f"(it resumes from {cdc_dir(settings) / 'positions.json'})")
+
+
+def _next_round(run_dir: Path, round_no: int) -> None:
+    """Counters of a finished round out of the next one's way: its summaries are merged already, its progress
+    files stay counted under another name (the bar adds every file)."""
+    for path in (run_dir / "summary").glob("*.json"):
+        path.unlink()
+    for path in (run_dir / "progress").glob("*.json"):
+        path.rename(path.with_name(f"{path.stem}.round{round_no}.json"))
+
+
+def merged(first: dict[str, Any], then: dict[str, Any]) -> dict[str, Any]:
+    """Two rounds' summaries as one run's."""
+    tables: dict[str, Any] = {}
+    for name in {**first["tables"], **then["tables"]}:
+        a = first["tables"].get(name, {})
+        b = then["tables"].get(name, {})
+        tables[name] = {
+            "events": a.get("events", 0) + b.get("events", 0),
+            "by_op": dict(Counter(a.get("by_op", {})) + Counter(b.get("by_op", {}))),
+            "last_snapshot": b.get("last_snapshot") or a.get("last_snapshot"),
+            "busy_s": round((a.get("busy_s") or 0) + (b.get("busy_s") or 0), 3),
+            "schema_changes": a.get("schema_changes", 0) + b.get("schema_changes", 0),
+            "tombstones": a.get("tombstones", 0) + b.get("tombstones", 0),
+        }
+    duration = first["duration_s"] + then["duration_s"]
+    total = first["events"] + then["events"]
+    return {**first, "events": total, "tables": tables, "duration_s": round(duration, 2),
+            "submit_s": round(first["submit_s"] + then["submit_s"], 2),
+            "events_per_s": round(total / duration, 1) if duration > 0 else None}
+
+
+def build_and_run(options: JobOptions, bootstrap: str, once_ticks: list[str] | None = None) -> dict[str, Any]:
+    """Build the job, run it (to the end with --once, fed `once_ticks`; until interrupted otherwise), summarize."""
     settings = options.settings
     from pyflink.common import Configuration
     from pyflink.common.typeinfo import Types
@@ -372,7 +434,7 @@ def build_and_run(options: JobOptions, bootstrap: str) -> dict[str, Any]:
     tables = list(options.tables)
     options.lanes = options.lanes or lanes_of(settings, tables, bootstrap)
     if options.once:
-        names = env.from_collection(tables, type_info=Types.STRING())
+        names = env.from_collection(once_ticks or tables, type_info=Types.STRING())
     else:
         rate = max(1, round(1 / max(settings.cdc.poll_interval_s, 0.001)))
         t_env.execute_sql(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from icetide.events import topic_for, transaction_topic
 
 from streaming.derivation import LaneBook, Share, Unit, derive_shares, lane_events, lane_router, plan_units, release
+from streaming.once import planned_groups
 from streaming.poller import Encoder, Position, Record, make_encoder, schema_change, schema_topic, tombstone
 from streaming.transactions import TRANSACTION_OP, boundary
 from streaming.worker import Tally
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from streaming.metrics import CdcMetrics
 
 log = logging.getLogger(__name__)
-PLAN_AHEAD = 16  # snapshots one tick plans at most (Flink's back-pressure bounds what is in flight)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Planner:
                         "again", table, position.snapshot_id, position.emitted)
             position = replace(position, snapshot_id=None, emitted=0)
         pending = changelog.snapshots_between(position.after, changelog.current_snapshot_id)
-        for snapshot in pending[:PLAN_AHEAD]:
+        for snapshot in (planned_groups(pending, self.options.settings.cdc.chunk_events) or [[]])[0]:
             units = plan_units(changelog, table, snapshot.snapshot_id, state.planned + 1, lanes, state.since)
             yield from self._planned(units, state)
             position = Position(snapshot.snapshot_id, schema_id=position.schema_id)

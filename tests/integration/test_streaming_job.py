@@ -25,8 +25,10 @@ from tests.fixtures.spark import fresh_table_name
 pytestmark = pytest.mark.integration
 
 
-def cdc_run(state_dir: Path, *args: str) -> dict[str, Any]:
+def cdc_run(state_dir: Path, *args: str, chunk_events: int | None = None) -> dict[str, Any]:
     env = {**os.environ, "ICETIDE__STACK__STATE_DIR": str(state_dir)}
+    if chunk_events is not None:  # the job's elements emit this many events at most (streaming/once.py)
+        env["ICETIDE__CDC__CHUNK_EVENTS"] = str(chunk_events)
     proc = subprocess.run([sys.executable, "-m", "icetide.cli", "cdc", "run", "--once", "--json", *args],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -54,10 +56,11 @@ def test_cdc_run_once_publishes_the_changelog(spark: Any, base_settings: Any, ka
     spark.sql(f"UPDATE {table} SET valor = valor + 1 WHERE id < 10")
     spark.sql(f"DELETE FROM {table} WHERE id BETWEEN 10 AND 14")
 
-    first = cdc_run(session_dir, "--tables", table)
+    first = cdc_run(session_dir, "--tables", table, chunk_events=40)  # 215 events: six elements and a last one
     topic = topic_for("icetide", *table.split("."))
     assert first["events"] == 200 + 10 + 5
     assert first["tables"][table]["by_op"] == {"c": 200, "u": 10, "d": 5}
+    assert first["rounds"] == 1  # the snapshot summaries gave enough elements
 
     changelog = Changelog(pyiceberg_catalog(base_settings).load_table(table), "lake")
     expected = list(changelog.events(None))

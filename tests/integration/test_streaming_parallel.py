@@ -53,7 +53,8 @@ def test_one_table_in_parallel_equals_the_serial_changelog_per_key(spark: Any, b
               "ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v WHEN NOT MATCHED THEN INSERT *")  # CoW
     prefix = f"par{abs(hash(table)) % 10_000}"
     env = {**os.environ, "ICETIDE__STACK__STATE_DIR": str(session_dir), "ICETIDE__FLINK__PARALLELISM": "2",
-           "ICETIDE__CDC__TOPIC_PREFIX": prefix}
+           "ICETIDE__CDC__TOPIC_PREFIX": prefix,
+           "ICETIDE__CDC__CHUNK_EVENTS": "500"}  # the planner takes the six snapshots over several ticks
     proc = subprocess.run([sys.executable, "-m", "icetide.cli", "cdc", "run", "--once", "--json", "--tables", table],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
