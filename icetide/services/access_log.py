@@ -9,7 +9,7 @@ for a socket. Each record becomes one line of `access.jsonl` (mode 0600), which 
 (`storage.access_log_max_mb`; the newest `storage.access_log_keep` full files kept as `access.jsonl.1` …,
 the oldest deleted), so a long-lived store does not fill its disk with its own log:
 
-    {"time": "2026-12-01T22:00:00Z", "identity": "icetide-writer", "access_key_id": "AKIA…",
+    {"time": "2026-12-01T22:00:00.125Z", "identity": "icetide-writer", "access_key_id": "AKIA…",
      "operation": "REST.PUT.OBJECT", "bucket": "warehouse", "key": "warehouse/…", "status": 200,
      "error_code": null, "remote_ip": "127.0.0.1", "request_id": "…"}
 
@@ -51,9 +51,14 @@ FIELDS = {"identity": "requester", "access_key_id": "access_key_id", "operation"
 
 
 def to_line(record: dict[str, Any], when: float) -> dict[str, Any]:
-    """One access record (as the store sends it) as the log's JSON object."""
-    stamp = record.get("time") or when
-    out: dict[str, Any] = {"time": dt.datetime.fromtimestamp(float(stamp), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    """One access record (as the store sends it) as the log's JSON object. The store's own `time` has whole
+    seconds; the forward protocol's event time (`sub_second_precision`) has nanoseconds, so the line's time
+    has milliseconds and records of one second keep their order against a caller's clock."""
+    stamp = float(record.get("time") or when)
+    if stamp <= when < stamp + 1:  # the event time (sub-second) within the record's whole second: the finer one
+        stamp = when
+    moment = dt.datetime.fromtimestamp(stamp, dt.UTC)
+    out: dict[str, Any] = {"time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
     for name, source in FIELDS.items():
         value = record.get(source)
         out[name] = value if value not in ("", None) else None
@@ -69,6 +74,11 @@ def _event_time(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else time.time()
 
 
+def _is_entry(item: Any) -> bool:
+    """A [time, record] pair of a Forward or PackedForward message."""
+    return isinstance(item, list | tuple) and len(item) >= 2 and isinstance(item[1], dict)
+
+
 def entries(message: Any) -> tuple[list[tuple[float, dict[str, Any]]], dict[str, Any]]:
     """The (time, record) entries and the options of one forward-protocol message, whatever its mode."""
     import msgpack
@@ -76,9 +86,10 @@ def entries(message: Any) -> tuple[list[tuple[float, dict[str, Any]]], dict[str,
     if not isinstance(message, list | tuple) or len(message) < 2:
         return [], {}
     body, option = message[1], {}
-    if isinstance(body, list | tuple):  # Forward: [tag, [[time, record], ...], option?]
+    if isinstance(body, list | tuple) and not isinstance(body, msgpack.ExtType):  # (an EventTime is a tuple)
+        # Forward: [tag, [[time, record], ...], option?]
         option = message[2] if len(message) > 2 and isinstance(message[2], dict) else {}
-        return [(_event_time(e[0]), e[1]) for e in body if len(e) >= 2 and isinstance(e[1], dict)], option
+        return [(_event_time(e[0]), e[1]) for e in body if _is_entry(e)], option
     if isinstance(body, bytes):  # PackedForward: [tag, <msgpack stream of [time, record]>, option?]
         option = message[2] if len(message) > 2 and isinstance(message[2], dict) else {}
         if option.get("compressed") == "gzip":
@@ -87,7 +98,7 @@ def entries(message: Any) -> tuple[list[tuple[float, dict[str, Any]]], dict[str,
             body = gzip.decompress(body)
         stream = msgpack.Unpacker(raw=False, strict_map_key=False)
         stream.feed(body)
-        return [(_event_time(e[0]), e[1]) for e in stream if len(e) >= 2 and isinstance(e[1], dict)], option
+        return [(_event_time(e[0]), e[1]) for e in stream if _is_entry(e)], option
     if len(message) >= 3 and isinstance(message[2], dict):  # Message: [tag, time, record, option?]
         option = message[3] if len(message) > 3 and isinstance(message[3], dict) else {}
         return [(_event_time(body), message[2])], option
@@ -104,7 +115,11 @@ class _Handler(socketserver.StreamRequestHandler):
         while chunk := self.request.recv(65536):
             unpacker.feed(chunk)
             for message in unpacker:
-                found, option = entries(message)
+                try:
+                    found, option = entries(message)
+                except (ValueError, TypeError, OSError, EOFError) as error:  # a malformed message: the next counts
+                    print(f"access-log collector: skipped a message it cannot read ({error})", flush=True)
+                    continue
                 self.server.write([to_line(record, when) for when, record in found])
                 if "chunk" in option:
                     self.request.sendall(msgpack.packb({"ack": option["chunk"]}))
@@ -205,7 +220,8 @@ class AccessLogCollector(StateHome):
             return self.endpoints()
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o700)
-        fluent: dict[str, Any] = {"async_connect": False, "max_retry": 30, "retry_wait": 200, "tag_prefix": "icetide"}
+        fluent: dict[str, Any] = {"async_connect": False, "max_retry": 30, "retry_wait": 200, "tag_prefix": "icetide",
+                                  "sub_second_precision": True}
         if self.socket_file is not None:
             fluent |= {"fluent_network": "unix", "fluent_socket_path": str(self.socket_file)}
         else:

@@ -40,13 +40,23 @@ def test_message_forward_and_packed_forward_modes_give_the_same_records() -> Non
     got_packed = entries(packed)[0]
     assert [r for _, r in got_packed] == [RECORD, RECORD] and got_packed[0][0] == pytest.approx(1_800_000_000)
     assert entries(["tag"]) == ([], {}) and entries("garbage") == ([], {})
+    # Message mode with an EventTime (the store's `sub_second_precision`): msgpack's ExtType is a tuple too
+    timed = msgpack.unpackb(msgpack.packb(["s3.access", _event_time(1_800_000_000, 250_000_000), RECORD]))
+    [(when, record)] = entries(timed)[0]
+    assert record == RECORD and when == pytest.approx(1_800_000_000.25)
+    assert entries(["s3.access", [1, [2, RECORD]]])[0] == [(2.0, RECORD)]  # a stray item is skipped
 
 
 def test_a_line_names_who_what_when_and_the_result() -> None:
     line = to_line(RECORD, when=0)
-    assert line == {"time": "2027-01-15T08:00:00Z", "identity": "icetide-bi", "access_key_id": "AKIA1",
+    assert line == {"time": "2027-01-15T08:00:00.000Z", "identity": "icetide-bi", "access_key_id": "AKIA1",
                     "operation": "REST.PUT.OBJECT", "bucket": "warehouse", "key": "warehouse/x", "status": 403,
                     "error_code": "AccessDenied", "remote_ip": None, "request_id": None}
+    # the forward protocol's sub-second event time refines the store's whole second, never replaces another
+    assert to_line(RECORD, when=1_800_000_000.25)["time"] == "2027-01-15T08:00:00.250Z"
+    assert to_line(RECORD, when=1_800_000_003.5)["time"] == "2027-01-15T08:00:00.000Z"
+    assert to_line({k: v for k, v in RECORD.items() if k != "time"}, when=1_800_000_000.5)["time"] \
+        == "2027-01-15T08:00:00.500Z"
 
 
 @given(st.lists(st.tuples(st.sampled_from(["icetide-bi", "icetide-writer", ""]), st.integers(0, 10_000)),
