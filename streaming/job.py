@@ -250,7 +250,7 @@ def flink_config(settings: Settings, checkpoints: str | Path, restore: str | Pat
         "python.fn-execution.bundle.time": "100",
         # one element per bundle: PyFlink's Java side queues a bundle's results (unbounded) until the bundle
         # ends, so a bundle of many ticks (a --once run's whole plan) held every event in the TaskManager's
-        # heap; one element is one tick, at most cdc.chunk_events events
+        # heap; a serial job's element is one tick, at most cdc.chunk_events events
         "python.fn-execution.bundle.size": "1",
         "pipeline.name": PIPELINE_NAME,
         **flink_s3_config(settings),

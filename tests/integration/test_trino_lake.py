@@ -93,6 +93,13 @@ def _records(env: dict[str, Any], wanted: Any, since: float | None = None) -> li
         time.sleep(0.2)
 
 
+def _seen(settings: Settings, since: float) -> list[tuple[Any, ...]]:
+    """Who did what to which object name since `since` (a failure's account of the log; read only then)."""
+    log = AccessLogCollector(settings.state_dir).log_file
+    return sorted({(r["identity"], r["operation"], (r["key"] or "").rsplit("/", 1)[-1])
+                   for r in read_records(log, since=since)}, key=str)
+
+
 def test_the_catalog_file_reads_rest_and_s3_as_bi_without_a_key(lake_trino: dict[str, Any]) -> None:
     server: TrinoServer = lake_trino["server"]
     settings: Settings = lake_trino["settings"]
@@ -177,9 +184,7 @@ def test_trino_follows_a_rotation_of_the_bi_key(lake_trino: dict[str, Any]) -> N
     # its reads since the rotation (the new data files among them) were signed with the new key and served
     gets = _records(lake_trino, lambda r: r["identity"] == "icetide-bi" and r["operation"] == "REST.GET.OBJECT"
                     and (r["key"] or "").startswith("warehouse/sales/vendas/"), since=rotated)
-    seen = {(r["identity"], r["operation"], (r["key"] or "").rsplit("/", 1)[-1]) for r in
-            read_records(AccessLogCollector(settings.state_dir).log_file, since=rotated)}
-    assert gets, f"no bi GETs of the table since the rotation; records since: {sorted(seen, key=str)}"
+    assert gets, f"no bi GETs of the table since the rotation; records since: {_seen(settings, rotated)}"
     assert {r["access_key_id"] for r in gets} == {new} and {r["status"] for r in gets} <= {200, 206}
     assert any(r["key"].endswith(".parquet") for r in gets)
     assert all(p not in json.dumps(lake_trino["server"].status()) for p in PASSWORDS.values())
